@@ -1,0 +1,94 @@
+"""Fully connected layer and flatten.
+
+Dense forward ``out = x @ W.T + b`` with ``W`` of shape (out, in) like PyTorch.
+Backward with ``delta = dL/dout``:
+
+* ``dL/dW = delta.T @ x`` (summed over the batch),
+* ``dL/dx = delta @ W``,
+* ``dL/db = sum over the batch of delta``.
+
+Leading replica axes are allowed: ``x`` (*rep, N, in), ``W`` (*rep, out, in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+def dense_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affine map.
+
+    Parameters
+    ----------
+    x : ndarray, shape (*rep, N, in)
+    weight : ndarray, shape (*rep, out, in)
+    bias : ndarray, shape (*rep, out), optional
+
+    Returns
+    -------
+    out : ndarray, shape (*rep, N, out)
+    cache : ndarray
+        The input ``x`` (all the weight gradient needs).
+    """
+    if x.ndim != weight.ndim or x.shape[-1] != weight.shape[-1] or x.shape[:-2] != weight.shape[:-2]:
+        raise ShapeError(f"dense: input {x.shape} does not fit weight {weight.shape}")
+    out = x @ weight.swapaxes(-1, -2)
+    if bias is not None:
+        out += bias[..., None, :]
+    return out, x
+
+
+def dense_input_grad(out_grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dL/dx = out_grad @ weight: (*rep, N, out), (*rep, out, in) -> (*rep, N, in).
+
+    ``weight`` is an argument so that a learning rule can send the gradient back
+    through another matrix (feedback alignment, sign symmetry).
+    """
+    return out_grad @ weight
+
+
+def dense_weight_grad(out_grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dL/dW = out_grad.T @ x: (*rep, N, out), (*rep, N, in) -> (*rep, out, in)."""
+    return out_grad.swapaxes(-1, -2) @ x
+
+
+def dense_bias_grad(out_grad: np.ndarray) -> np.ndarray:
+    """dL/db = out_grad summed over the batch: (*rep, N, out) -> (*rep, out)."""
+    return out_grad.sum(axis=-2)
+
+
+def dense_backward(
+    out_grad: np.ndarray,
+    weight: np.ndarray,
+    x: np.ndarray,
+    has_bias: bool = False,
+    need_input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Exact backward pass of :func:`dense_forward`.
+
+    Returns
+    -------
+    input_grad : (*rep, N, in) or None; weight_grad : (*rep, out, in);
+    bias_grad : (*rep, out) or None
+    """
+    input_grad = dense_input_grad(out_grad, weight) if need_input_grad else None
+    bias_grad = dense_bias_grad(out_grad) if has_bias else None
+    return input_grad, dense_weight_grad(out_grad, x), bias_grad
+
+
+def flatten_forward(x: np.ndarray, sample_ndim: int) -> np.ndarray:
+    """Flatten the last ``sample_ndim`` axes (row-major): (*lead, C, H, W) -> (*lead, C*H*W).
+
+    Row-major over (C, H, W) is the article's order: channel a first, each map row by row.
+    """
+    lead = x.shape[: x.ndim - sample_ndim]
+    return x.reshape(*lead, -1)
+
+
+def flatten_backward(out_grad: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The gradient reshaped back to the input's shape."""
+    return out_grad.reshape(in_shape)

@@ -1,0 +1,212 @@
+"""2-D max-pooling and its gradient routing.
+
+Forward: each output pixel is the maximum of its ``kh x kw`` window (no padding;
+``out = (in - k) // stride + 1`` like PyTorch).
+
+Backward: the max is piecewise the identity of one input, so the gradient of an
+output pixel is *routed* to the input that won its window and nowhere else::
+
+    dL/dx[p] = sum over windows w whose winner is p of dL/dout[w]
+
+Exact routing sends it to **one** winner, the first maximum in row-major window order
+(what PyTorch does). The article's code instead marks *every* position equal to its
+window's maximum (``ties=True``); with tied maxima that duplicates the gradient. Both
+routings are exposed so that learning rules can use either, and so can the helpers
+``max_pool2d_mask`` (the routing mask in input layout) and ``max_pool2d_upsample``
+(``up(G)``: every window entry receives its window's gradient).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import ShapeError
+from ._index import pool_gather_index, scatter_add
+from .conv import _pair
+
+
+class PoolGeometry(NamedTuple):
+    """Window layout of a max-pool over one (H, W) plane.
+
+    index : ndarray of int64, shape (out_h*out_w, kh*kw): flat plane position of every
+        window entry, row-major inside the window.
+    in_hw, out_hw, kernel, stride : (int, int)
+    """
+
+    index: np.ndarray
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    inverse: np.ndarray | None
+    covers_all: bool
+
+
+@lru_cache(maxsize=256)
+def max_pool2d_geometry(
+    in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]
+) -> PoolGeometry:
+    """The (cached) window layout of a max-pool.
+
+    When windows do not overlap (stride >= kernel) every input pixel lies in at most one
+    window, so sending values back to the input is a gather: ``inverse`` gives, for
+    each pixel, its flat position among the window entries (or one past the end, a zero
+    slot, for pixels no window covers; ``covers_all`` says whether there are any).
+    Overlapping windows need a scatter-add instead (``inverse`` is None).
+    """
+    index, out_h, out_w = pool_gather_index(in_hw, kernel, stride)
+    inverse = None
+    covers_all = False
+    if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
+        inverse = np.full(in_hw[0] * in_hw[1], index.size, dtype=np.int64)
+        inverse[index.ravel()] = np.arange(index.size)
+        covers_all = index.size == inverse.size
+        inverse.setflags(write=False)
+    return PoolGeometry(index, in_hw, (out_h, out_w), kernel, stride, inverse, covers_all)
+
+
+class MaxPool2dCache(NamedTuple):
+    """What the backward pass needs from the forward pass.
+
+    windows : ndarray, shape (*lead, C, out_h*out_w, kh*kw)
+        Every window's entries, row-major.
+    winner : ndarray of int, shape (*lead, C, out_h*out_w)
+        Index in its window of the first maximum.
+    geometry : PoolGeometry
+    in_shape : shape of the input (with batch and replica axes)
+    """
+
+    windows: np.ndarray
+    winner: np.ndarray
+    geometry: PoolGeometry
+    in_shape: tuple[int, ...]
+
+
+def max_pool2d_forward(
+    x: np.ndarray,
+    kernel: int | tuple[int, int] = 2,
+    stride: int | tuple[int, int] | None = None,
+    geometry: PoolGeometry | None = None,
+) -> tuple[np.ndarray, MaxPool2dCache]:
+    """Max over each window.
+
+    Parameters
+    ----------
+    x : ndarray, shape (*lead, C, H, W)
+    kernel : int or (int, int), window size (default 2x2)
+    stride : int or (int, int), default: the kernel size
+    geometry : PoolGeometry, optional
+        Precomputed by a layer; then ``kernel`` and ``stride`` are ignored.
+
+    Returns
+    -------
+    out : ndarray, shape (*lead, C, out_h, out_w)
+    cache : MaxPool2dCache
+    """
+    if x.ndim < 3:
+        raise ShapeError(f"max_pool2d: input must be (..., C, H, W), got shape {x.shape}")
+    *lead, height, width = x.shape
+    if geometry is None:
+        kernel = _pair(kernel)
+        stride = kernel if stride is None else _pair(stride)
+        geometry = max_pool2d_geometry((height, width), kernel, stride)
+    windows = x.reshape(*lead, height * width).take(geometry.index, axis=-1)
+    winner = windows.argmax(axis=-1)
+    # Pick each window's winner by flat position: cheaper than take_along_axis.
+    taps = windows.shape[-1]
+    out = windows.ravel()[winner.ravel() + _arange(winner.size, taps)]
+    out = out.reshape(*lead, *geometry.out_hw)
+    return out, MaxPool2dCache(windows, winner, geometry, x.shape)
+
+
+@lru_cache(maxsize=64)
+def _arange(count: int, step: int) -> np.ndarray:
+    out = np.arange(count, dtype=np.int64) * step
+    out.setflags(write=False)
+    return out
+
+
+def max_pool2d_routing(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
+    """Which window entries receive their window's gradient (1) and which do not (0).
+
+    Returns
+    -------
+    ndarray, shape (*lead, C, out_h*out_w, kh*kw), dtype of the input.
+        ``ties=False``: one-hot at the first maximum (exact, PyTorch's choice).
+        ``ties=True``: every entry equal to the window maximum (the article's code).
+    """
+    windows = cache.windows
+    if ties:
+        best = np.take_along_axis(windows, cache.winner[..., None], axis=-1)
+        return (windows == best).astype(windows.dtype)
+    taps = _arange(windows.shape[-1], 1)
+    return (cache.winner[..., None] == taps).astype(windows.dtype)
+
+
+def _to_input_layout(per_entry: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
+    """Sum per-window-entry values ``(*lead, C, L, kh*kw)`` into the input plane they
+    came from, ``(*lead, C, H, W)``."""
+    geometry = cache.geometry
+    if geometry.inverse is None:  # overlapping windows: add up
+        height, width = geometry.in_hw
+        return scatter_add(per_entry, geometry.index, height * width).reshape(cache.in_shape)
+    flat = per_entry.reshape(*per_entry.shape[:-2], -1)
+    if not geometry.covers_all:
+        flat = np.concatenate([flat, np.zeros((*flat.shape[:-1], 1), flat.dtype)], axis=-1)
+    return flat.take(geometry.inverse, axis=-1).reshape(cache.in_shape)
+
+
+def max_pool2d_backward(
+    out_grad: np.ndarray, cache: MaxPool2dCache, ties: bool = False
+) -> np.ndarray:
+    """dL/dx from dL/dout: each window's gradient routed to its maximum.
+
+    Parameters
+    ----------
+    out_grad : ndarray, shape (*lead, C, out_h, out_w)
+    cache : MaxPool2dCache from the forward pass
+    ties : bool
+        False (exact): to the first maximum only. True: to every tied maximum, as the
+        article's code does.
+
+    Returns
+    -------
+    ndarray, shape (*lead, C, H, W)
+    """
+    grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
+    if ties:
+        return _to_input_layout(max_pool2d_routing(cache, ties=True) * grad, cache)
+    # One winner per window: look up the plane position of each winner and add the
+    # window's gradient there (bincount adds, so overlapping windows are right too).
+    index = cache.geometry.index
+    windows, taps = index.shape
+    height, width = cache.geometry.in_hw
+    plane = height * width
+    position = index.ravel()[cache.winner + _arange(windows, taps)]
+    rows = position.size // windows
+    target = position.reshape(rows, windows) + _arange(rows, plane)[:, None]
+    grad = np.bincount(target.ravel(), weights=out_grad.ravel(), minlength=rows * plane)
+    return grad.reshape(cache.in_shape).astype(out_grad.dtype, copy=False)
+
+
+def max_pool2d_mask(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
+    """The routing as a 0/1 map in input layout, ``(*lead, C, H, W)``.
+
+    This is the article's ``mask`` (with ``ties=True``): 1 where an input is its
+    window's maximum.
+    """
+    return _to_input_layout(max_pool2d_routing(cache, ties), cache)
+
+
+def max_pool2d_upsample(out_grad: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
+    """``up(G)``: every window entry receives its window's gradient, ``(*lead, C, H, W)``.
+
+    For non-overlapping windows this is nearest-neighbour upsampling; inputs outside
+    every window get 0, inputs in several windows get the sum.
+    """
+    grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
+    per_entry = np.broadcast_to(grad, cache.windows.shape)
+    return _to_input_layout(per_entry, cache)

@@ -1,0 +1,116 @@
+"""Ready-made networks: the article's ``seed`` net and a LeNet-5.
+
+``seed`` is exactly the network of the article (seed-spec section 2), written with
+handprop's layers; the only change is the one every comparison must make: the
+article's code computes a true convolution (kernel flipped) and handprop, like
+PyTorch, a cross-correlation. A flipped kernel is still a free kernel, so learning is
+unaffected; to compare weights with the article's code, flip them (``np.rot90(w, 2)``).
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+from .layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from .network import Network
+
+SEED_FC_DEFAULT = (28, 36)
+
+
+def seed_net(fc: tuple[int, int] = SEED_FC_DEFAULT) -> Network:
+    """The article's network: two conv layers, per-channel activations, three dense layers.
+
+    ===========  ============================================  ============
+    layer        what                                          output
+    ===========  ============================================  ============
+    conv1        3x3, pad 1, 1 -> 2 channels, no bias          (2, 8, 8)
+    act1         a: relu, b: arctan                            (2, 8, 8)
+    pool1        2x2 max                                       (2, 4, 4)
+    conv2        3x3, pad 1, 2 -> 4 channels, groups=2         (4, 4, 4)
+    act2         a: arctan, b: relu, c: arctan, d: tanh        (4, 4, 4)
+    pool2        2x2 max                                       (4, 2, 2)
+    flatten      a, b, c, d, row-major                         (16,)
+    fc3, act3    dense 16 -> fc[0], arctan                     (fc[0],)
+    fc4, act4    dense fc[0] -> fc[1], tanh                    (fc[1],)
+    fc5, act5    dense fc[1] -> 1, sigmoid                     (1,)
+    ===========  ============================================  ============
+
+    Groups=2 is the article's wiring: layer-2 maps a, b read layer-1 map a; c, d read b.
+    Weights are drawn from a standard normal (``init="normal"``); the loss is the
+    article's ``0.5 * sum((pred - y)**2)``.
+    """
+    if len(fc) != 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in fc):
+        raise ConfigError(f"seed net: --fc takes two positive integers, got {fc!r}")
+    return Network(
+        [
+            Conv2d(2, 3, padding=1, bias=False, name="conv1"),
+            PerChannelActivation(["relu", "arctan"], name="act1"),
+            MaxPool2d(2, name="pool1"),
+            Conv2d(4, 3, padding=1, groups=2, bias=False, name="conv2"),
+            PerChannelActivation(["arctan", "relu", "arctan", "tanh"], name="act2"),
+            MaxPool2d(2, name="pool2"),
+            Flatten(name="flatten"),
+            Dense(fc[0], bias=False, name="fc3"),
+            Activation("arctan", name="act3"),
+            Dense(fc[1], bias=False, name="fc4"),
+            Activation("tanh", name="act4"),
+            Dense(1, bias=False, name="fc5"),
+            Activation("sigmoid", name="act5"),
+        ],
+        input_shape=(1, 8, 8),
+        loss="l2",
+        init="normal",
+        name="seed",
+    )
+
+
+def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) -> Network:
+    """LeNet-5 style: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, 120, 84, classes.
+
+    ReLU activations, biases, PyTorch's default initialisation, softmax cross-entropy.
+    """
+    return Network(
+        [
+            Conv2d(6, 5, padding=2, name="conv1"),
+            Activation("relu", name="act1"),
+            MaxPool2d(2, name="pool1"),
+            Conv2d(16, 5, name="conv2"),
+            Activation("relu", name="act2"),
+            MaxPool2d(2, name="pool2"),
+            Flatten(name="flatten"),
+            Dense(120, name="fc3"),
+            Activation("relu", name="act3"),
+            Dense(84, name="fc4"),
+            Activation("relu", name="act4"),
+            Dense(classes, name="fc5"),
+        ],
+        input_shape=input_shape,
+        loss="softmax_ce",
+        init="torch",
+        name="lenet",
+    )
+
+
+def small_cnn(classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8)) -> Network:
+    """A small CNN sized for 8x8 digits: conv 8@3x3 pad 1, pool, conv 16@3x3 pad 1, pool,
+    dense 64, dense classes. ReLU, biases, softmax cross-entropy."""
+    return Network(
+        [
+            Conv2d(8, 3, padding=1, name="conv1"),
+            Activation("relu", name="act1"),
+            MaxPool2d(2, name="pool1"),
+            Conv2d(16, 3, padding=1, name="conv2"),
+            Activation("relu", name="act2"),
+            MaxPool2d(2, name="pool2"),
+            Flatten(name="flatten"),
+            Dense(64, name="fc3"),
+            Activation("relu", name="act3"),
+            Dense(classes, name="fc4"),
+        ],
+        input_shape=input_shape,
+        loss="softmax_ce",
+        init="torch",
+        name="small",
+    )
+
+
+PRESETS = {"seed": seed_net, "lenet": lenet, "small": small_cnn}

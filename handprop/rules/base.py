@@ -1,0 +1,172 @@
+"""Learning rules: what the backward pass computes, layer by layer.
+
+A *rule* is asked, for every layer from the last to the first, for the gradient that
+layer sends down and the gradients of its parameters. The base class answers with the
+layer's exact backward pass; a rule overrides :meth:`LearningRule.layer_backward` for
+the layers it changes and calls the ops in :mod:`handprop.ops` to build its answer.
+No op or layer code is edited to change a backward pass.
+
+Rules are assigned per *block*: a weight layer (conv2d or dense) together with the
+layers after it up to the next weight layer (its activation, pool, flatten). So
+``RuleSet({"conv2": SeedBroken()}, default=Exact())`` changes the backward pass of
+conv2, act2 and pool2 and leaves every other block exact. Rules that act per channel
+take their channel choice as a constructor argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..layers import Layer
+
+WEIGHT_KINDS = ("conv2d", "dense")
+
+
+def weight_layer_indices(net: Any) -> list[int]:
+    """Indices of the layers that have a weight (conv2d and dense)."""
+    return [i for i, layer in enumerate(net.layers) if layer.kind in WEIGHT_KINDS]
+
+
+def block_names(net: Any) -> list[str | None]:
+    """For every layer, the name of the weight layer whose block it belongs to."""
+    names: list[str | None] = []
+    current = None
+    for layer in net.layers:
+        if layer.kind in WEIGHT_KINDS:
+            current = layer.name
+        names.append(current)
+    return names
+
+
+def replica_seeds(net: Any, seed: int | Sequence[int] | None) -> list[int]:
+    """The seed of every replica of ``net`` (one seed when it has no replicas)."""
+    if seed is None:
+        if net.replica_seeds is not None:
+            return list(net.replica_seeds)
+        return [0]
+    if isinstance(seed, int | np.integer):
+        return [int(seed)]
+    return [int(s) for s in seed]
+
+
+class LearningRule:
+    """Exact back-propagation; subclasses change what some layers compute.
+
+    Lifecycle: ``bind(net, seed, blocks)`` once (draw random feedback etc.), then for
+    every training step ``begin_step()`` and one backward pass through
+    :meth:`layer_backward`.
+    """
+
+    name = "exact"
+
+    def __init__(self) -> None:
+        self.net: Any = None
+        self.blocks: list[str] = []
+
+    def bind(self, net: Any, seed: int | Sequence[int] | None = None,
+             blocks: Sequence[str] | None = None) -> None:
+        """Attach to ``net``; ``blocks`` are the weight layers this rule is responsible for."""
+        self.net = net
+        self.blocks = list(blocks) if blocks is not None else [
+            net.layers[i].name for i in weight_layer_indices(net)
+        ]
+
+    def begin_step(self) -> None:
+        """Called before every training step (e.g. to refresh sign-symmetric feedback)."""
+
+    def layer_backward(
+        self,
+        index: int,
+        layer: Layer,
+        params: dict[str, np.ndarray],
+        cache: Any,
+        out_grad: np.ndarray,
+        need_input_grad: bool,
+        context: dict[str, Any],
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The gradient ``layer`` sends down and its parameter gradients."""
+        return layer.backward(params, cache, out_grad, need_input_grad)
+
+    def feedback(self) -> dict[str, np.ndarray]:
+        """The matrices used in place of weights in the backward pass, by parameter name
+        (``{"fc4.weight": B}``); empty for rules that send gradients through W."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume this rule (arrays and JSON-able values)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+Exact = LearningRule
+
+
+class RuleSet(LearningRule):
+    """Different rules for different blocks: ``RuleSet({"conv2": rule}, default=Exact())``."""
+
+    name = "ruleset"
+
+    def __init__(self, by_block: Mapping[str, LearningRule],
+                 default: LearningRule | None = None) -> None:
+        super().__init__()
+        self.by_block = dict(by_block)
+        self.default = default or LearningRule()
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        super().bind(net, seed, blocks)
+        known = {net.layers[i].name for i in weight_layer_indices(net)}
+        unknown = sorted(set(self.by_block) - known)
+        if unknown:
+            raise ConfigError(
+                f"rule given for {', '.join(unknown)}, which is not a weight layer of "
+                f"network {net.name!r} (weight layers: {', '.join(sorted(known))})"
+            )
+        owners: dict[int, list[str]] = {}
+        rules = {id(self.default): self.default}
+        for block in known:
+            rule = self.by_block.get(block, self.default)
+            rules[id(rule)] = rule
+            owners.setdefault(id(rule), []).append(block)
+        for key, rule in rules.items():
+            rule.bind(net, seed, owners.get(key, []))
+        blocks_of = block_names(net)
+        self._by_index = [self.by_block.get(b, self.default) if b else self.default
+                          for b in blocks_of]
+        self._rules = list(rules.values())
+
+    def begin_step(self) -> None:
+        for rule in self._rules:
+            rule.begin_step()
+
+    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+        return self._by_index[index].layer_backward(
+            index, layer, params, cache, out_grad, need_input_grad, context
+        )
+
+    def feedback(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for rule in self._rules:
+            out.update(rule.feedback())
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {f"{i}.{key}": value for i, rule in enumerate(self._rules)
+                for key, value in rule.state().items()}
+
+    def load_state(self, state) -> None:
+        for i, rule in enumerate(self._rules):
+            prefix = f"{i}."
+            rule.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def describe(self) -> str:
+        parts = [f"{block}={rule.describe()}" for block, rule in self.by_block.items()]
+        return ",".join(parts + [f"*={self.default.describe()}"])

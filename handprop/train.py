@@ -1,0 +1,301 @@
+"""Training: online (one image per step, the article's protocol) or minibatch.
+
+One step is the whole story of the library::
+
+    out, tape = net.forward(x)                 # forward, keeping what backward needs
+    cost, out_grad = loss(out, y)              # the loss and its gradient
+    grads = net.backward_flat(tape, out_grad, rule)   # the hand-written chain rule
+    optimizer.step(net.flat, grads)            # update every parameter in place
+
+:func:`fit` runs that loop over epochs, records the summed cost of every epoch (the
+article's "total cost"), and stops at the first step whose cost is NaN or inf, naming
+the epoch and the step and keeping the history so far. With a replicated network (see
+``Network.init(replicas=...)``) it trains R independent runs in lockstep: each replica
+sees its own data and its own order, and stops counting on its own if it diverges.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .network import Network
+from .ops.losses import get_loss, one_hot
+from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from .rules.base import LearningRule
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a training run (defaults: the article's protocol).
+
+    epochs : passes over the training set
+    batch_size : 1 is online SGD (the article); larger is minibatch
+    optimizer : sgd | momentum (the article's form) | nesterov | adam
+    lr : learning rate; momentum : alpha (momentum / nesterov), ignored otherwise
+    weight_decay : L2 penalty added to the gradient
+    schedule : constant | step | cosine | article (the article's post-epoch-300 defect)
+    shuffle : reshuffle the training set every epoch (the article keeps one fixed order)
+    seed : seeds initial weights, data split, shuffles and random feedback
+    dtype : float64 | float32
+    loss : l2 | bce | softmax_ce; None = the network's own
+    reduction : sum | mean; None = sum for l2 (the article), mean otherwise
+    init : weight initialisation scheme; None = the network's own
+    """
+
+    epochs: int = 500
+    batch_size: int = 1
+    optimizer: str = "momentum"
+    lr: float = 0.09
+    momentum: float | None = 0.0009
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    shuffle: bool = False
+    seed: int = 0
+    dtype: str = "float64"
+    loss: str | None = None
+    reduction: str | None = None
+    init: str | None = None
+
+    def validate(self) -> TrainConfig:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            minimum = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
+            )
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        make_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """What a run produced.
+
+    cost : per epoch, the summed cost of its steps; shape (epochs,) or (epochs, R)
+    diverged : per replica, None or {"epoch": e, "step": s} (1-based) of the first
+        step whose cost was not finite
+    seconds : wall time of the training loop
+    """
+
+    cost: np.ndarray
+    diverged: list[dict[str, int] | None]
+    seconds: float
+    steps: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cost_list(self, replica: int | None = None) -> list[float | None]:
+        """The cost history as a JSON-friendly list (None where not finite)."""
+        column = self.cost if self.cost.ndim == 1 else self.cost[:, replica or 0]
+        return [float(c) if math.isfinite(c) else None for c in column]
+
+
+def loss_for(net: Network, config: TrainConfig):
+    """The loss function a run uses, with its reduction."""
+    name = config.loss or net.loss
+    reduction = config.reduction or ("sum" if name == "l2" else "mean")
+    return name, get_loss(name, reduction)
+
+
+def targets_for(net: Network, labels: np.ndarray, loss: str, dtype: Any = np.float64) -> np.ndarray:
+    """Class indices -> what the loss compares the output with.
+
+    One output unit: the label itself as a float (binary task, 0 or 1). Several: integer
+    labels for softmax cross-entropy, one-hot rows for the others.
+    """
+    outputs = net.output_shape[-1]
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise DataError("no labels: the dataset is empty")
+    top = int(labels.max())
+    if outputs == 1:
+        if labels.min() < 0 or top > 1:
+            raise DataError(
+                f"network {net.name!r} has one output (a binary task) but labels go up to {top}"
+            )
+        return labels[..., None].astype(dtype)
+    if labels.min() < 0 or top >= outputs:
+        raise DataError(
+            f"label {top} is outside the {outputs} classes of network {net.name!r}'s output"
+        )
+    if loss == "softmax_ce":
+        return labels.astype(np.int64)
+    return one_hot(labels, outputs, dtype)
+
+
+def _batches(count: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, count)) for i in range(0, count, batch_size)]
+
+
+def fit(
+    net: Network,
+    x: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    rule: LearningRule | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[int, History], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> History:
+    """Train ``net`` in place.
+
+    Parameters
+    ----------
+    net : Network with parameters (``init`` called); replicated or not
+    x : (N, *input_shape), or (R, N, *input_shape) for a replicated net
+    labels : (N,) or (R, N) class indices
+    config : TrainConfig
+    rule : LearningRule, optional (bound to ``net`` here if it is not yet)
+    progress : called as ``progress(epoch, epochs, last_cost)`` after every epoch
+    on_epoch : called as ``on_epoch(epoch, history_so_far)`` after every epoch
+    stop : polled after every epoch; training ends early when it returns True
+
+    Returns
+    -------
+    History
+    """
+    config.validate()
+    if net.flat is None:
+        raise ConfigError("call net.init() before fit()")
+    rep = net.rep_shape
+    replicas = rep[0] if rep else 1
+    seeds = list(net.replica_seeds) if net.replica_seeds is not None else [config.seed]
+    x = np.asarray(x)
+    expected = (*rep, x.shape[len(rep)] if x.ndim > len(rep) else 0, *net.input_shape)
+    if x.shape != expected or x.shape[len(rep)] == 0:
+        raise DataError(f"training images must have shape {(*rep, 'N', *net.input_shape)}, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError("training images contain NaN or inf")
+    x = x.astype(net.dtype, copy=False)
+    count = x.shape[len(rep)]
+    if np.shape(labels) != (*rep, count):
+        raise DataError(f"expected {count} labels per run, got labels of shape {np.shape(labels)}")
+    loss_name, loss_fn = loss_for(net, config)
+    y = targets_for(net, labels, loss_name, net.dtype)
+    if rule is not None and rule.net is not net:
+        rule.bind(net, seeds)
+    optimizer = make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay)
+    schedule = make_schedule(config.schedule, config.epochs)
+    shufflers = [np.random.default_rng([seed, 3]) for seed in seeds]
+    batches = _batches(count, config.batch_size)
+    # Index of one batch in an epoch's reordered arrays: the batch axis follows replicas.
+    selectors = [(slice(None), part) if rep else part for part in batches]
+    order = np.tile(np.arange(count), (replicas, 1))
+    rows = np.arange(replicas)[:, None]
+
+    cost = np.full((config.epochs, replicas), np.nan)
+    diverged: list[dict[str, int] | None] = [None] * replicas
+    alive = np.ones(replicas, dtype=bool)
+    history = History(cost[:0] if rep else cost[:0, 0], diverged, 0.0, 0)
+    start = time.perf_counter()
+    steps = 0
+    forward, backward, update = net._forward, net.backward_flat, optimizer.step
+    begin = rule.begin_step if rule is not None else None
+    with np.errstate(all="ignore"):  # a diverging replica must not flood the terminal
+        for epoch in range(config.epochs):
+            if config.shuffle or epoch == 0:
+                if config.shuffle:
+                    order = np.stack([r.permutation(count) for r in shufflers])
+                xe, ye = (x[rows, order], y[rows, order]) if rep else (x[order[0]], y[order[0]])
+            epoch_cost = np.zeros(replicas) if rep else 0.0
+            stopped = False
+            for number, sel in enumerate(selectors, start=1):
+                out, tape = forward(xe[sel])
+                value, out_grad = loss_fn(out, ye[sel])
+                if begin is not None:
+                    begin()
+                update(net.flat, backward(tape, out_grad, rule))
+                steps += 1
+                epoch_cost += value
+                finite = np.isfinite(value).all() if rep else math.isfinite(value)
+                if not finite:
+                    bad = ~np.isfinite(np.atleast_1d(value)) & alive
+                    for r in np.flatnonzero(bad):
+                        diverged[r] = {"epoch": epoch + 1, "step": number}
+                    alive &= ~bad
+                    if not alive.any():
+                        stopped = True
+                        break
+            if stopped:
+                break
+            cost[epoch] = np.where(alive, epoch_cost, np.nan)
+            schedule.end_epoch(optimizer, epoch)
+            history.cost = cost[: epoch + 1] if rep else cost[: epoch + 1, 0]
+            history.seconds = time.perf_counter() - start
+            history.steps = steps
+            if progress is not None:
+                last = float(np.nanmean(np.where(alive, epoch_cost, np.nan))) if alive.any() else math.nan
+                progress(epoch + 1, config.epochs, last)
+            if on_epoch is not None:
+                on_epoch(epoch, history)
+            if stop is not None and stop():
+                break
+    history.seconds = time.perf_counter() - start
+    history.steps = steps
+    history.extra["optimizer"] = optimizer.state()
+    return history
+
+
+@dataclass
+class Evaluation:
+    """Predictions on a set of images.
+
+    raw : network outputs, (N, K) (or (R, N, K))
+    predicted : predicted class index, (N,) (or (R, N))
+    accuracy : fraction correct (per replica with replicas)
+    """
+
+    raw: np.ndarray
+    predicted: np.ndarray
+    truth: np.ndarray
+    accuracy: np.ndarray | float
+
+
+def evaluate(net: Network, x: np.ndarray, labels: np.ndarray) -> Evaluation:
+    """Run the network on ``x`` and compare with ``labels`` (class indices)."""
+    raw = net.predict(np.asarray(x, dtype=net.dtype))
+    if raw.shape[-1] == 1:
+        predicted = (raw[..., 0] >= 0.5).astype(np.int64)  # np.round, ties up
+    else:
+        predicted = raw.argmax(axis=-1)
+    correct = predicted == np.asarray(labels)
+    accuracy = correct.mean(axis=-1)
+    return Evaluation(raw, predicted, np.asarray(labels), float(accuracy) if accuracy.ndim == 0 else accuracy)
+
+
+def prediction_table(evaluation: Evaluation, classes: tuple[int, ...]) -> str:
+    """The article's test table: ground truth, raw prediction, rounded prediction."""
+    truth = [str(classes[t]) for t in evaluation.truth]
+    if evaluation.raw.shape[-1] == 1:
+        raw = [f"{v:.4f}" for v in evaluation.raw[..., 0]]
+    else:
+        raw = [f"{v.max():.4f}" for v in evaluation.raw]
+    rounded = [str(classes[p]) for p in evaluation.predicted]
+    width = max(len(s) for s in truth + raw + rounded)
+    rows = [
+        ("truth", truth),
+        ("prediction" if evaluation.raw.shape[-1] == 1 else "max prob", raw),
+        ("rounded" if evaluation.raw.shape[-1] == 1 else "predicted", rounded),
+    ]
+    lines = [f"{name:<11}" + " ".join(s.rjust(width) for s in values) for name, values in rows]
+    lines.append(f"accuracy: {int(round(float(np.mean(evaluation.predicted == evaluation.truth)) * len(truth)))}"
+                 f"/{len(truth)}")
+    return "\n".join(lines)
