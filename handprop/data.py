@@ -265,7 +265,8 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
 
 
 def _find(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    dotted = stem.replace("-idx", ".idx")  # both spellings are common
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -277,11 +278,17 @@ def _idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndar
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
-        raise DataError(f"{images_path}: images must be (N, H, W) or (N, C, H, W), got {images.shape}")
+        raise DataError(
+            f"{images_path}: images must be (N, H, W) or (N, C, H, W), got {images.shape}"
+        )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{labels_path}: labels must be a 1-D integer array, got {labels.shape} {labels.dtype}")
+        raise DataError(
+            f"{labels_path}: labels must be 1-D integers, got {labels.shape} {labels.dtype}"
+        )
     if len(images) != len(labels):
-        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
     return images, labels.astype(np.int64)
 
 
@@ -320,12 +327,14 @@ def load_idx(
         test_pair = _idx_pair(test_images, test_labels) if test_images and test_labels else None
     else:
         raise DataError(f"IDX data must be FOLDER or IMAGES,LABELS, got {spec!r}")
-    max_value = float(np.iinfo(images.dtype).max) if np.issubdtype(images.dtype, np.integer) else 1.0
+    integer = np.issubdtype(images.dtype, np.integer)
+    max_value = float(np.iinfo(images.dtype).max) if integer else 1.0
     if classes is None:
         classes = tuple(int(c) for c in np.unique(labels))
     images, labels = _select_classes(images, labels, classes, f"IDX labels in {spec}")
     if test_pair is None:
-        return _finish("idx", images, labels, classes, seed, "stratified", test_size, scale, max_value)
+        return _finish("idx", images, labels, classes, seed, "stratified", test_size, scale,
+                       max_value)
     test_images, test_labels = test_pair
     unknown = sorted(set(np.unique(test_labels).tolist()) - set(classes))
     if unknown:

@@ -41,17 +41,15 @@ def numerical_grad(
     place and restored). ``entries``: flat indices to check (default: all); others are 0.
     """
     grad = np.zeros(array.shape, dtype=np.float64)
-    flat_view = array.reshape(-1)
-    assert np.shares_memory(flat_view, array), "array must be contiguous"
-    grad_flat = grad.reshape(-1)
     for i in range(array.size) if entries is None else entries:
-        original = flat_view[i]
-        flat_view[i] = original + eps
+        at = np.unravel_index(i, array.shape)  # works for strided views (replicas) too
+        original = array[at]
+        array[at] = original + eps
         plus = f()
-        flat_view[i] = original - eps
+        array[at] = original - eps
         minus = f()
-        flat_view[i] = original
-        grad_flat[i] = (plus - minus) / (2 * eps)
+        array[at] = original
+        grad[at] = (plus - minus) / (2 * eps)
     return grad
 
 

@@ -288,7 +288,7 @@ class MaxPool2d(Layer):
                 f"layer {self.name} (max_pool2d) needs (C, H, W) inputs, got shape {in_shape}"
             )
         channels, height, width = in_shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        kh, kw = self.kernel_size
         if height < kh or width < kw:
             raise ShapeError(
                 f"layer {self.name} (max_pool2d): window {kh}x{kw} does not fit input shape "

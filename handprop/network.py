@@ -66,7 +66,9 @@ class Network:
         if not layers:
             raise ConfigError("a network needs at least one layer")
         if init not in INIT_SCHEMES:
-            raise ConfigError(f"unknown init scheme {init!r}; choose from {', '.join(INIT_SCHEMES)}")
+            raise ConfigError(
+                f"unknown init scheme {init!r}; choose from {', '.join(INIT_SCHEMES)}"
+            )
         from .ops.losses import LOSSES
 
         if loss not in LOSSES:
@@ -78,7 +80,9 @@ class Network:
         try:
             shape = tuple(int(s) for s in input_shape)
         except (TypeError, ValueError):
-            raise ShapeError(f"input_shape must be a list of integers, got {input_shape!r}") from None
+            raise ShapeError(
+                f"input_shape must be a list of integers, got {input_shape!r}"
+            ) from None
         if not shape or min(shape) < 1:
             raise ShapeError(f"input_shape must be positive integers, got {input_shape!r}")
         self.name = name
@@ -209,16 +213,17 @@ class Network:
         missing = sorted(set(self.params) - set(values))
         if strict and missing:
             raise ShapeError(f"missing parameter(s) {', '.join(missing)}")
-        for name, value in values.items():
+        checked = {}
+        for name, value in values.items():  # check everything before writing anything
             value = np.asarray(value)
             target = self.params[name]
             if value.shape != target.shape:
-                raise ShapeError(
-                    f"parameter {name} has shape {target.shape}, got an array of shape {value.shape}"
-                )
-            if not np.all(np.isfinite(value)):
-                raise ShapeError(f"parameter {name} contains NaN or inf")
-            target[...] = value
+                raise ShapeError(f"parameter {name} has shape {target.shape}, got {value.shape}")
+            if not np.issubdtype(value.dtype, np.number) or not np.all(np.isfinite(value)):
+                raise ShapeError(f"parameter {name} must be finite numbers")
+            checked[name] = value
+        for name, value in checked.items():
+            self.params[name][...] = value
 
     def with_replicas(self, count: int) -> None:
         """Repeat the current parameters into ``count`` replicas (all identical)."""
@@ -316,6 +321,8 @@ class Network:
         parts: list[np.ndarray | None] = [None] * len(self.param_shapes)
         per_replica = (*self.rep_shape, -1)
         layers, layer_params, slots = self.layers, self._layer_params, self._slot
+        if out_grad.dtype != flat.dtype:
+            out_grad = out_grad.astype(flat.dtype)
         grad = out_grad
         for i in self._backward_order:
             if i == self._last_weight:

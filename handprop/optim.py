@@ -233,7 +233,8 @@ class CosineSchedule(Schedule):
         if self.base is None:
             self.base = optimizer.lr
         t = min(epoch + 1, self.epochs) / self.epochs
-        optimizer.lr = self.base * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t)))
+        cosine = 0.5 * (1 + math.cos(math.pi * t))
+        optimizer.lr = self.base * (self.floor + (1 - self.floor) * cosine)
 
 
 class ArticleSchedule(Schedule):

@@ -114,3 +114,15 @@ def small_cnn(classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8)) 
 
 
 PRESETS = {"seed": seed_net, "lenet": lenet, "small": small_cnn}
+
+
+# Training defaults of each preset (CLI flags override them).
+NET_DEFAULTS: dict[str, dict] = {
+    # The article: online SGD, its momentum form, lr 0.09, alpha 0.0009, 500 epochs.
+    "seed": {"optimizer": "momentum", "lr": 0.09, "momentum": 0.0009, "batch_size": 1,
+             "epochs": 500, "data": "digits"},
+    "lenet": {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "batch_size": 64,
+              "epochs": 10, "data": None},
+    "small": {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "batch_size": 32,
+              "epochs": 30, "data": "digits10"},
+}

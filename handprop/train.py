@@ -67,7 +67,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             minimum = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+            if not integer or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
@@ -181,7 +182,8 @@ def fit(
     x = np.asarray(x)
     expected = (*rep, x.shape[len(rep)] if x.ndim > len(rep) else 0, *net.input_shape)
     if x.shape != expected or x.shape[len(rep)] == 0:
-        raise DataError(f"training images must have shape {(*rep, 'N', *net.input_shape)}, got {x.shape}")
+        want = (*rep, "N", *net.input_shape)
+        raise DataError(f"training images must have shape {want}, got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise DataError("training images contain NaN or inf")
     x = x.astype(net.dtype, copy=False)
@@ -242,8 +244,9 @@ def fit(
             history.seconds = time.perf_counter() - start
             history.steps = steps
             if progress is not None:
-                last = float(np.nanmean(np.where(alive, epoch_cost, np.nan))) if alive.any() else math.nan
-                progress(epoch + 1, config.epochs, last)
+                costs = np.where(alive, epoch_cost, np.nan)
+                progress(epoch + 1, config.epochs,
+                         float(np.nanmean(costs)) if alive.any() else math.nan)
             if on_epoch is not None:
                 on_epoch(epoch, history)
             if stop is not None and stop():
@@ -273,29 +276,37 @@ def evaluate(net: Network, x: np.ndarray, labels: np.ndarray) -> Evaluation:
     """Run the network on ``x`` and compare with ``labels`` (class indices)."""
     raw = net.predict(np.asarray(x, dtype=net.dtype))
     if raw.shape[-1] == 1:
-        predicted = (raw[..., 0] >= 0.5).astype(np.int64)  # np.round, ties up
+        predicted = (raw[..., 0] >= 0.5).astype(np.int64)  # one sigmoid output: round it
     else:
         predicted = raw.argmax(axis=-1)
-    correct = predicted == np.asarray(labels)
-    accuracy = correct.mean(axis=-1)
-    return Evaluation(raw, predicted, np.asarray(labels), float(accuracy) if accuracy.ndim == 0 else accuracy)
+    labels = np.asarray(labels)
+    accuracy = (predicted == labels).mean(axis=-1)
+    return Evaluation(raw, predicted, labels, float(accuracy) if accuracy.ndim == 0 else accuracy)
 
 
-def prediction_table(evaluation: Evaluation, classes: tuple[int, ...]) -> str:
-    """The article's test table: ground truth, raw prediction, rounded prediction."""
-    truth = [str(classes[t]) for t in evaluation.truth]
-    if evaluation.raw.shape[-1] == 1:
-        raw = [f"{v:.4f}" for v in evaluation.raw[..., 0]]
+def prediction_table(evaluation: Evaluation, classes: tuple[int, ...], limit: int = 20) -> str:
+    """The article's test table: ground truth, raw prediction, rounded prediction.
+
+    At most ``limit`` images are shown; the accuracy line counts them all.
+    """
+    shown = slice(0, limit)
+    binary = evaluation.raw.shape[-1] == 1
+    truth = [str(classes[t]) for t in evaluation.truth[shown]]
+    if binary:
+        raw = [f"{v:.4f}" for v in evaluation.raw[shown, 0]]
     else:
-        raw = [f"{v.max():.4f}" for v in evaluation.raw]
-    rounded = [str(classes[p]) for p in evaluation.predicted]
+        raw = [f"{v.max():.4f}" for v in evaluation.raw[shown]]
+    rounded = [str(classes[p]) for p in evaluation.predicted[shown]]
     width = max(len(s) for s in truth + raw + rounded)
     rows = [
         ("truth", truth),
-        ("prediction" if evaluation.raw.shape[-1] == 1 else "max prob", raw),
-        ("rounded" if evaluation.raw.shape[-1] == 1 else "predicted", rounded),
+        ("prediction" if binary else "max prob", raw),
+        ("rounded" if binary else "predicted", rounded),
     ]
     lines = [f"{name:<11}" + " ".join(s.rjust(width) for s in values) for name, values in rows]
-    lines.append(f"accuracy: {int(round(float(np.mean(evaluation.predicted == evaluation.truth)) * len(truth)))}"
-                 f"/{len(truth)}")
+    total = len(evaluation.truth)
+    if total > limit:
+        lines.append(f"(first {limit} of {total} images shown)")
+    correct = int(np.sum(evaluation.predicted == evaluation.truth))
+    lines.append(f"accuracy: {correct}/{total}")
     return "\n".join(lines)

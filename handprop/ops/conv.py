@@ -2,7 +2,7 @@
 
 Forward, for output channel o in group g, output pixel (y, x)::
 
-    out[n, o, y, x] = bias[o] + sum_{c in group g, i, j} w[o, c, i, j] * xpad[n, c, y*s + i, x*s + j]
+    out[n, o, y, x] = bias[o] + sum_{c in g, i, j} w[o, c, i, j] * xpad[n, c, y*s + i, x*s + j]
 
 Backward, with ``delta = dL/d out``:
 

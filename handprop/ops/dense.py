@@ -34,7 +34,8 @@ def dense_forward(
     cache : ndarray
         The input ``x`` (all the weight gradient needs).
     """
-    if x.ndim != weight.ndim or x.shape[-1] != weight.shape[-1] or x.shape[:-2] != weight.shape[:-2]:
+    fits = x.ndim == weight.ndim and x.shape[-1] == weight.shape[-1]
+    if not fits or x.shape[:-2] != weight.shape[:-2]:
         raise ShapeError(f"dense: input {x.shape} does not fit weight {weight.shape}")
     out = x @ weight.swapaxes(-1, -2)
     if bias is not None:
@@ -53,6 +54,8 @@ def dense_input_grad(out_grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def dense_weight_grad(out_grad: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dL/dW = out_grad.T @ x: (*rep, N, out), (*rep, N, in) -> (*rep, out, in)."""
+    if out_grad.shape[-2] == 1:  # one sample: an outer product, cheaper without matmul
+        return out_grad[..., 0, :, None] * x
     return out_grad.swapaxes(-1, -2) @ x
 
 

@@ -54,6 +54,10 @@ def l2_loss(
     return value, diff * scale if scale != 1.0 else diff
 
 
+# PyTorch clamps with the float32 constant 1e-12 (= 9.99999996e-13) even in float64.
+_BCE_EPS = float(np.float32(1e-12))
+
+
 def bce_loss(
     prob: np.ndarray, target: np.ndarray, reduction: str = "mean"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +71,7 @@ def bce_loss(
         log_p = np.maximum(np.log(prob), -100.0)
         log_q = np.maximum(np.log1p(-prob), -100.0)
     value = -scale * (target * log_p + (1 - target) * log_q).sum(axis=(-2, -1))
-    grad = scale * (prob - target) / np.maximum(prob * (1 - prob), 1e-12)
+    grad = scale * (prob - target) / np.maximum(prob * (1 - prob), _BCE_EPS)
     return value, grad
 
 

@@ -1,0 +1,137 @@
+"""Figures for the studies (matplotlib, Agg backend, written atomically as PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .io import save_figure
+
+RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "black",
+               "broken-upstream": "tab:green", "broken-mask": "tab:orange",
+               "fa": "tab:purple", "usf": "tab:cyan", "frsf": "tab:olive",
+               "brsf": "tab:brown", "dfa": "tab:pink"}
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def color(rule: str, index: int) -> str:
+    return RULE_COLORS.get(rule, f"C{index % 10}")
+
+
+def mean_band(matrix: np.ndarray, resamples: int = 1000, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: mean over rows and its 95% bootstrap interval (NaN rows ignored)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(matrix, axis=0)
+        if matrix.shape[0] < 2:
+            return mean, mean, mean
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, matrix.shape[0], size=(resamples, matrix.shape[0]))
+        means = np.nanmean(matrix[picks], axis=1)
+        low, high = np.nanquantile(means, [0.025, 0.975], axis=0)
+    return mean, low, high
+
+
+def curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel: str,
+           log: bool = False, xlabel: str = "epoch", start: int = 1) -> Path:
+    """One line per rule: the mean over runs with its 95% bootstrap band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (rule, matrix) in enumerate(series.items()):
+        if matrix.size == 0:
+            continue
+        mean, low, high = mean_band(matrix)
+        epochs = np.arange(start, start + len(mean))
+        ax.plot(epochs, mean, color=color(rule, i), label=f"{rule} (n={matrix.shape[0]})", lw=1.4)
+        ax.fill_between(epochs, low, high, color=color(rule, i), alpha=0.18, lw=0)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return saved
+
+
+def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
+                   values: dict[tuple[str, str], tuple[float, float, float] | None],
+                   title: str, ylabel: str, ylim: tuple[float, float] | None = None) -> Path:
+    """For each group (experiment) and rule, a point with a 95% interval."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(groups) * max(len(rules), 1) / 3), 4.2))
+    width = 0.8 / max(len(rules), 1)
+    for j, rule in enumerate(rules):
+        xs, ys, lows, highs = [], [], [], []
+        for g, group in enumerate(groups):
+            value = values.get((group, rule))
+            if value is None or value[0] is None or not np.isfinite(value[0]):
+                continue
+            mean, low, high = value
+            xs.append(g - 0.4 + width * (j + 0.5))
+            ys.append(mean)
+            lows.append(mean - low)
+            highs.append(high - mean)
+        if xs:
+            ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", color=color(rule, j), label=rule,
+                        capsize=3)
+    ax.set_xticks(range(len(groups)), groups)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return saved
+
+
+def alignment_grid(path: Path, layers: Sequence[str],
+                   series: dict[str, dict[str, np.ndarray]], title: str,
+                   ylabel: str = "angle to exact gradient (degrees)") -> Path:
+    """One panel per layer; in each, one line per rule (mean over runs, 95% band)."""
+    plt = pyplot()
+    cols = min(len(layers), 3) or 1
+    rows = int(np.ceil(len(layers) / cols)) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for k, layer in enumerate(layers):
+        ax = axes[k // cols][k % cols]
+        for i, (rule, per_layer) in enumerate(series.items()):
+            matrix = per_layer.get(layer)
+            if matrix is None or matrix.size == 0:
+                continue
+            mean, low, high = mean_band(matrix)
+            epochs = np.arange(len(mean))
+            ax.plot(epochs, mean, color=color(rule, i), label=rule, lw=1.2)
+            ax.fill_between(epochs, low, high, color=color(rule, i), alpha=0.18, lw=0)
+        ax.axhline(90, color="grey", lw=0.8, ls="--")
+        ax.set_title(layer, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    for k in range(len(layers), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return saved

@@ -1,0 +1,410 @@
+"""``handprop reproduce``: the article's original-vs-broken experiments, with statistics.
+
+For each experiment (dense widths) and each rule, two protocols are run, every run
+with the article's training protocol (online SGD, 500 epochs, lr 0.09, alpha 0.0009,
+standard-normal weights, raw pixels):
+
+* **article** -- one run per seed: shuffle the 360 images of 0 and 1 with the seed, hold
+  out the first 10, train on 350. Test accuracy is on those 10 images.
+* **cv** -- the held-out protocol: stratified k-fold cross-validation over all 360 images
+  (k=5: train on 288, test on 72, every image tested exactly once per rule).
+
+Every rule gets the same initial weights and data order for a given seed (paired).
+The runs of one (experiment, rule, protocol) are trained in lockstep as replicas of
+one network, which is what makes the default study fit in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, HandpropError
+from .io import write_json
+
+RECORD_VERSION = 1
+CONFIG_KEYS = ("experiment", "fc", "rule", "protocol", "epochs", "lr", "momentum", "probe",
+               "folds", "first_seed")
+RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "black",
+               "broken-upstream": "tab:green", "broken-mask": "tab:orange"}
+
+
+@dataclass
+class Experiment:
+    name: str
+    fc: tuple[int, int]
+    claim: str = ""
+
+
+@dataclass
+class ReproduceConfig:
+    """Everything that defines a reproduce study (defaults: configs/reproduce.toml)."""
+
+    experiments: list[Experiment]
+    rules: list[str]
+    seeds: int = 10
+    first_seed: int = 0
+    epochs: int = 500
+    lr: float = 0.09
+    momentum: float = 0.0009
+    folds: int = 5
+    probe: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["experiments"] = [asdict(e) for e in self.experiments]
+        return data
+
+
+def default_config_text() -> str:
+    return resources.files("handprop").joinpath("configs/reproduce.toml").read_text()
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ReproduceConfig:
+    """Validate a ``[reproduce]`` table into a ReproduceConfig."""
+    allowed = {"experiments", "rules", "seeds", "first_seed", "epochs", "lr", "momentum",
+               "folds", "probe"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [reproduce]: {', '.join(unknown)}")
+    experiments = []
+    for i, item in enumerate(data.get("experiments", []), start=1):
+        if not isinstance(item, dict) or "fc" not in item:
+            raise ConfigError(f"{source}: experiment {i} needs fc = [W3, W4]")
+        fc = item["fc"]
+        if (not isinstance(fc, list) or len(fc) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in fc)):
+            raise ConfigError(
+                f"{source}: experiment {i}: fc must be two positive integers, got {fc!r}"
+            )
+        extra = sorted(set(item) - {"name", "fc", "claim"})
+        if extra:
+            raise ConfigError(f"{source}: experiment {i}: unknown key(s) {', '.join(extra)}")
+        experiments.append(Experiment(str(item.get("name", f"fc{fc[0]}-{fc[1]}")), (fc[0], fc[1]),
+                                      str(item.get("claim", ""))))
+    if not experiments:
+        raise ConfigError(f"{source}: no experiments")
+    names = [e.name for e in experiments]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: experiment names must be unique, got {names}")
+    config = ReproduceConfig(experiments=experiments, rules=list(data.get("rules", [])))
+    for key in ("seeds", "first_seed", "epochs", "folds", "probe"):
+        if key in data:
+            setattr(config, key, data[key])
+    for key in ("lr", "momentum"):
+        if key in data:
+            setattr(config, key, data[key])
+    return validate_config(config, source)
+
+
+def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
+    from .rules import RULES
+
+    def positive_int(name: str, minimum: int = 1) -> None:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
+
+    positive_int("seeds")
+    positive_int("first_seed", 0)
+    positive_int("epochs")
+    positive_int("probe")
+    positive_int("folds", 0)
+    if config.folds == 1 or (config.folds and 360 % config.folds):
+        raise ConfigError(
+            f"{source}: folds must be 0 (no cross-validation) or divide the 360 images into "
+            f"equal folds (2, 3, 4, 5, 6, 8, 9, 10, ...), got {config.folds}"
+        )
+    for name in ("lr", "momentum"):
+        value = getattr(config, name)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+            raise ConfigError(f"{source}: {name} must be a finite number"
+                              f"{' > 0' if name == 'lr' else ' >= 0'}, got {value!r}")
+    if not config.rules:
+        raise ConfigError(f"{source}: no rules")
+    for rule in config.rules:
+        if rule not in RULES:
+            raise ConfigError(f"{source}: unknown rule {rule!r}; choose from {', '.join(RULES)}")
+    if len(set(config.rules)) != len(config.rules):
+        raise ConfigError(f"{source}: rules repeat: {config.rules}")
+    return config
+
+
+def load_config(path: str | Path | None = None) -> ReproduceConfig:
+    """The default study, or the ``[reproduce]`` table of a TOML file."""
+    import tomllib
+
+    from .spec import load_toml
+
+    if path is None:
+        data = tomllib.loads(default_config_text())
+        source = "configs/reproduce.toml"
+    else:
+        data = load_toml(path)
+        source = str(path)
+    if "reproduce" not in data or not isinstance(data["reproduce"], dict):
+        raise ConfigError(f"{source}: no [reproduce] table")
+    return config_from_dict(data["reproduce"], source)
+
+
+# -- data ------------------------------------------------------------------------------
+
+def _article_split(seed: int):
+    from .data import load_digits
+
+    return load_digits(seed=seed)
+
+
+def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id of every item: classes shuffled, then dealt round-robin, so folds are
+    equal in size (when ``folds`` divides the count) and stratified."""
+    rng = np.random.default_rng([seed, 5])
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
+                            for c in np.unique(labels)])
+    fold = np.empty(len(labels), dtype=np.int64)
+    fold[order] = np.arange(len(labels)) % folds
+    return fold
+
+
+def _cv_split(base_seed: int, folds: int, fold: int, seed: int):
+    from .data import Dataset, _select_classes, _sklearn_digits
+
+    images, labels = _sklearn_digits()
+    images, labels = _select_classes(images, labels, (0, 1), "digits")
+    images = images.astype(np.float64)
+    assignment = equal_stratified_folds(labels, folds, base_seed)
+    test = np.flatnonzero(assignment == fold)
+    train = np.random.default_rng(seed).permutation(np.flatnonzero(assignment != fold))
+    return Dataset(f"digits-cv{fold}", images[train], labels[train], images[test], labels[test],
+                   (0, 1), info={"fold": fold, "folds": folds, "test_index": test.tolist()})
+
+
+# -- one job: a group of runs in lockstep ----------------------------------------------
+
+def record_path(out: Path, experiment: str, rule: str, protocol: str, run: int) -> Path:
+    name = f"seed{run}.json" if protocol == "article" else f"cv-fold{run}.json"
+    return out / "runs" / experiment / rule / name
+
+
+def _round(values: list[float | None], digits: int = 7) -> list[float | None]:
+    return [None if v is None or not math.isfinite(v) else float(f"{v:.{digits}g}") for v in values]
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train the runs of one (experiment, rule, protocol) in lockstep; write their records."""
+    from . import __version__
+    from .alignment import AlignmentLog
+    from .presets import seed_net
+    from .rules import make_rule
+    from .sweep import JobProgress
+    from .train import TrainConfig, evaluate, fit, loss_for, targets_for
+
+    out = Path(spec["out"])
+    protocol, runs = spec["protocol"], spec["runs"]
+    if protocol == "article":
+        datasets = [_article_split(seed) for seed in runs]
+        seeds = runs
+    else:
+        seeds = [spec["first_seed"] + fold for fold in runs]
+        datasets = [_cv_split(spec["first_seed"], spec["folds"], fold, seed)
+                    for fold, seed in zip(runs, seeds, strict=True)]
+    x = np.stack([d.x_train for d in datasets])
+    labels = np.stack([d.y_train for d in datasets])
+    net = seed_net(tuple(spec["fc"])).init(replicas=seeds)
+    config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
+                         lr=spec["lr"], momentum=spec["momentum"], seed=seeds[0])
+    rule = make_rule(spec["rule"], net, seeds)
+    loss_name, loss_fn = loss_for(net, config)
+    probe = min(spec["probe"], x.shape[1])
+    log = AlignmentLog(None if spec["rule"] == "exact" else rule, x[:, :probe],
+                       targets_for(net, labels[:, :probe], loss_name), loss_fn)
+    log.record(net)  # epoch 0: before training
+    steps_per_epoch = x.shape[1]
+    report = JobProgress(out, spec["job_id"], spec["epochs"] * steps_per_epoch)
+
+    def on_epoch(epoch: int, history) -> None:
+        log.record(net)
+        report((epoch + 1) * steps_per_epoch)
+
+    start = time.perf_counter()
+    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch)
+    test_x = np.stack([d.x_test for d in datasets])
+    test_y = np.stack([d.y_test for d in datasets])
+    evaluation = evaluate(net, test_x, test_y)
+    seconds = time.perf_counter() - start
+    versions = {"handprop": __version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    for r, run in enumerate(runs):
+        diverged = history.diverged[r]
+        correct = (evaluation.predicted[r] == test_y[r]).tolist()
+        record = {
+            "version": RECORD_VERSION,
+            "experiment": spec["experiment"],
+            "fc": list(spec["fc"]),
+            "rule": spec["rule"],
+            "protocol": protocol,
+            "run": run,
+            "seed": seeds[r],
+            "cost": _round(history.cost_list(r)),
+            "diverged": diverged,
+            "test_accuracy": None if diverged else float(np.mean(correct)),
+            "test_correct": None if diverged else correct,
+            "test_index": datasets[r].info.get("test_index"),
+            "test_raw": _round(evaluation.raw[r, :, 0].tolist()),
+            "alignment": log.as_lists(r) if spec["rule"] != "exact" else None,
+            "alignment_probe": f"first {probe} training images, after every epoch (entry 0: "
+                               "before training)",
+            "config": {key: spec[key] for key in CONFIG_KEYS},
+            "seconds_for_job": seconds,
+            "replicas_in_job": len(runs),
+            "versions": versions,
+        }
+        write_json(Path(spec["outputs"][r]), record)
+    return {"job_id": spec["job_id"], "seconds": seconds, "runs": len(runs)}
+
+
+def build_jobs(config: ReproduceConfig, out: Path) -> list:
+    from .sweep import Job
+
+    jobs = []
+    protocols = [("article", config.seed_list)]
+    if config.folds:
+        protocols.append(("cv", list(range(config.folds))))
+    for experiment in config.experiments:
+        for rule in config.rules:
+            for protocol, runs in protocols:
+                outputs = [record_path(out, experiment.name, rule, protocol, run) for run in runs]
+                job_id = f"{experiment.name}/{rule}/{protocol}"
+                spec = {
+                    "job_id": job_id, "out": str(out), "experiment": experiment.name,
+                    "fc": list(experiment.fc), "rule": rule, "protocol": protocol, "runs": runs,
+                    "epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
+                    "probe": config.probe, "folds": config.folds, "first_seed": config.first_seed,
+                    "outputs": [str(p) for p in outputs],
+                }
+                steps = config.epochs * len(runs) * (350 if protocol == "article"
+                                                     else 360 - 360 // max(config.folds, 1))
+                jobs.append(Job(job_id, "handprop.reproduce:run_job", spec, outputs, steps))
+    return jobs
+
+
+# -- aggregation -----------------------------------------------------------------------
+
+def load_records(out: Path, config: ReproduceConfig) -> dict[tuple[str, str, str], list[dict]]:
+    """All records present for this study, by (experiment, rule, protocol), in run order."""
+    found: dict[tuple[str, str, str], list[dict]] = {}
+    for experiment in config.experiments:
+        for rule in config.rules:
+            for protocol, runs in (("article", config.seed_list),
+                                   ("cv", list(range(config.folds)))):
+                records = []
+                for run in runs:
+                    path = record_path(out, experiment.name, rule, protocol, run)
+                    if path.is_file():
+                        try:
+                            record = json.loads(path.read_text())
+                        except (OSError, json.JSONDecodeError) as exc:
+                            raise HandpropError(f"corrupt record {path}: {exc}") from None
+                        if record.get("config", {}).get("epochs") == config.epochs:
+                            records.append(record)
+                found[(experiment.name, rule, protocol)] = records
+    return found
+
+
+def _costs(records: list[dict]) -> np.ndarray:
+    """(runs, epochs) cost matrix, NaN after a divergence."""
+    if not records:
+        return np.empty((0, 0))
+    width = max(len(r["cost"]) for r in records)
+    matrix = np.full((len(records), width), np.nan)
+    for i, record in enumerate(records):
+        values = [np.nan if v is None else v for v in record["cost"]]
+        matrix[i, : len(values)] = values
+    return matrix
+
+
+def _final_alignment(records: list[dict]) -> dict[str, dict[str, float]]:
+    per_layer: dict[str, dict[str, list[float]]] = {}
+    for record in records:
+        for name, metrics in ((record.get("alignment") or {}).get("gradient") or {}).items():
+            slot = per_layer.setdefault(name, {"angle_deg": [], "cosine": [], "sign_agreement": []})
+            for metric in slot:
+                values = [v for v in metrics.get(metric, []) if v is not None]
+                if values:
+                    slot[metric].append(values[-1])
+    return {name: {f"{metric}_final_mean": float(np.mean(v)) if v else None
+                   for metric, v in metrics.items()} for name, metrics in per_layer.items()}
+
+
+def summarize(records: dict[tuple[str, str, str], list[dict]], config: ReproduceConfig
+              ) -> dict[str, Any]:
+    """The numbers of ``summary.json``: per experiment and rule."""
+    summary: dict[str, Any] = {}
+    for experiment in config.experiments:
+        per_rule = {}
+        for rule in config.rules:
+            article = records.get((experiment.name, rule, "article"), [])
+            cv = records.get((experiment.name, rule, "cv"), [])
+            costs = _costs(article)
+            finals = costs[:, -1] if costs.size else np.array([])
+            any_final = bool(np.isfinite(finals).any())
+            test = [r["test_accuracy"] for r in article if r["test_accuracy"] is not None]
+            heldout_correct = [c for r in cv if r["test_correct"] for c in r["test_correct"]]
+            per_rule[rule] = {
+                "runs": len(article),
+                "diverged": sum(1 for r in article if r["diverged"]),
+                "final_cost_mean": float(np.nanmean(finals)) if any_final else None,
+                "final_cost_median": float(np.nanmedian(finals)) if any_final else None,
+                "test_accuracy_mean": float(np.mean(test)) if test else None,
+                "test_all_correct": sum(1 for a in test if a == 1.0),
+                "heldout_accuracy_mean": (float(np.mean(heldout_correct)) if heldout_correct
+                                          else None),
+                "heldout_images": len(heldout_correct),
+                "heldout_folds": len(cv),
+                "alignment": _final_alignment(article),
+            }
+        summary[experiment.name] = {"fc": list(experiment.fc), "claim": experiment.claim,
+                                    "rules": per_rule}
+    return summary
+
+
+def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
+               n_jobs: int | None = None, scheduler: str | None = None,
+               show_progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) the study and write summary.json, plots and report.md."""
+    from .report import write_reproduce_outputs
+    from .sweep import run_jobs
+
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = build_jobs(config, out)
+    skipped = sum(job.is_done() for job in jobs)
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label="reproduce")
+    except KeyboardInterrupt:
+        interrupted = True
+    seconds = time.perf_counter() - start
+    records = load_records(out, config)
+    summary = summarize(records, config)
+    meta = {"seconds": seconds, "jobs": len(jobs), "skipped_jobs": skipped,
+            "finished_jobs": sum(job.is_done() for job in jobs), "interrupted": interrupted,
+            "backend": backend, "config": config.to_dict()}
+    write_reproduce_outputs(out, config, records, summary, meta)
+    if interrupted:
+        raise KeyboardInterrupt
+    return {"summary": summary, "meta": meta}

@@ -1,0 +1,226 @@
+"""Rules from the literature that replace the forward weights in the backward pass.
+
+For a weight layer with forward weights W, exact back-propagation sends down
+``dL/dx = delta @ W`` (dense) or the full convolution of delta with W (conv). These
+rules keep the exact *local* weight gradient (delta against the layer's true input)
+and send the gradient down through another matrix B of W's shape:
+
+* ``fa`` -- feedback alignment (Lillicrap et al. 2016): B is random and fixed, drawn
+  once from the run's seed with the same distribution as the layer's initial weights.
+* ``usf`` -- uniform sign-concordant feedback (Liao et al. 2016): B = s * sign(W),
+  recomputed from the current W at every step, with the scale of Xiao et al. 2018 /
+  BioTorch: ``s = sqrt(2 / (fan_in + fan_out))``.
+* ``frsf`` -- fixed random-magnitude sign-concordant feedback: B = |M| * sign(W), M drawn
+  once (Glorot-uniform) and fixed.
+* ``brsf`` -- batchwise random-magnitude sign-concordant feedback: as frsf, but M is
+  redrawn before every batch.
+* ``dfa`` -- direct feedback alignment (Nokland 2016): the output error e (the gradient
+  at the last weight layer's output) is sent straight to every hidden layer through a
+  fixed random matrix B_l: the gradient at the output of hidden layer l's activation is
+  ``e @ B_l`` (for a conv layer, one value per channel and position), then multiplied
+  by the activation's derivative. The output layer learns with its exact gradient.
+
+Random matrices are drawn per replica from ``numpy.random.default_rng([seed, tag,
+layer])``, so a run's feedback depends only on its own seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from math import prod, sqrt
+from typing import Any
+
+import numpy as np
+
+from ..ops.conv import conv2d_input_grad
+from ..ops.dense import dense_input_grad
+from .base import LearningRule, replica_seeds, weight_layer_indices
+
+_TAG_FA, _TAG_FRSF, _TAG_BRSF, _TAG_DFA = 7, 8, 9, 10
+
+
+def _stack(draws: list[np.ndarray], rep_shape: tuple[int, ...], dtype) -> np.ndarray:
+    array = np.stack(draws) if rep_shape else draws[0]
+    return array.astype(dtype)
+
+
+def _glorot_uniform(layer, rng: np.random.Generator) -> np.ndarray:
+    bound = sqrt(6 / (layer.fan_in() + layer.fan_out()))
+    return rng.uniform(-bound, bound, size=layer.param_shapes()["weight"])
+
+
+class _FeedbackRule(LearningRule):
+    """Shared machinery: exact local weight gradient, input gradient through B."""
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        super().bind(net, seed, blocks)
+        self.seeds = replica_seeds(net, seed)
+        self.owned = {i for i in weight_layer_indices(net) if net.layers[i].name in self.blocks}
+        self.setup()
+
+    def setup(self) -> None:
+        """Draw whatever the rule keeps (called from bind)."""
+
+    def feedback_matrix(self, index: int, weight: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _draw(self, index: int, tag: int, draw) -> np.ndarray:
+        layer = self.net.layers[index]
+        draws = [draw(layer, np.random.default_rng([seed, tag, index])) for seed in self.seeds]
+        return _stack(draws, self.net.rep_shape, self.net.dtype)
+
+    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+        if index not in self.owned:
+            return layer.backward(params, cache, out_grad, need_input_grad)
+        _, grads = layer.backward(params, cache, out_grad, need_input_grad=False)
+        grad_in = None
+        if need_input_grad:
+            feedback = self.feedback_matrix(index, params["weight"])
+            if layer.kind == "conv2d":
+                grad_in = conv2d_input_grad(out_grad, feedback, cache)
+            else:
+                grad_in = dense_input_grad(out_grad, feedback)
+        return grad_in, grads
+
+    def feedback(self) -> dict[str, np.ndarray]:
+        return {f"{self.net.layers[i].name}.weight":
+                self.feedback_matrix(i, self.net.params[f"{self.net.layers[i].name}.weight"])
+                for i in sorted(self.owned)}
+
+
+class FeedbackAlignment(_FeedbackRule):
+    """B random and fixed, distributed like the layer's initial weights."""
+
+    name = "fa"
+
+    def setup(self) -> None:
+        scheme = self.net.init_scheme
+        self.matrices = {i: self._draw(i, _TAG_FA,
+                                       lambda layer, rng: layer.init_param("weight", rng, scheme))
+                         for i in self.owned}
+
+    def feedback_matrix(self, index, weight):
+        return self.matrices[index]
+
+    def state(self) -> dict[str, Any]:
+        return {f"B{i}": m for i, m in self.matrices.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for i in self.matrices:
+            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
+
+
+class UniformSignSymmetry(_FeedbackRule):
+    """B = sqrt(2 / (fan_in + fan_out)) * sign(W), from the current W."""
+
+    name = "usf"
+
+    def setup(self) -> None:
+        self.scales = {i: sqrt(2 / (self.net.layers[i].fan_in() + self.net.layers[i].fan_out()))
+                       for i in self.owned}
+
+    def feedback_matrix(self, index, weight):
+        return self.scales[index] * np.sign(weight)
+
+
+class FixedRandomSignSymmetry(_FeedbackRule):
+    """B = |M| * sign(W), M drawn once."""
+
+    name = "frsf"
+
+    def setup(self) -> None:
+        self.magnitudes = {i: np.abs(self._draw(i, _TAG_FRSF, _glorot_uniform))
+                           for i in self.owned}
+
+    def feedback_matrix(self, index, weight):
+        return self.magnitudes[index] * np.sign(weight)
+
+    def state(self) -> dict[str, Any]:
+        return {f"M{i}": m for i, m in self.magnitudes.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for i in self.magnitudes:
+            self.magnitudes[i] = np.asarray(state[f"M{i}"], dtype=self.net.dtype)
+
+
+class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
+    """B = |M| * sign(W), M redrawn before every batch."""
+
+    name = "brsf"
+
+    def setup(self) -> None:
+        self.rngs = [np.random.default_rng([seed, _TAG_BRSF]) for seed in self.seeds]
+        self.magnitudes = {}
+        self.begin_step()
+
+    def begin_step(self) -> None:
+        for i in sorted(self.owned):
+            layer = self.net.layers[i]
+            draws = [np.abs(_glorot_uniform(layer, rng)) for rng in self.rngs]
+            self.magnitudes[i] = _stack(draws, self.net.rep_shape, self.net.dtype)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(),
+                "rng": [rng.bit_generator.state for rng in self.rngs]}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        super().load_state(state)
+        for rng, saved in zip(self.rngs, state["rng"], strict=True):
+            rng.bit_generator.state = saved
+
+
+class DirectFeedbackAlignment(LearningRule):
+    """The output error sent to every hidden layer through a fixed random matrix."""
+
+    name = "dfa"
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        super().bind(net, seed, blocks)
+        seeds = replica_seeds(net, seed)
+        weights = weight_layer_indices(net)
+        self.output_size = prod(net.shapes[weights[-1] + 1])
+        hidden = [i for i in weights[:-1] if net.layers[i].name in self.blocks]
+        self.matrices: dict[int, np.ndarray] = {}  # injection layer index -> B (*rep, K, D)
+        self.no_input_grad: set[int] = set()
+        self.hidden = set(hidden)
+        kinds = ("activation", "per_channel_activation")
+        for i in hidden:
+            inject = i + 1 if i + 1 < len(net.layers) and net.layers[i + 1].kind in kinds else i
+            size = prod(net.shapes[inject + 1])
+            bound = 1 / sqrt(self.output_size)
+            draws = [np.random.default_rng([s, _TAG_DFA, i]).uniform(
+                -bound, bound, size=(self.output_size, size)) for s in seeds]
+            self.matrices[inject] = _stack(draws, net.rep_shape, net.dtype)
+        # A hidden layer whose layer below is also fed directly needs no input gradient.
+        for i in hidden:
+            below = [j for j in weights if j < i]
+            if below and below[-1] in self.hidden:
+                self.no_input_grad.add(i)
+
+    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+        matrix = self.matrices.get(index)
+        if matrix is not None:
+            error = context["output_error"]
+            rep = self.net.rep_shape
+            batch = error.shape[len(rep)]
+            flat = error.reshape(*rep, batch, self.output_size) @ matrix
+            out_grad = flat.reshape(*rep, batch, *self.net.shapes[index + 1])
+        if out_grad is None:  # between injection points nothing needs to flow
+            return None, {}
+        if index in self.no_input_grad:
+            need_input_grad = False
+        return layer.backward(params, cache, out_grad, need_input_grad)
+
+    def feedback(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def direct_matrices(self) -> dict[str, np.ndarray]:
+        """B_l by the name of the layer whose output receives the error."""
+        return {self.net.layers[i].name: m for i, m in self.matrices.items()}
+
+    def state(self) -> dict[str, Any]:
+        return {f"B{i}": m for i, m in self.matrices.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for i in self.matrices:
+            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)

@@ -1,0 +1,137 @@
+"""Networks described as data: a Python dict or a TOML file.
+
+    input_shape = [1, 8, 8]
+    loss = "softmax_ce"          # l2 | bce | softmax_ce
+    init = "he"                  # normal | he | lecun | glorot | torch
+
+    [[layers]]
+    type = "conv2d"              # conv2d | max_pool2d | dense | flatten |
+    name = "conv1"               # activation | per_channel_activation
+    out_channels = 8
+    kernel_size = 3
+    padding = 1
+
+    [[layers]]
+    type = "activation"
+    activation = "relu"
+    ...
+
+A preset can be named instead: ``preset = "seed"`` (with ``fc = [28, 36]``),
+``preset = "lenet"`` or ``preset = "small"`` (with ``input_shape``/``classes``).
+Every key is checked: an unknown or ill-typed one is an error naming the layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, HandpropError
+from .layers import LAYER_TYPES
+from .network import Network
+from .presets import lenet, seed_net, small_cnn
+
+_TOP_KEYS = {"name", "input_shape", "loss", "init", "layers"}
+
+
+def _preset(spec: Mapping[str, Any]) -> Network:
+    name = spec["preset"]
+    options = {k: v for k, v in spec.items() if k != "preset"}
+    allowed = {"seed": {"fc"}, "lenet": {"input_shape", "classes"},
+               "small": {"input_shape", "classes"}}
+    if name not in allowed:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(allowed)}")
+    unknown = sorted(set(options) - allowed[name])
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)}")
+    if name == "seed":
+        return seed_net(tuple(options.get("fc", (28, 36))))
+    builder = lenet if name == "lenet" else small_cnn
+    kwargs = {}
+    if "input_shape" in options:
+        kwargs["input_shape"] = tuple(options["input_shape"])
+    if "classes" in options:
+        kwargs["classes"] = options["classes"]
+    return builder(**kwargs)
+
+
+def network_from_spec(spec: Mapping[str, Any]) -> Network:
+    """Build a :class:`Network` from a spec dict (see the module docstring)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"a network spec must be a table/dict, got {type(spec).__name__}")
+    if "preset" in spec:
+        return _preset(spec)
+    unknown = sorted(set(spec) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"network spec: unknown key(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(_TOP_KEYS))})"
+        )
+    for key in ("input_shape", "layers"):
+        if key not in spec:
+            raise ConfigError(f"network spec: missing {key!r}")
+    layers_spec = spec["layers"]
+    if not isinstance(layers_spec, list) or not layers_spec:
+        raise ConfigError("network spec: 'layers' must be a non-empty list of tables")
+    layers = []
+    for position, item in enumerate(layers_spec, start=1):
+        if not isinstance(item, Mapping) or "type" not in item:
+            raise ConfigError(f"network spec: layer {position} needs a 'type'")
+        kind = item["type"]
+        if kind not in LAYER_TYPES:
+            raise ConfigError(
+                f"network spec: layer {position} has unknown type {kind!r}; choose from "
+                f"{', '.join(LAYER_TYPES)}"
+            )
+        cls = LAYER_TYPES[kind]
+        kwargs = {k: v for k, v in item.items() if k != "type"}
+        kwargs.setdefault("name", f"{kind}{position}")
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        extra = sorted(set(kwargs) - accepted)
+        if extra:
+            raise ConfigError(
+                f"network spec: layer {kwargs['name']} ({kind}) does not take "
+                f"{', '.join(extra)} (it takes {', '.join(sorted(accepted))})"
+            )
+        try:
+            layers.append(cls(**kwargs))
+        except HandpropError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"network spec: layer {kwargs['name']} ({kind}): {exc}") from None
+    return Network(
+        layers,
+        input_shape=spec["input_shape"],
+        loss=spec.get("loss", "softmax_ce"),
+        init=spec.get("init", "he"),
+        name=spec.get("name", "net"),
+    )
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) TOML file") from None
+
+
+def load_network_spec(path: str | Path) -> Network:
+    """Build a network from a TOML file (the whole file, or its ``[network]`` table)."""
+    data = load_toml(path)
+    spec = data.get("network", data)
+    try:
+        return network_from_spec(spec)
+    except HandpropError as exc:
+        raise type(exc)(f"{path}: {exc}") from None

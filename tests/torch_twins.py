@@ -1,0 +1,173 @@
+"""PyTorch twins of handprop networks, with handprop's parameters copied in (float64).
+
+``torch_seed_net`` and ``torch_lenet`` are written out layer by layer from the
+architectures' descriptions (not derived from handprop's layer list), so that a wrong
+preset is caught too; ``torch_twin`` translates any chain of handprop layers.
+
+    net = handprop.seed_net().init(0)
+    twin = torch_seed_net(net)
+    out = twin(torch.from_numpy(x))        # == net.forward(x)[0]
+
+The twins' parameter names are handprop's (``conv1.weight``, ``fc3.weight``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from handprop.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from handprop.network import Network
+
+TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": lambda z: z,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "arctan": torch.atan,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def torch_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The torch function of a handprop activation name (``leaky_relu:SLOPE`` too)."""
+    if name == "leaky_relu" or name.startswith("leaky_relu:"):
+        slope = float(name.partition(":")[2] or "0.01")
+        return lambda z: torch.nn.functional.leaky_relu(z, slope)
+    return TORCH_ACTIVATIONS[name]
+
+
+class Elementwise(nn.Module):
+    """One activation everywhere."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.fn = torch_activation(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class PerChannel(nn.Module):
+    """Activation ``names[c]`` on channel c (axis 1 of (N, C, ...))."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = list(names)
+        self.fns = [torch_activation(name) for name in names]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == len(self.fns), (x.shape, self.names)
+        return torch.stack([fn(x[:, c]) for c, fn in enumerate(self.fns)], dim=1)
+
+
+def copy_params(module: nn.Module, net: Network) -> nn.Module:
+    """Copy ``net.params`` into ``module`` (same names and shapes required); float64."""
+    if net.flat is None or net.rep_shape:
+        raise ValueError("copy_params needs a network with parameters and no replicas")
+    module = module.double()
+    theirs = dict(module.named_parameters())
+    assert set(theirs) == set(net.params), (sorted(theirs), sorted(net.params))
+    with torch.no_grad():
+        for name, value in net.params.items():
+            assert tuple(theirs[name].shape) == value.shape, (name, theirs[name].shape, value.shape)
+            theirs[name].copy_(torch.from_numpy(value.astype("float64")))
+    return module
+
+
+class _Named(nn.Module):
+    """A chain of named submodules run in order (names become parameter prefixes)."""
+
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.order = [name for name, _ in layers]
+        for name, layer in layers:
+            self.add_module(name, layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.order:
+            x = getattr(self, name)(x)
+        return x
+
+
+def torch_seed_net(net: Network) -> nn.Module:
+    """The article's network (``handprop.seed_net()``) in torch, ``net``'s parameters in.
+
+    conv1 1->2 3x3 pad 1; relu | atan per channel; maxpool 2; conv2 2->4 3x3 pad 1
+    groups 2; atan | relu | atan | tanh; maxpool 2; flatten; 16->fc0 atan; fc0->fc1
+    tanh; fc1->1 sigmoid. No biases.
+    """
+    fc0, fc1 = net.params["fc3.weight"].shape[-2], net.params["fc4.weight"].shape[-2]
+    twin = _Named(
+        [
+            ("conv1", nn.Conv2d(1, 2, 3, padding=1, bias=False)),
+            ("act1", PerChannel(["relu", "arctan"])),
+            ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(2, 4, 3, padding=1, groups=2, bias=False)),
+            ("act2", PerChannel(["arctan", "relu", "arctan", "tanh"])),
+            ("pool2", nn.MaxPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("fc3", nn.Linear(16, fc0, bias=False)),
+            ("act3", Elementwise("arctan")),
+            ("fc4", nn.Linear(fc0, fc1, bias=False)),
+            ("act4", Elementwise("tanh")),
+            ("fc5", nn.Linear(fc1, 1, bias=False)),
+            ("act5", Elementwise("sigmoid")),
+        ]
+    )
+    return copy_params(twin, net)
+
+
+def torch_lenet(net: Network) -> nn.Module:
+    """LeNet-5 (``handprop.lenet()``) in torch, ``net``'s parameters in.
+
+    conv 6@5x5 pad 2, relu, maxpool 2, conv 16@5x5, relu, maxpool 2, flatten,
+    dense 120 relu, 84 relu, classes. Biases everywhere.
+    """
+    in_channels = net.input_shape[0]
+    flat = net.params["fc3.weight"].shape[-1]
+    classes = net.params["fc5.weight"].shape[-2]
+    twin = _Named(
+        [
+            ("conv1", nn.Conv2d(in_channels, 6, 5, padding=2)),
+            ("act1", nn.ReLU()),
+            ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(6, 16, 5)),
+            ("act2", nn.ReLU()),
+            ("pool2", nn.MaxPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("fc3", nn.Linear(flat, 120)),
+            ("act3", nn.ReLU()),
+            ("fc4", nn.Linear(120, 84)),
+            ("act4", nn.ReLU()),
+            ("fc5", nn.Linear(84, classes)),
+        ]
+    )
+    return copy_params(twin, net)
+
+
+def torch_twin(net: Network) -> nn.Module:
+    """A torch module translated layer by layer from any chain of handprop layers."""
+    layers: list[tuple[str, nn.Module]] = []
+    for layer, in_shape in zip(net.layers, net.shapes, strict=False):
+        if isinstance(layer, Conv2d):
+            module: nn.Module = nn.Conv2d(
+                in_shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride,
+                padding=layer.padding, groups=layer.groups, bias=layer.bias,
+            )
+        elif isinstance(layer, Dense):
+            module = nn.Linear(in_shape[0], layer.out_features, bias=layer.bias)
+        elif isinstance(layer, MaxPool2d):
+            module = nn.MaxPool2d(layer.kernel_size, layer.stride)
+        elif isinstance(layer, Flatten):
+            module = nn.Flatten()
+        elif isinstance(layer, PerChannelActivation):
+            module = PerChannel(layer.activations)
+        elif isinstance(layer, Activation):
+            module = Elementwise(layer.activation.name)
+        else:
+            raise TypeError(f"no torch twin for layer {layer!r}")
+        layers.append((layer.name, module))
+    return copy_params(_Named(layers), net)
