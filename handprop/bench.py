@@ -47,6 +47,8 @@ LENET_CLASSES = 10
 TARGET_ONLINE_US = 100.0
 TARGET_SEED_BATCH32_RATIO = 2.0
 TARGET_LENET_BATCH64_RATIO = 1.0
+# Repeats whose slowest/fastest ratio exceeds this are flagged as measured on a busy machine.
+NOISY_SPREAD = 1.5
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,17 @@ def format_bench(results: dict) -> str:
                 f"{'    bare loop, no fit bookkeeping (us/step)':<44}"
                 f"{_num(results.get('online_step_us_raw')):>11}"
             )
+    noisy = [
+        f"{name} ({max(times) / min(times):.1f}x)"
+        for name, times in results.get("runs", {}).items()
+        if len(times) > 1 and min(times) > 0 and max(times) / min(times) > NOISY_SPREAD
+    ]
+    if noisy:
+        lines.append(
+            f"warning: repeats varied by more than {NOISY_SPREAD:g}x (slowest/fastest) for "
+            f"{', '.join(noisy)}: the machine was busy; the best run is reported, but rerun "
+            "to confirm"
+        )
     config = results.get("config", {})
     if config:
         lines.append("")

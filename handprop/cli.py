@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import platform
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -77,7 +79,7 @@ def _check_compatible(net, data) -> None:
 # -- train -----------------------------------------------------------------------------
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--net", default="seed", help="seed | lenet | small | PATH.toml (default seed)")
+    p.add_argument("--net", help="seed | lenet | small | PATH.toml (default seed)")
     p.add_argument("--fc", type=int, nargs=2, metavar=("W3", "W4"),
                    help="seed net: widths of its two hidden dense layers (default 28 36)")
     p.add_argument("--data", help="digits | digits10 | tiny | idx:PATH (default: the net's)")
@@ -99,12 +101,31 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_data
-    from .progress import ProgressBar
-    from .rules import make_rule
-    from .train import TrainConfig, evaluate, fit, prediction_table
+def _setup_train(p: argparse.ArgumentParser) -> None:
+    _add_train_args(p)
+    p.add_argument("--checkpoint", type=Path,
+                   help="save a checkpoint (.npz) here after every epoch")
+    p.add_argument("--resume", type=Path,
+                   help="continue from this checkpoint (its settings; --epochs may extend)")
 
+
+@dataclass
+class TrainRun:
+    """Everything a ``train`` run is made of, from flags or from a checkpoint."""
+
+    net: Any
+    data: Any
+    config: Any
+    rule: Any
+    recipe: dict[str, Any]  # how to rebuild net, data and rule: saved in checkpoints
+
+
+def _prepare_run(args: argparse.Namespace) -> TrainRun:
+    from .data import load_data
+    from .rules import make_rule
+    from .train import TrainConfig
+
+    args.net = args.net or "seed"
     defaults = _defaults(args.net)
     data_spec = args.data or defaults["data"]
     if data_spec is None:
@@ -127,14 +148,95 @@ def cmd_train(args: argparse.Namespace) -> int:
     ).validate()
     net.init(config.seed, scheme=config.init, dtype=config.dtype)
     rule = make_rule(args.rule, net, config.seed)
-    bar = ProgressBar(config.epochs, f"train {net.name}", enabled=None if not args.quiet else False)
+    recipe = {"net": args.net, "fc": list(args.fc) if args.fc else None, "data": data_spec,
+              "scale": bool(args.scale), "rule": args.rule}
+    return TrainRun(net, data, config, rule, recipe)
+
+
+def _restore_run(path: Path, epochs: int | None, to_train: bool = True,
+                 net_name: str | None = None, fc: Sequence[int] | None = None):
+    """A run rebuilt from a checkpoint, and the training state to continue from.
+
+    ``net_name``/``fc``: the network the user asked for; by default the checkpoint's own.
+    A checkpoint for another architecture is refused.
+    """
+    from .checkpoint import CheckpointError, check_architecture, load_checkpoint
+    from .data import load_data
+    from .rules import make_rule
+    from .train import TrainConfig, TrainState
+
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta
+    try:
+        recipe, saved = meta["recipe"], dict(meta["config"])
+        if epochs is not None and epochs != saved["epochs"]:
+            if saved.get("schedule") in ("step", "cosine"):
+                raise ConfigError(f"{path}: the {saved['schedule']} schedule is laid out over "
+                                  f"{saved['epochs']} epochs; it cannot be extended to {epochs}")
+            saved["epochs"] = epochs
+        config = TrainConfig(**saved).validate()
+        data = load_data(recipe["data"], seed=config.seed, scale=recipe["scale"] or None)
+        net = build_net(net_name or recipe["net"], fc if fc is not None else recipe["fc"],
+                        data.input_shape, data.num_classes)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a training checkpoint ({exc})") from None
+    check_architecture(checkpoint, net, str(path))
+    net.init(config.seed, scheme=config.init, dtype=config.dtype)
+    net.set_params(net.unflatten(checkpoint.params))
+    rule = make_rule(recipe["rule"], net, config.seed)
+    rule.load_state({**meta.get("rule_state", {}), **checkpoint.rule})
+    state = TrainState.restore(meta["state"], {**meta.get("optimizer_state", {}),
+                                               **checkpoint.optimizer}, config)
+    if to_train and state.epoch >= config.epochs:
+        raise ConfigError(f"{path} already holds {state.epoch} epochs; pass --epochs N with "
+                          f"N > {state.epoch} to train further")
+    return TrainRun(net, data, config, rule, recipe), state
+
+
+def _save_checkpoint(path: Path, run: TrainRun, state) -> None:
+    from .checkpoint import save_checkpoint
+
+    save_checkpoint(path, run.net, {"kind": "train", "recipe": run.recipe,
+                                    "config": run.config.to_dict(), "state": state.to_meta()},
+                    optimizer_state=state.optimizer.state(), rule_state=run.rule.state())
+
+
+def _train(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=None):
+    """Train with a progress bar; checkpoint after every epoch when asked."""
+    from .progress import ProgressBar
+    from .train import fit
+
+    config = run.config
+    bar = ProgressBar(config.epochs, f"train {run.net.name}", enabled=False if quiet else None)
+    if state is not None:
+        bar.update(state.epoch)
 
     def progress(epoch: int, total: int, cost: float) -> None:
         bar.update(epoch, f"cost {cost:.4g}")
 
-    history = fit(net, data.x_train, data.y_train, config, rule=rule, progress=progress)
-    bar.close()
-    evaluation = evaluate(net, data.x_test, data.y_test)
+    def on_epoch(epoch: int, history) -> None:
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, run, history.state)
+
+    try:
+        return fit(run.net, run.data.x_train, run.data.y_train, config, rule=run.rule,
+                   progress=progress, on_epoch=on_epoch, state=state)
+    finally:
+        bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import evaluate, prediction_table
+
+    if args.resume is not None:
+        run, state = _restore_run(args.resume, args.epochs, net_name=args.net, fc=args.fc)
+        checkpoint = args.checkpoint or args.resume
+    else:
+        run, state, checkpoint = _prepare_run(args), None, args.checkpoint
+    history = _train(run, args.quiet, checkpoint, state)
+    net, data, config = run.net, run.data, run.config
+    with np.errstate(all="ignore"):  # a diverged network predicts NaN quietly
+        evaluation = evaluate(net, data.x_test, data.y_test)
     diverged = history.diverged[0]
     costs = history.cost_list()
     print(f"{net.name} net, {len(costs)} epochs, {history.steps} steps in "
@@ -146,13 +248,14 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"became NaN/inf; the history up to epoch {diverged['epoch'] - 1} is kept")
     print(f"test set ({data.name}, {len(data.y_test)} images):")
     print(prediction_table(evaluation, data.classes))
+    if checkpoint is not None:
+        print(f"checkpoint: {checkpoint}")
     if args.json:
         write_json(args.json, {
             "cost_history": costs,
             "test_accuracy": evaluation.accuracy if not diverged else None,
             "diverged": diverged,
-            "config": {**config.to_dict(), "net": args.net, "fc": args.fc, "data": data_spec,
-                       "rule": rule.describe(), "scale": bool(args.scale)},
+            "config": {**config.to_dict(), **run.recipe, "rule": run.rule.describe()},
             "network": net.spec(),
             "data": {"name": data.name, "train": len(data.y_train), "test": len(data.y_test),
                      "classes": list(data.classes), **data.info},
@@ -165,6 +268,57 @@ def cmd_train(args: argparse.Namespace) -> int:
         })
         print(f"wrote {args.json}")
     return EXIT_DIVERGED if diverged else 0
+
+
+# -- show ------------------------------------------------------------------------------
+
+SHOW_WHAT = ("kernels", "maps", "misclassified", "cost", "all")
+
+
+def _setup_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="+", choices=SHOW_WHAT, help="which pictures")
+    _add_train_args(p)
+    p.add_argument("--checkpoint", type=Path,
+                   help="draw this checkpoint's network instead of training one")
+    p.add_argument("--image", type=int, default=0, help="maps: index of the image")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, default=36, help="misclassified: at most this many")
+    p.add_argument("--out", type=Path, default=Path("pictures"), help="folder for the PNGs")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from . import show
+
+    if args.checkpoint is not None:
+        run, state = _restore_run(args.checkpoint, None, to_train=False, net_name=args.net,
+                                  fc=args.fc)
+        cost = state.cost_history()
+    else:
+        run = _prepare_run(args)
+        cost = _train(run, args.quiet).cost
+    x = run.data.x_test if args.split == "test" else run.data.x_train
+    y = run.data.y_test if args.split == "test" else run.data.y_train
+    if not 0 <= args.image < len(x):
+        raise ConfigError(f"--image {args.image} is out of range: the {args.split} set has "
+                          f"{len(x)} images (0..{len(x) - 1})")
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    wanted = set(SHOW_WHAT[:-1]) if "all" in args.what else set(args.what)
+    written = []
+    if "kernels" in wanted:
+        written.append(show.kernels(run.net, args.out / "kernels.png"))
+    if "maps" in wanted:
+        written.append(show.feature_maps(run.net, x[args.image],
+                                         args.out / f"maps-{args.split}-{args.image}.png"))
+    if "misclassified" in wanted:
+        written.append(show.misclassified(run.net, x, y, run.data.classes,
+                                          args.out / f"misclassified-{args.split}.png",
+                                          limit=args.limit))
+    if "cost" in wanted:
+        written.append(show.cost_curve(cost, args.out / "cost.png"))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
 
 
 # -- gradcheck -------------------------------------------------------------------------
@@ -254,8 +408,63 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.rules:
         config.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     validate_config(config, "command line")
+    _check_backend(args)
+    main_study(config, args.out, args.backend, args.jobs, args.scheduler,
+               show_progress=False if args.quiet else None)
+    print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
+    return 0
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    from .sweep import BACKENDS
+
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
+    if args.backend == "dask" and not args.scheduler:
+        raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+
+
+# -- compare ---------------------------------------------------------------------------
+
+def _setup_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file with a [compare] table "
+                   "(default: handprop/configs/compare.toml)")
+    p.add_argument("--out", type=Path, default=Path("results-compare"), help="results folder")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 2 epochs, 2 seeds")
+    p.add_argument("--rules", help="comma-separated rules")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--first-seed", type=int)
+    p.add_argument("--data", help="digits10 | idx:PATH (MNIST-format files; uses lenet)")
+    p.add_argument("--net", help="small | lenet | PATH.toml")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--probe", type=int)
+    p.add_argument("--backend", default="loky", help="loky (local processes) | sequential | dask")
+    p.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
+    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import load_config, main_study, validate_config
+
+    config = load_config(args.config)
+    if args.quick:
+        config.epochs, config.seeds, config.probe = 2, 2, 64
+    for key in ("seeds", "first_seed", "data", "net", "epochs", "batch_size", "optimizer", "lr",
+                "momentum", "probe"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(config, key, value)
+    if args.rules:
+        config.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    validate_config(config, "command line")
+    _check_backend(args)
     main_study(config, args.out, args.backend, args.jobs, args.scheduler,
                show_progress=False if args.quiet else None)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
@@ -337,15 +546,19 @@ Run = Callable[[argparse.Namespace], int]
 
 # name -> (help, add its arguments, run it)
 COMMANDS: dict[str, tuple[str, Setup, Run]] = {
-    "train": ("train a network and print the test table", _add_train_args, cmd_train),
+    "train": ("train a network and print the test table", _setup_train, cmd_train),
     "gradcheck": ("prove the hand-written gradients with finite differences",
                   _setup_gradcheck, cmd_gradcheck),
     "bench": ("measure speed (and PyTorch's, when installed)", _setup_bench, cmd_bench),
     "reproduce": ("the article's experiments, many seeds, statistics, plots, report",
                   _setup_reproduce, cmd_reproduce),
+    "compare": ("learning rules side by side with exact back-propagation",
+                _setup_compare, cmd_compare),
     "demo": ("the article's interactive version: four built-in images, about a second",
              _setup_demo, cmd_demo),
     "rules": ("list the learning rules", lambda p: None, cmd_rules),
+    "show": ("pictures: learned kernels, feature maps, misclassified digits, cost",
+             _setup_show, cmd_show),
 }
 
 
@@ -360,11 +573,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     _, _, run = COMMANDS[args.command]
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
     except HandpropError as exc:
@@ -376,6 +593,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         sys.stderr.write("handprop: error: out of memory (try a smaller batch or dataset)\n")
         return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM is handled like Ctrl-C: finished work is kept and reported."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import prod
@@ -226,7 +227,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise DataError(f"corrupt gzip in IDX file {path}: {exc}") from None
     if len(raw) < 4:
         raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, no header")
@@ -329,6 +330,7 @@ def load_idx(
         raise DataError(f"IDX data must be FOLDER or IMAGES,LABELS, got {spec!r}")
     integer = np.issubdtype(images.dtype, np.integer)
     max_value = float(np.iinfo(images.dtype).max) if integer else 1.0
+    chosen = classes is not None
     if classes is None:
         classes = tuple(int(c) for c in np.unique(labels))
     images, labels = _select_classes(images, labels, classes, f"IDX labels in {spec}")
@@ -336,6 +338,9 @@ def load_idx(
         return _finish("idx", images, labels, classes, seed, "stratified", test_size, scale,
                        max_value)
     test_images, test_labels = test_pair
+    if chosen:  # the user's class filter applies to the test files too
+        keep = np.isin(test_labels, classes)
+        test_images, test_labels = test_images[keep], test_labels[keep]
     unknown = sorted(set(np.unique(test_labels).tolist()) - set(classes))
     if unknown:
         raise DataError(f"IDX test labels {unknown} are outside the classes {tuple(classes)}")

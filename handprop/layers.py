@@ -180,7 +180,8 @@ class Conv2d(Layer):
         return self.in_shape[0] // self.groups * prod(self.kernel_size)
 
     def fan_out(self) -> int:
-        return self.out_channels // self.groups * prod(self.kernel_size)
+        # PyTorch's convention (torch.nn.init): out_channels * kernel area, groups ignored.
+        return self.out_channels * prod(self.kernel_size)
 
     def spec(self) -> dict[str, Any]:
         return {

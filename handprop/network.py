@@ -307,7 +307,7 @@ class Network:
         self, tape: Tape, out_grad: np.ndarray, rule: LearningRule | None = None
     ) -> np.ndarray:
         """:meth:`backward`, returning only the flat buffer (the training loop's form)."""
-        flat = self._require_params()
+        self._require_params()
         if len(tape) != len(self.layers):
             raise ShapeError("tape does not come from this network's forward pass")
         rep = self.rep_shape
@@ -315,38 +315,46 @@ class Network:
         if shape is None or shape[: len(rep)] != rep or shape[len(rep) + 1 :] != self.output_shape:
             want = (*rep, "N", *self.output_shape)
             raise ShapeError(f"output gradient must have shape {want}, got {shape}")
-        context: dict[str, Any] = {}
+        return self._backward_flat(tape, out_grad, rule)
+
+    def _backward_flat(
+        self, tape: Tape, out_grad: np.ndarray, rule: LearningRule | None = None
+    ) -> np.ndarray:
+        """:meth:`backward_flat` without the checks (for loops that checked once)."""
+        flat = self.flat
         # One slot per parameter array, in buffer order; filled from the last layer down
         # and joined at the end (cheaper than writing each into a buffer).
-        parts: list[np.ndarray | None] = [None] * len(self.param_shapes)
+        parts: list[np.ndarray | None] = [None] * len(self._slot_sizes)
         per_replica = (*self.rep_shape, -1)
         layers, layer_params, slots = self.layers, self._layer_params, self._slot
-        if out_grad.dtype != flat.dtype:
-            out_grad = out_grad.astype(flat.dtype)
-        grad = out_grad
-        for i in self._backward_order:
-            if i == self._last_weight:
-                # The output error (at the last weight layer's output): what direct
-                # feedback alignment sends to every hidden layer.
-                context["output_error"] = grad
-            if rule is None:
+        need_input_grad = self._need_input_grad
+        grad = out_grad if out_grad.dtype == flat.dtype else out_grad.astype(flat.dtype)
+        if rule is None:  # exact: each layer's own backward, nothing else to track
+            for i in self._backward_order:
                 grad, param_grads = layers[i].backward(
-                    layer_params[i], tape[i], grad, self._need_input_grad[i]
+                    layer_params[i], tape[i], grad, need_input_grad[i]
                 )
-            else:
+                if param_grads:
+                    for local, value in param_grads.items():
+                        parts[slots[i][local]] = value.reshape(per_replica)
+        else:
+            context: dict[str, Any] = {}
+            for i in self._backward_order:
+                if i == self._last_weight:
+                    # The output error (at the last weight layer's output): what direct
+                    # feedback alignment sends to every hidden layer.
+                    context["output_error"] = grad
                 grad, param_grads = rule.layer_backward(
-                    i, layers[i], layer_params[i], tape[i], grad, self._need_input_grad[i],
-                    context,
+                    i, layers[i], layer_params[i], tape[i], grad, need_input_grad[i], context
                 )
-            for local, value in param_grads.items():
-                parts[slots[i][local]] = value.reshape(per_replica)
+                for local, value in param_grads.items():
+                    parts[slots[i][local]] = value.reshape(per_replica)
         if not parts:
             return np.zeros_like(flat)
         for slot, part in enumerate(parts):
             if part is None:  # a rule left this parameter alone: no update
                 parts[slot] = np.zeros((*self.rep_shape, self._slot_sizes[slot]), flat.dtype)
-        grads_flat = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0].copy()
-        return grads_flat
+        return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0].copy()
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, Callable[..., Gradients]]:
         """``out, backprop = net(x)``; ``backprop(out_grad, rule=None)`` gives the gradients."""
@@ -356,6 +364,18 @@ class Network:
             return self.backward(tape, out_grad, rule)
 
         return out, backprop
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The named views are rebuilt on unpickling, so they point into the new buffer.
+        state = self.__dict__.copy()
+        state.pop("params", None)
+        state.pop("_layer_params", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.flat is not None:
+            self._set_flat(self.flat)
 
     # -- helpers ---------------------------------------------------------------------
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:

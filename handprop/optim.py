@@ -202,6 +202,13 @@ class Schedule:
     def end_epoch(self, optimizer: Optimizer, epoch: int) -> None:
         """Called after epoch ``epoch`` (0-based) finishes."""
 
+    def state(self) -> dict[str, Any]:
+        """What the schedule remembers between epochs (JSON-able)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+
 
 class StepSchedule(Schedule):
     """``lr <- lr * gamma`` every ``every`` epochs."""
@@ -228,6 +235,12 @@ class CosineSchedule(Schedule):
         self.epochs = max(int(epochs), 1)
         self.floor = _check("cosine schedule floor", floor, high=1.0)
         self.base: float | None = None
+
+    def state(self):
+        return {"base": self.base}
+
+    def load_state(self, state):
+        self.base = state.get("base")
 
     def end_epoch(self, optimizer, epoch):
         if self.base is None:

@@ -16,12 +16,29 @@ RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "
 
 
 def pyplot():
+    """pyplot on the non-interactive Agg backend (the studies run without a screen)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def quiet(function):
+    """Empty or all-NaN series (interrupted or diverged runs) are drawn as gaps, without
+    NumPy's "mean of empty slice" and matplotlib's empty-legend warnings."""
+    import functools
+    import warnings
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def color(rule: str, index: int) -> str:
@@ -43,6 +60,7 @@ def mean_band(matrix: np.ndarray, resamples: int = 1000, seed: int = 0
     return mean, low, high
 
 
+@quiet
 def curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel: str,
            log: bool = False, xlabel: str = "epoch", start: int = 1) -> Path:
     """One line per rule: the mean over runs with its 95% bootstrap band."""
@@ -68,6 +86,7 @@ def curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel: str,
     return saved
 
 
+@quiet
 def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
                    values: dict[tuple[str, str], tuple[float, float, float] | None],
                    title: str, ylabel: str, ylim: tuple[float, float] | None = None) -> Path:
@@ -102,6 +121,7 @@ def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
     return saved
 
 
+@quiet
 def alignment_grid(path: Path, layers: Sequence[str],
                    series: dict[str, dict[str, np.ndarray]], title: str,
                    ylabel: str = "angle to exact gradient (degrees)") -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .io import atomic_write_text, write_json
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
+from .study import alignment_matrices, cost_matrix
 
 BROKEN, ORIGINAL = "seed-broken", "seed-original"
 
@@ -24,6 +25,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}g}"
+
+
+def _deg(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f}"
 
 
 def _pct(value: float | None) -> str:
@@ -69,9 +74,15 @@ def _heldout(records, experiment: str, rule: str) -> dict[int, bool]:
 
 
 def _cost_claim(records, experiment, epoch, direction) -> dict[str, Any]:
+    when = f"epoch {epoch}" if epoch else "the last epoch"
+    statement = f"broken net has the {direction} cost at {when}"
+    runs = records.get((experiment, BROKEN, "article"), [])
+    epochs = runs[0]["config"]["epochs"] if runs else 0
+    if epoch is not None and epoch > epochs:
+        return {"statement": statement, "data": "",
+                "verdict": f"not tested: the runs have {epochs} epochs"}
     broken, original = _paired_costs(records, experiment, epoch)
     stats = paired_summary(broken, original)
-    when = f"epoch {epoch}" if epoch else "the last epoch"
     lower = stats["ci_high"] < 0 and stats["p_value"] < 0.05
     higher = stats["ci_low"] > 0 and stats["p_value"] < 0.05
     claimed = lower if direction == "lower" else higher
@@ -82,8 +93,7 @@ def _cost_claim(records, experiment, epoch, direction) -> dict[str, Any]:
             f"[95% CI {_fmt(stats['ci_low'])}, {_fmt(stats['ci_high'])}], sign-flip p = "
             f"{_fmt(stats['p_value'], 2)}; broken lower in {stats['a_lower']}/{stats['n']} seeds "
             f"(means: broken {_fmt(stats['mean_a'])}, original {_fmt(stats['mean_b'])})")
-    return {"statement": f"broken net has the {direction} cost at {when}", "data": data,
-            "verdict": verdict, "stats": stats}
+    return {"statement": statement, "data": data, "verdict": verdict, "stats": stats}
 
 
 def _accuracy_claim(records, experiment, rule, expect_all_correct: bool) -> dict[str, Any]:
@@ -126,6 +136,11 @@ def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
     for experiment in config.experiments:
         name, fc = experiment.name, tuple(experiment.fc)
         items: list[dict[str, Any]] = []
+        if BROKEN not in config.rules or ORIGINAL not in config.rules:
+            claims[name] = [{"statement": experiment.claim or "the article's claims",
+                             "data": "", "verdict": f"not tested: needs the rules {BROKEN} and "
+                                                    f"{ORIGINAL}"}]
+            continue
         if fc == (18, 20):
             items.append(_accuracy_claim(records, name, BROKEN, True))
             items.append(_accuracy_claim(records, name, ORIGINAL, True))
@@ -158,37 +173,18 @@ def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
     return claims
 
 
-def _cost_matrix(records: list[dict]) -> np.ndarray:
-    from .reproduce import _costs
-
-    return _costs(records)
-
-
-def _alignment_series(records: list[dict]) -> dict[str, np.ndarray]:
-    per_layer: dict[str, list[list[float]]] = {}
-    for record in records:
-        for layer, metrics in ((record.get("alignment") or {}).get("gradient") or {}).items():
-            per_layer.setdefault(layer, []).append(
-                [math.nan if v is None else v for v in metrics["angle_deg"]])
-    out = {}
-    for layer, rows in per_layer.items():
-        width = max(len(r) for r in rows)
-        out[layer] = np.array([r + [math.nan] * (width - len(r)) for r in rows])
-    return out
-
-
 def write_figures(out: Path, config, records) -> list[Path]:
     from .plots import alignment_grid, curves, grouped_points
 
     figures = []
     groups = [e.name for e in config.experiments]
     for experiment in config.experiments:
-        series = {rule: _cost_matrix(records.get((experiment.name, rule, "article"), []))
+        series = {rule: cost_matrix(records.get((experiment.name, rule, "article"), []))
                   for rule in config.rules}
         figures.append(curves(out / f"cost_{experiment.name}.png", series,
                               f"{experiment.name}: cost per epoch (mean, 95% band over seeds)",
                               "total cost over the epoch (log)", log=True))
-        align = {rule: _alignment_series(records.get((experiment.name, rule, "article"), []))
+        align = {rule: alignment_matrices(records.get((experiment.name, rule, "article"), []))
                  for rule in config.rules if rule != "exact"}
         layers = sorted({layer for per_layer in align.values() for layer in per_layer},
                         key=lambda s: (s[0] != "c", s))
@@ -299,8 +295,9 @@ def _markdown(config, summary, claims, meta, figures: list[Path]) -> str:
             lines += ["Alignment with the exact gradient at the last epoch (mean over seeds):", "",
                       "| rule | layer | angle (deg) | cosine | same sign |",
                       "|---|---|---|---|---|"]
-            lines += [f"| {rule} | {layer} | {_fmt(m['angle_deg_final_mean'])} | "
-                      f"{_fmt(m['cosine_final_mean'])} | {_pct(m['sign_agreement_final_mean'])} |"
+            lines += [f"| {rule} | {layer} | {_deg(m.get('angle_deg_final_mean'))} | "
+                      f"{_fmt(m.get('cosine_final_mean'))} | "
+                      f"{_pct(m.get('sign_agreement_final_mean'))} |"
                       for rule, layer, m in align_rows]
             lines.append("")
     lines += ["## Figures", ""]

@@ -16,9 +16,7 @@ one network, which is what makes the default study fit in minutes.
 
 from __future__ import annotations
 
-import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -27,14 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, HandpropError
+from .errors import ConfigError
 from .io import write_json
+from .study import collect, cost_matrix, final_alignment
 
 RECORD_VERSION = 1
 CONFIG_KEYS = ("experiment", "fc", "rule", "protocol", "epochs", "lr", "momentum", "probe",
                "folds", "first_seed")
-RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "black",
-               "broken-upstream": "tab:green", "broken-mask": "tab:orange"}
 
 
 @dataclass
@@ -200,81 +197,69 @@ def record_path(out: Path, experiment: str, rule: str, protocol: str, run: int) 
     return out / "runs" / experiment / rule / name
 
 
-def _round(values: list[float | None], digits: int = 7) -> list[float | None]:
-    return [None if v is None or not math.isfinite(v) else float(f"{v:.{digits}g}") for v in values]
-
-
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train the runs of one (experiment, rule, protocol) in lockstep; write their records."""
-    from . import __version__
-    from .alignment import AlignmentLog
     from .presets import seed_net
-    from .rules import make_rule
-    from .sweep import JobProgress
-    from .train import TrainConfig, evaluate, fit, loss_for, targets_for
+    from .study import rounded, train_group, versions
+    from .train import TrainConfig
 
-    out = Path(spec["out"])
     protocol, runs = spec["protocol"], spec["runs"]
     if protocol == "article":
-        datasets = [_article_split(seed) for seed in runs]
-        seeds = runs
+        seeds = list(runs)
+        datasets = [_article_split(seed) for seed in seeds]
     else:
         seeds = [spec["first_seed"] + fold for fold in runs]
         datasets = [_cv_split(spec["first_seed"], spec["folds"], fold, seed)
                     for fold, seed in zip(runs, seeds, strict=True)]
-    x = np.stack([d.x_train for d in datasets])
-    labels = np.stack([d.y_train for d in datasets])
     net = seed_net(tuple(spec["fc"])).init(replicas=seeds)
     config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
                          lr=spec["lr"], momentum=spec["momentum"], seed=seeds[0])
-    rule = make_rule(spec["rule"], net, seeds)
-    loss_name, loss_fn = loss_for(net, config)
-    probe = min(spec["probe"], x.shape[1])
-    log = AlignmentLog(None if spec["rule"] == "exact" else rule, x[:, :probe],
-                       targets_for(net, labels[:, :probe], loss_name), loss_fn)
-    log.record(net)  # epoch 0: before training
-    steps_per_epoch = x.shape[1]
-    report = JobProgress(out, spec["job_id"], spec["epochs"] * steps_per_epoch)
-
-    def on_epoch(epoch: int, history) -> None:
-        log.record(net)
-        report((epoch + 1) * steps_per_epoch)
-
-    start = time.perf_counter()
-    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch)
-    test_x = np.stack([d.x_test for d in datasets])
     test_y = np.stack([d.y_test for d in datasets])
-    evaluation = evaluate(net, test_x, test_y)
-    seconds = time.perf_counter() - start
-    versions = {"handprop": __version__, "numpy": np.__version__,
-                "python": platform.python_version()}
+    result = train_group(net, spec["rule"], np.stack([d.x_train for d in datasets]),
+                         np.stack([d.y_train for d in datasets]),
+                         np.stack([d.x_test for d in datasets]), test_y, config,
+                         spec["probe"], spec["out"], spec["job_id"], weight_metrics=False)
+    history, evaluation = result.history, result.evaluation
     for r, run in enumerate(runs):
         diverged = history.diverged[r]
         correct = (evaluation.predicted[r] == test_y[r]).tolist()
         record = {
             "version": RECORD_VERSION,
+            "fingerprint": spec["fingerprint"],
             "experiment": spec["experiment"],
             "fc": list(spec["fc"]),
             "rule": spec["rule"],
             "protocol": protocol,
             "run": run,
             "seed": seeds[r],
-            "cost": _round(history.cost_list(r)),
+            "cost": rounded(history.cost_list(r)),
             "diverged": diverged,
             "test_accuracy": None if diverged else float(np.mean(correct)),
             "test_correct": None if diverged else correct,
             "test_index": datasets[r].info.get("test_index"),
-            "test_raw": _round(evaluation.raw[r, :, 0].tolist()),
-            "alignment": log.as_lists(r) if spec["rule"] != "exact" else None,
-            "alignment_probe": f"first {probe} training images, after every epoch (entry 0: "
-                               "before training)",
+            "test_raw": rounded(evaluation.raw[r, :, 0].tolist()),
+            "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
+            "alignment_probe": f"first {min(spec['probe'], 350)} training images, after every "
+                               "epoch (entry 0: before training)",
             "config": {key: spec[key] for key in CONFIG_KEYS},
-            "seconds_for_job": seconds,
+            "seconds_for_job": result.seconds,
             "replicas_in_job": len(runs),
-            "versions": versions,
+            "versions": versions(),
         }
         write_json(Path(spec["outputs"][r]), record)
-    return {"job_id": spec["job_id"], "seconds": seconds, "runs": len(runs)}
+    return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
+
+
+def save_config(config: ReproduceConfig, path: Path) -> None:
+    """The resolved config as TOML (pass it back with ``--config`` to rerun the study)."""
+    from .io import atomic_write_text
+    from .spec import dump_toml
+
+    data = config.to_dict()
+    data.pop("extra", None)
+    data["experiments"] = [{"name": e["name"], "fc": list(e["fc"]), "claim": e["claim"]}
+                           for e in data["experiments"]]
+    atomic_write_text(path, "# resolved config of this study\n" + dump_toml("reproduce", data))
 
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list:
@@ -293,7 +278,9 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list:
                     "job_id": job_id, "out": str(out), "experiment": experiment.name,
                     "fc": list(experiment.fc), "rule": rule, "protocol": protocol, "runs": runs,
                     "epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
-                    "probe": config.probe, "folds": config.folds, "first_seed": config.first_seed,
+                    "probe": config.probe, "first_seed": config.first_seed,
+                    # only cross-validation jobs depend on the folds (and its fingerprint)
+                    "folds": config.folds if protocol == "cv" else None,
                     "outputs": [str(p) for p in outputs],
                 }
                 steps = config.epochs * len(runs) * (350 if protocol == "article"
@@ -304,50 +291,11 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list:
 
 # -- aggregation -----------------------------------------------------------------------
 
-def load_records(out: Path, config: ReproduceConfig) -> dict[tuple[str, str, str], list[dict]]:
-    """All records present for this study, by (experiment, rule, protocol), in run order."""
-    found: dict[tuple[str, str, str], list[dict]] = {}
-    for experiment in config.experiments:
-        for rule in config.rules:
-            for protocol, runs in (("article", config.seed_list),
-                                   ("cv", list(range(config.folds)))):
-                records = []
-                for run in runs:
-                    path = record_path(out, experiment.name, rule, protocol, run)
-                    if path.is_file():
-                        try:
-                            record = json.loads(path.read_text())
-                        except (OSError, json.JSONDecodeError) as exc:
-                            raise HandpropError(f"corrupt record {path}: {exc}") from None
-                        if record.get("config", {}).get("epochs") == config.epochs:
-                            records.append(record)
-                found[(experiment.name, rule, protocol)] = records
-    return found
-
-
-def _costs(records: list[dict]) -> np.ndarray:
-    """(runs, epochs) cost matrix, NaN after a divergence."""
-    if not records:
-        return np.empty((0, 0))
-    width = max(len(r["cost"]) for r in records)
-    matrix = np.full((len(records), width), np.nan)
-    for i, record in enumerate(records):
-        values = [np.nan if v is None else v for v in record["cost"]]
-        matrix[i, : len(values)] = values
-    return matrix
-
-
-def _final_alignment(records: list[dict]) -> dict[str, dict[str, float]]:
-    per_layer: dict[str, dict[str, list[float]]] = {}
-    for record in records:
-        for name, metrics in ((record.get("alignment") or {}).get("gradient") or {}).items():
-            slot = per_layer.setdefault(name, {"angle_deg": [], "cosine": [], "sign_agreement": []})
-            for metric in slot:
-                values = [v for v in metrics.get(metric, []) if v is not None]
-                if values:
-                    slot[metric].append(values[-1])
-    return {name: {f"{metric}_final_mean": float(np.mean(v)) if v else None
-                   for metric, v in metrics.items()} for name, metrics in per_layer.items()}
+def load_records(jobs: list) -> dict[tuple[str, str, str], list[dict]]:
+    """Records with the study's current settings, by (experiment, rule, protocol)."""
+    by_id = collect(jobs)
+    return {(job.spec["experiment"], job.spec["rule"], job.spec["protocol"]): by_id[job.id]
+            for job in jobs}
 
 
 def summarize(records: dict[tuple[str, str, str], list[dict]], config: ReproduceConfig
@@ -359,7 +307,7 @@ def summarize(records: dict[tuple[str, str, str], list[dict]], config: Reproduce
         for rule in config.rules:
             article = records.get((experiment.name, rule, "article"), [])
             cv = records.get((experiment.name, rule, "cv"), [])
-            costs = _costs(article)
+            costs = cost_matrix(article)
             finals = costs[:, -1] if costs.size else np.array([])
             any_final = bool(np.isfinite(finals).any())
             test = [r["test_accuracy"] for r in article if r["test_accuracy"] is not None]
@@ -375,7 +323,7 @@ def summarize(records: dict[tuple[str, str, str], list[dict]], config: Reproduce
                                           else None),
                 "heldout_images": len(heldout_correct),
                 "heldout_folds": len(cv),
-                "alignment": _final_alignment(article),
+                "alignment": final_alignment(article),
             }
         summary[experiment.name] = {"fc": list(experiment.fc), "claim": experiment.claim,
                                     "rules": per_rule}
@@ -390,6 +338,7 @@ def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
     from .sweep import run_jobs
 
     out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.toml")
     jobs = build_jobs(config, out)
     skipped = sum(job.is_done() for job in jobs)
     interrupted = False
@@ -399,7 +348,7 @@ def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.perf_counter() - start
-    records = load_records(out, config)
+    records = load_records(jobs)
     summary = summarize(records, config)
     meta = {"seconds": seconds, "jobs": len(jobs), "skipped_jobs": skipped,
             "finished_jobs": sum(job.is_done() for job in jobs), "interrupted": interrupted,

@@ -24,6 +24,7 @@ Every key is checked: an unknown or ill-typed one is an error naming the layer.
 from __future__ import annotations
 
 import inspect
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,6 +126,39 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) TOML file") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string, given no surrogate escapes (ensure_ascii
+        # off) and DEL escaped (TOML forbids it raw).
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_toml(table: str, data: Mapping[str, Any]) -> str:
+    """Write ``{table: data}`` as TOML: scalars and lists, and lists of tables (enough for
+    handprop's study configs, so a saved config can be passed back with --config)."""
+    lines = [f"[{table}]"]
+    nested = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            nested.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, items in nested:
+        for item in items:
+            lines += ["", f"[[{table}.{key}]]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None]
+    return "\n".join(lines) + "\n"
 
 
 def load_network_spec(path: str | Path) -> Network:

@@ -9,7 +9,9 @@ parent polls, which gives a progress bar with an ETA across processes.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import re
 import threading
@@ -35,6 +37,8 @@ class Job:
     spec : JSON-able arguments (must include everything the job needs)
     outputs : record files the job writes; all present means the job is done
     steps : amount of work (training steps), for the ETA
+    fingerprint : the job's settings; a record written with other settings does not count
+        as done (set automatically from ``spec``; records store it as "fingerprint")
     """
 
     id: str
@@ -43,9 +47,29 @@ class Job:
     outputs: list[Path]
     steps: int = 1
     done: bool = field(default=False)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.spec)
+        self.spec["fingerprint"] = self.fingerprint
 
     def is_done(self) -> bool:
-        return all(path.is_file() for path in self.outputs)
+        for path in self.outputs:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return False
+            if not isinstance(record, dict) or record.get("fingerprint") != self.fingerprint:
+                return False
+        return True
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    """A short hash of a job's settings (paths excluded, so a moved folder still resumes)."""
+    settings = {k: v for k, v in spec.items() if k not in ("out", "outputs", "fingerprint")}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def progress_path(out: str | Path, job_id: str) -> Path:
@@ -138,6 +162,9 @@ def run_jobs(
     finally:
         stop.set()
         poller.join()
+        # A worker killed mid-write (interrupt) can leave its temporary file behind.
+        for leftover in out.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         bar.update(finished_steps[0], f"{sum(j.done for j in todo)}/{len(todo)} jobs")
         bar.close()
     return results, time.perf_counter() - start

@@ -16,9 +16,13 @@ sees its own data and its own order, and stops counting on its own if it diverge
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,10 +106,17 @@ class History:
     seconds: float
     steps: int
     extra: dict[str, Any] = field(default_factory=dict)
+    state: Any = None
 
     def cost_list(self, replica: int | None = None) -> list[float | None]:
-        """The cost history as a JSON-friendly list (None where not finite)."""
+        """The cost of every epoch the run completed before any divergence (JSON-friendly).
+
+        A run that diverged in epoch e has e - 1 entries, whatever else trained beside it.
+        """
         column = self.cost if self.cost.ndim == 1 else self.cost[:, replica or 0]
+        stop = self.diverged[replica or 0]
+        if stop is not None:
+            column = column[: stop["epoch"] - 1]
         return [float(c) if math.isfinite(c) else None for c in column]
 
 
@@ -146,6 +157,68 @@ def _batches(count: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, count)) for i in range(0, count, batch_size)]
 
 
+@dataclass
+class TrainState:
+    """Everything :func:`fit` carries from one epoch to the next: what a checkpoint saves.
+
+    epoch : epochs completed; steps : optimizer steps taken; seconds : training time so far
+    cost : (epochs, R) summed cost per epoch, NaN where not run or diverged
+    diverged : per replica, None or {"epoch", "step"}; alive : (R,) not diverged
+    optimizer, schedule : their current values (learning rate, velocity, ...)
+    shufflers : one random generator per replica for the per-epoch reshuffles
+    """
+
+    epoch: int
+    steps: int
+    seconds: float
+    cost: np.ndarray
+    diverged: list[dict[str, int] | None]
+    alive: np.ndarray
+    optimizer: Any
+    schedule: Any
+    shufflers: list[np.random.Generator]
+
+    @classmethod
+    def fresh(cls, config: TrainConfig, seeds: list[int]) -> TrainState:
+        replicas = len(seeds)
+        return cls(0, 0, 0.0, np.full((config.epochs, replicas), np.nan), [None] * replicas,
+                   np.ones(replicas, dtype=bool),
+                   make_optimizer(config.optimizer, config.lr, config.momentum,
+                                  config.weight_decay),
+                   make_schedule(config.schedule, config.epochs),
+                   [np.random.default_rng([seed, 3]) for seed in seeds])
+
+    def to_meta(self) -> dict[str, Any]:
+        """JSON-able state (the optimizer's arrays are saved separately)."""
+        return {"epoch": self.epoch, "steps": self.steps, "seconds": self.seconds,
+                "cost": [[None if not math.isfinite(v) else float(v) for v in row]
+                         for row in self.cost[: self.epoch].T],
+                "diverged": self.diverged, "alive": self.alive.tolist(),
+                "schedule": self.schedule.state(),
+                "shufflers": [g.bit_generator.state for g in self.shufflers]}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], optimizer_state: dict[str, Any],
+                config: TrainConfig) -> TrainState:
+        """Rebuild from :meth:`to_meta` and the optimizer's saved state."""
+        seeds = [0] * len(meta["shufflers"])
+        state = cls.fresh(config, seeds)
+        state.epoch, state.steps, state.seconds = meta["epoch"], meta["steps"], meta["seconds"]
+        saved = np.array([[np.nan if v is None else v for v in row] for row in meta["cost"]],
+                         dtype=float).T.reshape(state.epoch, len(seeds))
+        state.cost[: state.epoch] = saved[: config.epochs]
+        state.diverged = list(meta["diverged"])
+        state.alive = np.array(meta["alive"], dtype=bool)
+        state.schedule.load_state(meta["schedule"])
+        state.optimizer.load_state(optimizer_state)
+        for generator, saved_state in zip(state.shufflers, meta["shufflers"], strict=True):
+            generator.bit_generator.state = saved_state
+        return state
+
+    def cost_history(self, replica: int = 0) -> np.ndarray:
+        return self.cost[: self.epoch, replica]
+
+
 def fit(
     net: Network,
     x: np.ndarray,
@@ -155,6 +228,7 @@ def fit(
     progress: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[int, History], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    state: TrainState | None = None,
 ) -> History:
     """Train ``net`` in place.
 
@@ -166,8 +240,11 @@ def fit(
     config : TrainConfig
     rule : LearningRule, optional (bound to ``net`` here if it is not yet)
     progress : called as ``progress(epoch, epochs, last_cost)`` after every epoch
-    on_epoch : called as ``on_epoch(epoch, history_so_far)`` after every epoch
+    on_epoch : called as ``on_epoch(epoch, history_so_far)`` after every epoch;
+        ``history.state`` is the :class:`TrainState` (e.g. to save a checkpoint)
     stop : polled after every epoch; training ends early when it returns True
+    state : continue from this state (a resumed run ends bit-identical to an
+        uninterrupted one)
 
     Returns
     -------
@@ -194,37 +271,80 @@ def fit(
     y = targets_for(net, labels, loss_name, net.dtype)
     if rule is not None and rule.net is not net:
         rule.bind(net, seeds)
-    optimizer = make_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay)
-    schedule = make_schedule(config.schedule, config.epochs)
-    shufflers = [np.random.default_rng([seed, 3]) for seed in seeds]
+    if state is None:
+        state = TrainState.fresh(config, seeds)
+    elif len(state.shufflers) != replicas:
+        raise ConfigError(f"the training state is for {len(state.shufflers)} runs, the network "
+                          f"has {replicas}")
+    optimizer, cost, alive, diverged = state.optimizer, state.cost, state.alive, state.diverged
     batches = _batches(count, config.batch_size)
     # Index of one batch in an epoch's reordered arrays: the batch axis follows replicas.
     selectors = [(slice(None), part) if rep else part for part in batches]
     order = np.tile(np.arange(count), (replicas, 1))
     rows = np.arange(replicas)[:, None]
 
-    cost = np.full((config.epochs, replicas), np.nan)
-    diverged: list[dict[str, int] | None] = [None] * replicas
-    alive = np.ones(replicas, dtype=bool)
-    history = History(cost[:0] if rep else cost[:0, 0], diverged, 0.0, 0)
-    start = time.perf_counter()
-    steps = 0
-    forward, backward, update = net._forward, net.backward_flat, optimizer.step
+    history = History(cost[: state.epoch] if rep else cost[: state.epoch, 0], diverged,
+                      state.seconds, state.steps)
+    history.state = state
+    start = time.perf_counter() - state.seconds
+    steps = state.steps
+    forward, backward, update = net._forward, net._backward_flat, optimizer.step
     begin = rule.begin_step if rule is not None else None
-    with np.errstate(all="ignore"):  # a diverging replica must not flood the terminal
-        for epoch in range(config.epochs):
-            if config.shuffle or epoch == 0:
+    xe = ye = None
+    # Large minibatches (exact rule): the two halves of a batch go forward and backward
+    # side by side, the second in a helper thread (NumPy and single-threaded BLAS release
+    # the GIL), and their gradients are added. A batch is split the same way whether or
+    # not a second core is there to run it, so the numbers never depend on the machine.
+    split = rule is None and config.batch_size * math.prod(net.input_shape) >= 1 << 14
+    helper = ThreadPoolExecutor(1) if split and (os.cpu_count() or 1) > 1 else None
+    lead = (slice(None),) * len(rep)
+
+    def aside(function: Callable, *args: Any) -> Callable[[], Any]:
+        """``function(*args)`` started in the helper thread (or run now): call to wait."""
+        if helper is None:
+            result = function(*args)
+            return lambda: result
+        return helper.submit(context.run, function, *args).result
+
+    def in_halves(xb: np.ndarray, yb: np.ndarray) -> tuple[Any, np.ndarray]:
+        """One step's cost and gradient, computed on the two halves of the batch."""
+        cut = xb.shape[len(rep)] // 2
+        first, second = (*lead, slice(None, cut)), (*lead, slice(cut, None))
+        forward_second = aside(forward, xb[second])
+        out_first, tape_first = forward(xb[first])
+        out_second, tape_second = forward_second()
+        value, out_grad = loss_fn(np.concatenate([out_first, out_second], len(rep)), yb)
+        backward_second = aside(backward, tape_second, out_grad[second])
+        grads = backward(tape_first, out_grad[first])
+        grads += backward_second()
+        return value, grads
+
+    # A diverging replica must not flood the terminal (errstate), from either thread.
+    with contextlib.ExitStack() as threads, np.errstate(all="ignore"):
+        if helper is not None:
+            from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+            threads.enter_context(helper)
+            threads.enter_context(threadpool_limits(1, "blas"))  # no BLAS threads on top
+        context = contextvars.copy_context()  # the helper computes under these errstates
+        for epoch in range(state.epoch, config.epochs):
+            if config.shuffle or xe is None:
                 if config.shuffle:
-                    order = np.stack([r.permutation(count) for r in shufflers])
+                    order = np.stack([r.permutation(count) for r in state.shufflers])
                 xe, ye = (x[rows, order], y[rows, order]) if rep else (x[order[0]], y[order[0]])
-            epoch_cost = np.zeros(replicas) if rep else 0.0
+            # float64 totals in both forms, so float32 runs sum alike with and without replicas
+            epoch_cost = np.zeros(replicas) if rep else np.float64(0.0)
             stopped = False
             for number, sel in enumerate(selectors, start=1):
-                out, tape = forward(xe[sel])
-                value, out_grad = loss_fn(out, ye[sel])
-                if begin is not None:
-                    begin()
-                update(net.flat, backward(tape, out_grad, rule))
+                if split and xe[sel].shape[len(rep)] > 1:
+                    value, grads = in_halves(xe[sel], ye[sel])
+                else:
+                    out, tape = forward(xe[sel])
+                    value, out_grad = loss_fn(out, ye[sel])
+                    if begin is not None:
+                        begin()
+                    grads = backward(tape, out_grad, rule)
+                update(net.flat, grads)
                 steps += 1
                 epoch_cost += value
                 finite = np.isfinite(value).all() if rep else math.isfinite(value)
@@ -239,10 +359,11 @@ def fit(
             if stopped:
                 break
             cost[epoch] = np.where(alive, epoch_cost, np.nan)
-            schedule.end_epoch(optimizer, epoch)
+            state.schedule.end_epoch(optimizer, epoch)
+            state.epoch, state.steps = epoch + 1, steps
+            state.seconds = time.perf_counter() - start
             history.cost = cost[: epoch + 1] if rep else cost[: epoch + 1, 0]
-            history.seconds = time.perf_counter() - start
-            history.steps = steps
+            history.seconds, history.steps = state.seconds, steps
             if progress is not None:
                 costs = np.where(alive, epoch_cost, np.nan)
                 progress(epoch + 1, config.epochs,

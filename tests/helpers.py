@@ -159,3 +159,153 @@ def mixed_net() -> Network:
         init="glorot",
         name="mixed",
     )
+
+
+# -- rule tests: an independent loop-by-loop reference of the seed net -------------------
+#
+# Written like the article's code: one image, every map handled on its own, explicit 2-D
+# loops, max-pool masks built with ``==``, upsampling with ``repeat``. Nothing here calls
+# handprop, so the rule tests compare handprop against an independent computation.
+
+REF_ACT = {
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(np.float64)),
+    "arctan": (np.arctan, lambda z: 1.0 / (1.0 + z * z)),
+    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
+    "sigmoid": (lambda z: 1.0 / (1.0 + np.exp(-z)),
+                lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2),
+}
+"""name -> (f, f') of the activations the seed net uses."""
+
+SEED_ACT1 = ("relu", "arctan")
+SEED_ACT2 = ("arctan", "relu", "arctan", "tanh")
+
+
+def ref_rot180(m: np.ndarray) -> np.ndarray:
+    """One (H, W) map rotated by 180 degrees."""
+    return m[::-1, ::-1]
+
+
+def ref_correlate_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """'valid' 2-D cross-correlation, explicit loops: out[y, x] = sum k[i, j] img[y+i, x+j]."""
+    kh, kw = kernel.shape
+    out = np.zeros((image.shape[0] - kh + 1, image.shape[1] - kw + 1))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            total = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    total += image[y + i, x + j] * kernel[i, j]
+            out[y, x] = total
+    return out
+
+
+def ref_convolve_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """'valid' 2-D true convolution (kernel flipped), explicit loops."""
+    kh, kw = kernel.shape
+    out = np.zeros((image.shape[0] - kh + 1, image.shape[1] - kw + 1))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            total = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    total += image[y + i, x + j] * kernel[kh - 1 - i, kw - 1 - j]
+            out[y, x] = total
+    return out
+
+
+def ref_input_grad(delta: np.ndarray, kernel: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Exact gradient w.r.t. the input of ``ref_correlate_valid(np.pad(x, pad), kernel)``
+    given ``delta`` at its output: every tap's share added back where it was read."""
+    kh, kw = kernel.shape
+    height, width = delta.shape[0] + kh - 1 - 2 * pad, delta.shape[1] + kw - 1 - 2 * pad
+    out = np.zeros((height, width))
+    for y in range(delta.shape[0]):
+        for x in range(delta.shape[1]):
+            for i in range(kh):
+                for j in range(kw):
+                    r, c = y + i - pad, x + j - pad
+                    if 0 <= r < height and 0 <= c < width:
+                        out[r, c] += kernel[i, j] * delta[y, x]
+    return out
+
+
+def ref_maxpool(a: np.ndarray) -> np.ndarray:
+    """2x2 max-pool of one map, explicit loops."""
+    out = np.zeros((a.shape[0] // 2, a.shape[1] // 2))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            out[y, x] = max(a[2 * y, 2 * x], a[2 * y, 2 * x + 1],
+                            a[2 * y + 1, 2 * x], a[2 * y + 1, 2 * x + 1])
+    return out
+
+
+def ref_up(g: np.ndarray) -> np.ndarray:
+    """up(G): every entry of a 2x2 window gets its window's value."""
+    return g.repeat(2, 0).repeat(2, 1)
+
+
+def ref_mask_ties(a: np.ndarray) -> np.ndarray:
+    """The article's mask: 1 at every entry equal to its window's maximum (ties included)."""
+    return (a == ref_up(ref_maxpool(a))).astype(np.float64)
+
+
+def ref_mask_first(a: np.ndarray) -> np.ndarray:
+    """Exact routing: 1 at the first maximum of each window in row-major order."""
+    mask = np.zeros_like(a, dtype=np.float64)
+    for y in range(a.shape[0] // 2):
+        for x in range(a.shape[1] // 2):
+            best = max(a[2 * y + i, 2 * x + j] for i in range(2) for j in range(2))
+            for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                if a[2 * y + i, 2 * x + j] == best:
+                    mask[2 * y + i, 2 * x + j] = 1.0
+                    break
+    return mask
+
+
+def ref_seed_forward(p: dict[str, np.ndarray], image: np.ndarray) -> dict:
+    """The seed net on one 8x8 image, map by map; ``p`` holds its weights (no replica axis).
+
+    Returns every intermediate: lists of maps ``z1, a1, p1`` (2 each), ``z2, a2, p2``
+    (4 each), the vectors ``f, h3, a3, h4, a4, h5, a5``."""
+    s: dict = {"x": image}
+    w1, w2 = p["conv1.weight"], p["conv2.weight"]
+    s["z1"] = [ref_correlate_valid(np.pad(image, 1), w1[c, 0]) for c in range(2)]
+    s["a1"] = [REF_ACT[SEED_ACT1[c]][0](s["z1"][c]) for c in range(2)]
+    s["p1"] = [ref_maxpool(a) for a in s["a1"]]
+    # groups=2: maps a, b of layer 2 read map a of layer 1; maps c, d read map b.
+    s["z2"] = [ref_correlate_valid(np.pad(s["p1"][o // 2], 1), w2[o, 0]) for o in range(4)]
+    s["a2"] = [REF_ACT[SEED_ACT2[o]][0](s["z2"][o]) for o in range(4)]
+    s["p2"] = [ref_maxpool(a) for a in s["a2"]]
+    s["f"] = np.concatenate([m.ravel() for m in s["p2"]])
+    s["h3"] = p["fc3.weight"] @ s["f"]
+    s["a3"] = np.arctan(s["h3"])
+    s["h4"] = p["fc4.weight"] @ s["a3"]
+    s["a4"] = np.tanh(s["h4"])
+    s["h5"] = p["fc5.weight"] @ s["a4"]
+    s["a5"] = REF_ACT["sigmoid"][0](s["h5"])
+    return s
+
+
+def layer_inputs(net: Network, x: np.ndarray) -> list[np.ndarray]:
+    """The input of every layer of ``net`` on ``x``, by running the layers one by one."""
+    inputs = []
+    for layer in net.layers:
+        inputs.append(x)
+        params = {local: net.params[f"{layer.name}.{local}"] for local in layer.param_shapes()}
+        x, _ = layer.forward(params, x)
+    return inputs
+
+
+def spy(rule):
+    """Wrap ``rule.layer_backward`` to record, per layer index, ``(out_grad arriving,
+    input gradient sent down, parameter gradients)``. Returns the (live) record dict."""
+    record: dict[int, tuple] = {}
+    inner = rule.layer_backward
+
+    def wrapped(index, layer, params, cache, out_grad, need_input_grad, context):
+        grad_in, grads = inner(index, layer, params, cache, out_grad, need_input_grad, context)
+        record[index] = (out_grad, grad_in, grads)
+        return grad_in, grads
+
+    rule.layer_backward = wrapped
+    return record

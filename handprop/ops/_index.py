@@ -1,121 +1,184 @@
-"""Gather/scatter index tables shared by convolution and max-pooling.
+"""Sliding windows shared by convolution and max-pooling.
 
-Both ops read *windows* of an input map. Instead of looping over output pixels we
-build, once per geometry, an integer table that says which flat input element each
-window entry reads. A forward pass is then one ``np.take`` (gather) and a backward
-pass one ``np.bincount`` (scatter-add), for any batch size, stride or padding.
+Both ops read *windows* of each input plane: tap ``t = (i, j)`` of window ``l = (y, x)``
+reads pixel ``(y*sh + i, x*sw + j)`` of the plane zero-padded by ``(ph, pw)``.
+:func:`gather_windows` lays them out *tap-major*, ``(*lead, C, kh*kw, out_h*out_w)``
+(one row per kernel tap), with no Python loop over images or pixels, in one of two ways
+chosen by the size of a sample:
 
-Zero padding is handled with a *zero slot*: index ``C*H*W`` points one past the
-last input element, where the caller appends a zero. Window entries that fall in
-the padding read it, and gradients sent there are dropped.
+* small images (fewer than ``STREAM_MIN`` values per sample, channels x pixels, like
+  the article's 8x8 digits): one ``np.take`` through a cached index table, the fewest
+  NumPy calls;
+* larger images: the ``kh*kw`` taps are strided views of the padded input, copied in
+  one go: their rows are long enough that this streams through memory, where a gather
+  costs several times more per element.
+
+:func:`scatter_windows` is the transpose (each pixel receives the sum of the window
+entries that read it), one ``np.bincount`` through the same table.
+
+The choice depends only on the shape of one sample, never on the batch size or on
+leading replica axes, so a replicated run computes exactly what its single runs do.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import threading
 from functools import lru_cache
 from math import prod
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import ShapeError
 
+# Samples with at least this many values (channels x pixels) take the streaming path.
+STREAM_MIN = 192
+
+
+class Windows(NamedTuple):
+    """Where the windows of a conv or pool sit in one (H, W) plane.
+
+    index : ndarray of int64, shape (kh*kw, out_h*out_w)
+        Flat position of tap t of window l in the zero-padded plane of shape
+        ``(H + 2*ph, W + 2*pw)``; taps and windows both in row-major order.
+    in_hw, kernel, stride, padding, out_hw : (int, int)
+    """
+
+    index: np.ndarray
+    in_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    out_hw: tuple[int, int]
+
 
 @lru_cache(maxsize=256)
-def conv_gather_index(
-    in_shape: tuple[int, int, int],
+def window_table(
+    in_hw: tuple[int, int],
     kernel: tuple[int, int],
     stride: tuple[int, int],
-    padding: tuple[int, int],
-    groups: int,
-) -> tuple[np.ndarray, int, int]:
-    """Index table of a (grouped) convolution's im2col.
+    padding: tuple[int, int] = (0, 0),
+    op: str = "conv2d",
+) -> Windows:
+    """The (cached) windows of a ``kernel`` sliding by ``stride`` over a padded plane.
 
-    Returns
-    -------
-    index : ndarray of int64, shape (groups, out_h * out_w, C/groups * kh * kw)
-        Flat index into an input of shape (C, H, W) flattened, or ``C*H*W`` (the zero
-        slot) for taps that fall in the zero padding. The last axis is ordered
-        (channel, kernel row, kernel column), the layout of ``weight.reshape(O, -1)``.
-    out_h, out_w : int
+    ``out = (in + 2*pad - k) // stride + 1`` along each axis (like PyTorch); ``op`` only
+    names the operation in the error raised when the kernel does not fit.
     """
-    channels, height, width = in_shape
-    kh, kw = kernel
-    sh, sw = stride
-    ph, pw = padding
+    (height, width), (kh, kw), (sh, sw), (ph, pw) = in_hw, kernel, stride, padding
     out_h = (height + 2 * ph - kh) // sh + 1
     out_w = (width + 2 * pw - kw) // sw + 1
     if out_h < 1 or out_w < 1:
         raise ShapeError(
-            f"conv2d: a {kh}x{kw} kernel with padding {padding} does not fit a "
+            f"{op}: a {kh}x{kw} window with padding {padding} does not fit a "
             f"{height}x{width} input"
         )
-    cg = channels // groups
-    g = np.arange(groups)[:, None, None, None, None, None, None]
-    oh = np.arange(out_h)[None, :, None, None, None, None, None]
-    ow = np.arange(out_w)[None, None, :, None, None, None, None]
-    c = np.arange(cg)[None, None, None, :, None, None, None]
-    i = np.arange(kh)[None, None, None, None, :, None, None]
-    j = np.arange(kw)[None, None, None, None, None, :, None]
-    row = oh * sh + i - ph
-    col = ow * sw + j - pw
-    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-    flat = (g * cg + c) * (height * width) + row * width + col
-    index = np.where(inside, flat, channels * height * width)
-    index = index.reshape(groups, out_h * out_w, cg * kh * kw).astype(np.int64)
+    row = np.arange(out_h)[None, None, :, None] * sh + np.arange(kh)[:, None, None, None]
+    col = np.arange(out_w)[None, None, None, :] * sw + np.arange(kw)[None, :, None, None]
+    index = (row * (width + 2 * pw) + col).reshape(kh * kw, out_h * out_w).astype(np.int64)
     index.setflags(write=False)
-    return index, out_h, out_w
+    return Windows(index, (height, width), (kh, kw), (sh, sw), (ph, pw), (out_h, out_w))
 
 
-@lru_cache(maxsize=256)
-def pool_gather_index(
-    in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]
-) -> tuple[np.ndarray, int, int]:
-    """Index table of max-pool windows on one (H, W) plane.
+def streams(x_shape: tuple[int, ...]) -> bool:
+    """Whether an input of shape (..., C, H, W) takes the streaming path (see the module
+    notes)."""
+    return prod(x_shape[-3:]) >= STREAM_MIN
+
+
+def gather_windows(x: np.ndarray, windows: Windows, stream: bool) -> np.ndarray:
+    """Every window's entries, tap-major (a new array, zero where a tap reads padding).
+
+    Parameters
+    ----------
+    x : ndarray, shape (*lead, C, H, W)
+    windows : Windows of (H, W)
+    stream : bool, ``streams(x.shape)`` (see the module notes)
 
     Returns
     -------
-    index : ndarray of int64, shape (out_h * out_w, kh * kw)
-        Flat index into the plane, window entries in row-major order (the order in
-        which PyTorch scans a window, so ``argmax`` picks the same winner).
-    out_h, out_w : int
+    ndarray, shape (*lead, C, kh*kw, out_h*out_w), dtype of ``x``
     """
-    height, width = in_hw
-    kh, kw = kernel
-    sh, sw = stride
-    out_h = (height - kh) // sh + 1
-    out_w = (width - kw) // sw + 1
-    if out_h < 1 or out_w < 1:
-        raise ShapeError(f"max_pool2d: a {kh}x{kw} window does not fit a {height}x{width} input")
-    oh = np.arange(out_h)[:, None, None, None]
-    ow = np.arange(out_w)[None, :, None, None]
-    i = np.arange(kh)[None, None, :, None]
-    j = np.arange(kw)[None, None, None, :]
-    index = (oh * sh + i) * width + (ow * sw + j)
-    index = index.reshape(out_h * out_w, kh * kw).astype(np.int64)
-    index.setflags(write=False)
-    return index, out_h, out_w
+    lead = x.shape[:-2]
+    if not stream:  # a small sample: one gather
+        padded = _pad(x, windows)
+        return padded.reshape(*lead, -1).take(windows.index, axis=-1)
+    taps = window_view(x, windows)
+    return taps.reshape(*lead, taps.shape[-4] * taps.shape[-3], -1)  # copies all taps
 
 
-_TARGETS: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+def window_view(x: np.ndarray, windows: Windows) -> np.ndarray:
+    """The windows as a strided view of the padded input (no gather): tap (i, j) is
+    ``xpad[..., i::sh, j::sw]``. Read it, never write to it.
+
+    x (*lead, C, H, W) -> (*lead, C, kh, kw, out_h, out_w)
+    """
+    (kh, kw), (sh, sw), (out_h, out_w) = windows.kernel, windows.stride, windows.out_hw
+    padded = np.ascontiguousarray(_pad(x, windows))
+    *lead_strides, row, col = padded.strides
+    shape = (*x.shape[:-2], kh, kw, out_h, out_w)
+    return strided(padded, shape, (*lead_strides, row, col, row * sh, col * sw))
 
 
-def _scatter_targets(index: np.ndarray, rows: int, size: int) -> np.ndarray:
+def strided(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...],
+            offset: int = 0) -> np.ndarray:
+    """A view of the C-contiguous ``base`` with any strides (``as_strided`` without its
+    Python overhead; NumPy checks that the view stays inside ``base``)."""
+    return np.ndarray(shape, base.dtype, buffer=base, offset=offset, strides=strides)
+
+
+def _pad(x: np.ndarray, windows: Windows) -> np.ndarray:
+    """``x`` zero-padded by ``windows.padding`` (``x`` itself without padding)."""
+    (height, width), (ph, pw) = windows.in_hw, windows.padding
+    if not (ph or pw):
+        return x
+    padded = np.zeros((*x.shape[:-2], height + 2 * ph, width + 2 * pw), x.dtype)
+    padded[..., ph : ph + height, pw : pw + width] = x
+    return padded
+
+
+def scatter_windows(values: np.ndarray, windows: Windows) -> np.ndarray:
+    """The transpose of :func:`gather_windows`: each input pixel receives the sum of the
+    window entries that read it (entries that read the padding are dropped).
+
+    Parameters
+    ----------
+    values : ndarray, shape (*lead, C, kh*kw, out_h*out_w)
+    windows : Windows
+
+    Returns
+    -------
+    ndarray, shape (*lead, C, H, W), dtype of ``values`` (summed in float64, in tap
+    order; a view into a padded buffer when there is padding)
+    """
+    (height, width), (ph, pw) = windows.in_hw, windows.padding
+    padded_hw = (height + 2 * ph, width + 2 * pw)
+    planes = scatter_add(values, windows.index, padded_hw[0] * padded_hw[1])
+    planes = planes.reshape(*values.shape[:-2], *padded_hw)
+    return planes[..., ph : ph + height, pw : pw + width] if ph or pw else planes
+
+
+_TARGETS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+_TARGETS_LOCK = threading.Lock()  # training may run two halves of a batch in two threads
+
+
+def scatter_targets(index: np.ndarray, rows: int, size: int) -> np.ndarray:
     """``index`` offset by ``size`` for each of ``rows`` leading rows, flattened (cached).
 
-    Keyed by the identity of ``index`` (the cached, read-only tables above); the entry
-    keeps a reference to it so that the id cannot be reused while the entry lives.
+    Keyed by the identity of ``index`` (a cached, read-only table); the entry keeps a
+    reference to it so that the id cannot be reused while the entry lives.
     """
     key = (id(index), rows, size)
     hit = _TARGETS.get(key)
     if hit is not None and hit[0] is index:
-        _TARGETS.move_to_end(key)
         return hit[1]
     offsets = np.arange(rows, dtype=np.int64).reshape((rows,) + (1,) * index.ndim) * size
     targets = (offsets + index).ravel()
-    _TARGETS[key] = (index, targets)
-    if len(_TARGETS) > 64:
-        _TARGETS.popitem(last=False)
+    targets.setflags(write=False)
+    with _TARGETS_LOCK:
+        if len(_TARGETS) >= 64:  # forget the oldest entry
+            del _TARGETS[next(iter(_TARGETS))]
+        _TARGETS[key] = (index, targets)
     return targets
 
 
@@ -131,10 +194,12 @@ def scatter_add(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
     Returns
     -------
     ndarray, shape (*lead, size), dtype of ``values``.
-        ``out[m, index[k]] += values[m, k]`` for every leading position m and every k.
+        ``out[m, index[k]] += values[m, k]`` for every leading position m and every k,
+        in order of k (accumulated in float64).
     """
-    lead = values.shape[: values.ndim - index.ndim]
-    rows = prod(lead)
-    targets = _scatter_targets(index, rows, size)
+    rows = values.size // index.size
+    targets = scatter_targets(index, rows, size)
     out = np.bincount(targets, weights=values.ravel(), minlength=rows * size)
-    return out.reshape(lead + (size,)).astype(values.dtype, copy=False)
+    return out.reshape(*values.shape[: values.ndim - index.ndim], size).astype(
+        values.dtype, copy=False
+    )

@@ -40,6 +40,9 @@ class Activation:
     forward: Callable[[np.ndarray], np.ndarray]
     derivative: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+    def __reduce__(self):
+        return (get_activation, (self.name,))  # pickled by name (its functions are lambdas)
+
 
 def _leaky_relu(slope: float) -> Activation:
     return Activation(

@@ -10,13 +10,17 @@ Backward, with ``delta = dL/d out``:
   (the input windows correlated with delta);
 * input gradient ``dL/dx`` = every window entry's share ``w[o, c, i, j] * delta[n, o, y, x]``
   added back to the input pixel it was read from (a "full" convolution of delta with
-  the kernel, written here as a scatter-add);
+  the kernel): a scatter-add of the shares, or for large samples with stride 1 the full
+  correlation itself (:func:`_full_correlation`), which avoids the scatter;
 * bias gradient ``dL/db[o] = sum_{n, y, x} delta[n, o, y, x]``.
 
-All three are computed with one im2col table (see ``_index.py``), so there is no Python
-loop over images, pixels or kernel taps. Arrays may carry leading *replica* axes in
-front of the batch axis (independent networks trained in lockstep): ``x`` is
-``(*rep, N, C, H, W)`` and ``weight`` is ``(*rep, O, C/groups, kh, kw)``.
+The forward pass and the weight gradient use one table of the input windows (im2col,
+see ``_index.py``), laid out ``cols[n, g, k, l]`` with k = (channel in group, kernel
+row, kernel column) and l the output pixel, so that the forward pass is one matmul per
+image and group whose result is already NCHW. There is no Python loop over images or
+pixels. Arrays may carry leading *replica* axes in front of the batch axis (independent
+networks trained in lockstep): ``x`` is ``(*rep, N, C, H, W)`` and ``weight`` is
+``(*rep, O, C/groups, kh, kw)``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ShapeError
-from ._index import conv_gather_index, scatter_add
+from ._index import Windows, gather_windows, scatter_windows, streams, strided, window_table
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -39,19 +43,22 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
 class ConvGeometry(NamedTuple):
     """Everything about a convolution that does not depend on the numbers.
 
-    index : ndarray of int64, shape (groups, out_h*out_w, C/groups*kh*kw)
-        The im2col gather table (see ``_index.py``).
+    windows : Windows
+        Where each kernel tap reads in a (padded) input plane (see ``_index.py``).
     in_shape : (C, H, W) of one sample
     out_hw : (out_h, out_w)
     kernel : (kh, kw)
     groups : int
+    stream : bool
+        Whether a sample is large enough for the streaming paths (see ``_index.py``).
     """
 
-    index: np.ndarray
+    windows: Windows
     in_shape: tuple[int, int, int]
     out_hw: tuple[int, int]
     kernel: tuple[int, int]
     groups: int
+    stream: bool
 
 
 @lru_cache(maxsize=256)
@@ -63,15 +70,16 @@ def conv2d_geometry(
     groups: int = 1,
 ) -> ConvGeometry:
     """The (cached) geometry of a convolution over one (C, H, W) sample."""
-    index, out_h, out_w = conv_gather_index(in_shape, kernel, stride, padding, groups)
-    return ConvGeometry(index, in_shape, (out_h, out_w), kernel, groups)
+    windows = window_table(in_shape[1:], kernel, stride, padding)
+    return ConvGeometry(windows, in_shape, windows.out_hw, kernel, groups, streams(in_shape))
 
 
 class Conv2dCache(NamedTuple):
     """What the backward pass needs from the forward pass.
 
-    cols : ndarray, shape (*rep, N, groups, out_h*out_w, C/groups*kh*kw)
-        The input windows (im2col), zero where they cover padding.
+    cols : ndarray, shape (*rep, N, groups, C/groups*kh*kw, out_h*out_w)
+        The input windows (im2col), zero where they cover padding; axis -2 is ordered
+        (channel, kernel row, kernel column), the layout of ``weight.reshape(O, -1)``.
     geometry : ConvGeometry
     in_shape : shape of the input ``x`` (with batch and replica axes)
     """
@@ -131,15 +139,13 @@ def conv2d_forward(
         geometry = conv2d_geometry(
             (channels, height, width), (kh, kw), _pair(stride), _pair(padding), groups
         )
-    out_h, out_w = geometry.out_hw
     groups = geometry.groups
-    flat = x.reshape(*lead, channels * height * width)
-    # Append the zero slot that padded taps read (see _index.py).
-    flat = np.concatenate([flat, np.zeros((*lead, 1), dtype=x.dtype)], axis=-1)
-    cols = flat.take(geometry.index, axis=-1)  # (*lead, g, L, K)
+    # (*lead, C, kh*kw, L) is (*lead, g, C/g*kh*kw, L) in memory: the channels of a
+    # group are consecutive.
+    cols = gather_windows(x, geometry.windows, geometry.stream)
+    cols = cols.reshape(*lead, groups, -1, cols.shape[-1])
     w = weight.reshape(*rep, 1, groups, out_channels // groups, -1)
-    out = w @ cols.swapaxes(-1, -2)  # (*lead, g, O/g, L)
-    out = out.reshape(*lead, out_channels, out_h, out_w)
+    out = (w @ cols).reshape(*lead, out_channels, *geometry.out_hw)  # already NCHW
     if bias is not None:
         out += bias.reshape(*rep, 1, out_channels, 1, 1)
     return out, Conv2dCache(cols, geometry, x.shape)
@@ -147,9 +153,9 @@ def conv2d_forward(
 
 def _grouped(out_grad: np.ndarray, cache: Conv2dCache) -> np.ndarray:
     """``out_grad`` viewed as (*lead, groups, O/groups, out_h*out_w)."""
-    *lead, out_channels, out_h, out_w = out_grad.shape
+    shape = out_grad.shape
     g = cache.geometry.groups
-    return out_grad.reshape(*lead, g, out_channels // g, out_h * out_w)
+    return out_grad.reshape(*shape[:-3], g, shape[-3] // g, shape[-2] * shape[-1])
 
 
 def conv2d_weight_grad(out_grad: np.ndarray, cache: Conv2dCache) -> np.ndarray:
@@ -164,14 +170,19 @@ def conv2d_weight_grad(out_grad: np.ndarray, cache: Conv2dCache) -> np.ndarray:
     -------
     ndarray, shape (*rep, O, C/groups, kh, kw)
     """
-    delta = _grouped(out_grad, cache)  # (*rep, N, g, O/g, L)
-    per_image = delta @ cache.cols  # (*rep, N, g, O/g, K)
-    grad = per_image.sum(axis=-4) if per_image.shape[-4] > 1 else per_image[..., 0, :, :, :]
+    return _weight_grad(_grouped(out_grad, cache), cache)
+
+
+def _weight_grad(delta: np.ndarray, cache: Conv2dCache) -> np.ndarray:
+    """:func:`conv2d_weight_grad` of delta (*rep, N, g, O/g, L)."""
     geometry = cache.geometry
+    if geometry.stream:  # big tables: (K, L) @ (L, O/g) is the faster BLAS order
+        per_image = (cache.cols @ delta.swapaxes(-1, -2)).swapaxes(-1, -2)
+    else:  # small ones: no transposed result to copy
+        per_image = delta @ cache.cols.swapaxes(-1, -2)  # (*rep, N, g, O/g, K)
+    grad = per_image.sum(axis=-4) if per_image.shape[-4] > 1 else per_image[..., 0, :, :, :]
     channels = geometry.in_shape[0]
-    return grad.reshape(
-        *out_grad.shape[:-4], out_grad.shape[-3], channels // geometry.groups, *geometry.kernel
-    )
+    return grad.reshape(*grad.shape[:-3], -1, channels // geometry.groups, *geometry.kernel)
 
 
 def conv2d_input_grad(
@@ -193,15 +204,65 @@ def conv2d_input_grad(
     -------
     ndarray, shape (*rep, N, C, H, W)
     """
-    delta = _grouped(out_grad, cache)  # (*rep, N, g, O/g, L)
+    return _input_grad(_grouped(out_grad, cache), weight, cache)
+
+
+def _input_grad(delta: np.ndarray, weight: np.ndarray, cache: Conv2dCache) -> np.ndarray:
+    """:func:`conv2d_input_grad` of delta (*rep, N, g, O/g, L)."""
+    geometry = cache.geometry
+    if geometry.stream and geometry.windows.stride == (1, 1):
+        # Large samples: a scatter of every tap's share costs several times the matmul.
+        return _full_correlation(delta, weight, geometry)
     rep = weight.shape[:-4]
-    g = cache.geometry.groups
+    g = geometry.groups
     w = weight.reshape(*rep, 1, g, weight.shape[-4] // g, -1)  # (*rep, 1, g, O/g, K)
-    col_grad = delta.swapaxes(-1, -2) @ w  # (*rep, N, g, L, K): each tap's share
-    *lead, channels, height, width = cache.in_shape
-    size = channels * height * width
-    flat = scatter_add(col_grad, cache.geometry.index, size + 1)  # last slot: the padding, dropped
-    return flat[..., :size].reshape(cache.in_shape)
+    col_grad = w.swapaxes(-1, -2) @ delta  # (*rep, N, g, K, L): each tap's share
+    taps = col_grad.reshape(*cache.in_shape[:-2], -1, col_grad.shape[-1])  # (.., C, T, L)
+    return scatter_windows(taps, geometry.windows)  # each share added to its pixel
+
+
+def _full_correlation(
+    delta: np.ndarray, weight: np.ndarray, geometry: ConvGeometry
+) -> np.ndarray:
+    """The input gradient of a stride-1 convolution as a full correlation of ``delta``
+    with the kernel, with long contiguous runs instead of a scatter::
+
+        dxpad[n, c, Y, X] = sum_{o, i, j} w[o, c, i, j] * delta[n, o, Y - i, X - j]
+
+    Rows of delta are widened with zeros to the padded width Wp and laid end to end, so
+    ``delta[n, o, y, X - j]`` for every X in [0, Wp) is one shifted run of that line.
+    The kernel columns j go into one matmul over (o, j), giving for each kernel row i
+    the whole padded rows ``y + i``; the kernel rows are then kh shifted adds.
+
+    delta (*rep, N, g, O/g, L) -> (*rep, N, C, H, W)
+    """
+    windows = geometry.windows
+    (height, width), (ph, pw), (kh, kw) = windows.in_hw, windows.padding, windows.kernel
+    out_h, out_w = windows.out_hw
+    wide = width + 2 * pw  # the padded width; out_w = wide - kw + 1
+    run = out_h * wide
+    *lead, groups, per_group, _ = delta.shape
+    # line[..., kw - 1 + y*wide + x] = delta[..., y, x] (x < out_w), zero elsewhere.
+    line = np.zeros((*lead, groups, per_group, kw - 1 + run), delta.dtype)
+    rows = line[..., kw - 1 :].reshape(*lead, groups, per_group, out_h, wide)
+    rows[..., :out_w] = delta.reshape(*lead, groups, per_group, out_h, out_w)
+    # shifted[..., o, j, q] = line[..., kw - 1 + q - j]: delta[y, X - j] at q = y*wide + X.
+    *strides, step = line.strides
+    shifted = strided(
+        line, (*lead, groups, per_group, kw, run), (*strides, -step, step), (kw - 1) * step
+    ).reshape(*lead, groups, per_group * kw, run)
+    # kernel[g, (c, i), (o, j)] = weight[g*O/g + o, c, i, j]
+    rep = weight.shape[:-4]
+    kernel = weight.reshape(*rep, groups, per_group, -1, kh, kw)
+    n = kernel.ndim
+    kernel = kernel.transpose(*range(n - 4), n - 3, n - 2, n - 4, n - 1)
+    kernel = kernel.reshape(*rep, 1, groups, -1, per_group * kw)
+    by_row = (kernel @ shifted).reshape(*lead, -1, kh, run)  # (*rep, N, C, kh, run)
+    padded = np.zeros((*by_row.shape[:-2], (height + 2 * ph) * wide), delta.dtype)
+    for i in range(kh):  # kernel row i adds to padded rows y + i
+        padded[..., i * wide : i * wide + run] += by_row[..., i, :]
+    padded = padded.reshape(*padded.shape[:-1], height + 2 * ph, wide)
+    return padded[..., ph : ph + height, pw : pw + width]
 
 
 def conv2d_bias_grad(out_grad: np.ndarray) -> np.ndarray:
@@ -227,7 +288,8 @@ def conv2d_backward(
     weight_grad : ndarray (*rep, O, C/groups, kh, kw)
     bias_grad : ndarray (*rep, O), or None if not ``has_bias``
     """
-    input_grad = conv2d_input_grad(out_grad, weight, cache) if need_input_grad else None
-    weight_grad = conv2d_weight_grad(out_grad, cache)
+    delta = _grouped(out_grad, cache)
+    input_grad = _input_grad(delta, weight, cache) if need_input_grad else None
+    weight_grad = _weight_grad(delta, cache)
     bias_grad = conv2d_bias_grad(out_grad) if has_bias else None
     return input_grad, weight_grad, bias_grad

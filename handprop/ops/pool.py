@@ -19,12 +19,13 @@ routings are exposed so that learning rules can use either, and so can the helpe
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import ShapeError
-from ._index import pool_gather_index, scatter_add
+from ._index import Windows, scatter_add, scatter_targets, streams, window_table, window_view
 from .conv import _pair
 
 
@@ -34,6 +35,13 @@ class PoolGeometry(NamedTuple):
     index : ndarray of int64, shape (out_h*out_w, kh*kw): flat plane position of every
         window entry, row-major inside the window.
     in_hw, out_hw, kernel, stride : (int, int)
+    inverse : ndarray of int64, shape (H*W,), or None (see :func:`max_pool2d_geometry`)
+    covers_all : bool
+    windows : Windows, the same table tap-major (see ``_index.py``)
+    overlapping : bool, whether some input lies in more than one window
+    starts, offsets : ndarray of int64, shapes (out_h*out_w,) and (kh*kw,): the flat
+        plane position of each window's first entry, and each tap's offset from it
+        (``index[l, t] = starts[l] + offsets[t]``)
     """
 
     index: np.ndarray
@@ -43,6 +51,10 @@ class PoolGeometry(NamedTuple):
     stride: tuple[int, int]
     inverse: np.ndarray | None
     covers_all: bool
+    windows: Windows
+    overlapping: bool
+    starts: np.ndarray
+    offsets: np.ndarray
 
 
 @lru_cache(maxsize=256)
@@ -57,32 +69,44 @@ def max_pool2d_geometry(
     slot, for pixels no window covers; ``covers_all`` says whether there are any).
     Overlapping windows need a scatter-add instead (``inverse`` is None).
     """
-    index, out_h, out_w = pool_gather_index(in_hw, kernel, stride)
+    windows = window_table(in_hw, kernel, stride, op="max_pool2d")
+    index = np.ascontiguousarray(windows.index.T)
+    index.setflags(write=False)
+    overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
     inverse = None
     covers_all = False
-    if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
+    if not overlapping:
         inverse = np.full(in_hw[0] * in_hw[1], index.size, dtype=np.int64)
         inverse[index.ravel()] = np.arange(index.size)
         covers_all = index.size == inverse.size
         inverse.setflags(write=False)
-    return PoolGeometry(index, in_hw, (out_h, out_w), kernel, stride, inverse, covers_all)
+    starts, offsets = index[:, 0].copy(), index[0].copy()
+    starts.setflags(write=False)
+    offsets.setflags(write=False)
+    return PoolGeometry(
+        index, in_hw, windows.out_hw, kernel, stride, inverse, covers_all, windows, overlapping,
+        starts, offsets,
+    )
 
 
 class MaxPool2dCache(NamedTuple):
     """What the backward pass needs from the forward pass.
 
     windows : ndarray, shape (*lead, C, out_h*out_w, kh*kw)
-        Every window's entries, row-major.
+        Every window's entries, row-major (possibly a view of a tap-major array).
     winner : ndarray of int, shape (*lead, C, out_h*out_w)
         Index in its window of the first maximum.
     geometry : PoolGeometry
     in_shape : shape of the input (with batch and replica axes)
+    position : ndarray of int64, shape (winner.size,)
+        Flat index in the input of each window's winner (window order).
     """
 
     windows: np.ndarray
     winner: np.ndarray
     geometry: PoolGeometry
     in_shape: tuple[int, ...]
+    position: np.ndarray
 
 
 def max_pool2d_forward(
@@ -108,25 +132,50 @@ def max_pool2d_forward(
     """
     if x.ndim < 3:
         raise ShapeError(f"max_pool2d: input must be (..., C, H, W), got shape {x.shape}")
-    *lead, height, width = x.shape
     if geometry is None:
         kernel = _pair(kernel)
         stride = kernel if stride is None else _pair(stride)
-        geometry = max_pool2d_geometry((height, width), kernel, stride)
-    windows = x.reshape(*lead, height * width).take(geometry.index, axis=-1)
-    winner = windows.argmax(axis=-1)
-    # Pick each window's winner by flat position: cheaper than take_along_axis.
-    taps = windows.shape[-1]
-    out = windows.ravel()[winner.ravel() + _arange(winner.size, taps)]
+        geometry = max_pool2d_geometry(x.shape[-2:], kernel, stride)
+    lead = x.shape[:-2]
+    stream = streams(x.shape)
+    if not stream:  # a small sample: one gather, argmax along each window
+        windows = x.reshape(*lead, -1).take(geometry.index, axis=-1)  # (*lead, L, T)
+        winner = windows.argmax(axis=-1)
+    else:  # large: each tap one contiguous slab over all planes, compared slab by slab
+        view = window_view(x, geometry.windows)  # (*lead, kh, kw, out_h, out_w)
+        n = view.ndim
+        tap_major = view.transpose(n - 4, n - 3, *range(n - 4), n - 2, n - 1)
+        tap_major = tap_major.reshape(len(geometry.offsets), *lead, -1)  # a copy: (T, *lead, L)
+        out = tap_major.max(axis=0)
+        winner = _first_max(tap_major, out)
+        windows = tap_major.transpose(*range(1, tap_major.ndim), 0)
+    # Where each winner sits in the input: its plane's offset plus its window's start
+    # (a cached table) plus its tap's offset.
+    plane = geometry.in_hw[0] * geometry.in_hw[1]
+    first = scatter_targets(geometry.starts, winner.size // len(geometry.starts), plane)
+    position = first + geometry.offsets.take(winner.ravel())
+    if not stream:
+        out = x.ravel()[position]  # argmax's winner, the first NaN if any: the max
     out = out.reshape(*lead, *geometry.out_hw)
-    return out, MaxPool2dCache(windows, winner, geometry, x.shape)
+    return out, MaxPool2dCache(windows, winner, geometry, x.shape, position)
 
 
-@lru_cache(maxsize=64)
-def _arange(count: int, step: int) -> np.ndarray:
-    out = np.arange(count, dtype=np.int64) * step
-    out.setflags(write=False)
-    return out
+def _first_max(taps: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """What ``argmax`` over the taps gives (the first maximum, or the first NaN), by
+    counting each window's leading taps below its maximum ``best``: argmax over a short
+    axis is slow.
+
+    taps (T, ...), best (...) -> (...), the smallest unsigned type that holds T
+    """
+    below = taps[0] < best
+    winner = below.astype(np.min_scalar_type(len(taps)))
+    for tap in taps[1:-1]:
+        below &= tap < best
+        winner += below
+    nan = np.isnan(best)
+    if nan.any():  # nothing is below NaN: find the first NaN instead
+        winner[nan] = np.isnan(taps[:, nan]).argmax(axis=0)
+    return winner
 
 
 def max_pool2d_routing(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
@@ -142,7 +191,7 @@ def max_pool2d_routing(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
     if ties:
         best = np.take_along_axis(windows, cache.winner[..., None], axis=-1)
         return (windows == best).astype(windows.dtype)
-    taps = _arange(windows.shape[-1], 1)
+    taps = np.arange(windows.shape[-1])
     return (cache.winner[..., None] == taps).astype(windows.dtype)
 
 
@@ -176,20 +225,17 @@ def max_pool2d_backward(
     -------
     ndarray, shape (*lead, C, H, W)
     """
-    grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
     if ties:
+        grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
         return _to_input_layout(max_pool2d_routing(cache, ties=True) * grad, cache)
-    # One winner per window: look up the plane position of each winner and add the
-    # window's gradient there (bincount adds, so overlapping windows are right too).
-    index = cache.geometry.index
-    windows, taps = index.shape
-    height, width = cache.geometry.in_hw
-    plane = height * width
-    position = index.ravel()[cache.winner + _arange(windows, taps)]
-    rows = position.size // windows
-    target = position.reshape(rows, windows) + _arange(rows, plane)[:, None]
-    grad = np.bincount(target.ravel(), weights=out_grad.ravel(), minlength=rows * plane)
-    return grad.reshape(cache.in_shape).astype(out_grad.dtype, copy=False)
+    # One winner per window (found in the forward pass).
+    size = prod(cache.in_shape)
+    if cache.geometry.overlapping:  # windows share inputs: add up
+        grad = np.bincount(cache.position, weights=out_grad.ravel(), minlength=size)
+        return grad.reshape(cache.in_shape).astype(out_grad.dtype, copy=False)
+    grad = np.zeros(size, out_grad.dtype)
+    grad[cache.position] = out_grad.ravel()  # each input in at most one window: assign
+    return grad.reshape(cache.in_shape)
 
 
 def max_pool2d_mask(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:

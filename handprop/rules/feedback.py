@@ -16,9 +16,10 @@ and send the gradient down through another matrix B of W's shape:
   redrawn before every batch.
 * ``dfa`` -- direct feedback alignment (Nokland 2016): the output error e (the gradient
   at the last weight layer's output) is sent straight to every hidden layer through a
-  fixed random matrix B_l: the gradient at the output of hidden layer l's activation is
-  ``e @ B_l`` (for a conv layer, one value per channel and position), then multiplied
-  by the activation's derivative. The output layer learns with its exact gradient.
+  fixed random matrix B_l (K x D_l, Glorot-uniform): the gradient at the output of hidden
+  layer l's activation is ``e @ B_l`` (for a conv layer, one value per channel and
+  position), then multiplied by the activation's derivative. The output layer learns
+  with its exact gradient.
 
 Random matrices are drawn per replica from ``numpy.random.default_rng([seed, tag,
 layer])``, so a run's feedback depends only on its own seed.
@@ -187,7 +188,7 @@ class DirectFeedbackAlignment(LearningRule):
         for i in hidden:
             inject = i + 1 if i + 1 < len(net.layers) and net.layers[i + 1].kind in kinds else i
             size = prod(net.shapes[inject + 1])
-            bound = 1 / sqrt(self.output_size)
+            bound = sqrt(6 / (self.output_size + size))  # Glorot-uniform on (K, D)
             draws = [np.random.default_rng([s, _TAG_DFA, i]).uniform(
                 -bound, bound, size=(self.output_size, size)) for s in seeds]
             self.matrices[inject] = _stack(draws, net.rep_shape, net.dtype)

@@ -106,7 +106,6 @@ class _MapTransformRule(_ConvBlocks):
         self.transform_name = transform
         self.transform = _transform(transform)
         self.channels = {k: tuple(v) for k, v in (channels or {}).items()}
-        self.check_channel_names = True
 
     def bind(self, net, seed=None, blocks=None) -> None:
         super().bind(net, seed, blocks)
@@ -118,7 +117,7 @@ class _MapTransformRule(_ConvBlocks):
             )
         conv_names = {net.layers[i].name for i in self.conv_index}
         unknown = sorted(set(self.channels) - conv_names)
-        if unknown and self.check_channel_names:
+        if unknown:
             raise ConfigError(
                 f"rule {self.name}: channels given for {', '.join(unknown)}, which is not a "
                 f"conv layer this rule applies to ({', '.join(sorted(conv_names))})"
@@ -199,15 +198,25 @@ class SeedBroken(_MapTransformRule):
     """The article's "broken back-prop net" as its code computes it.
 
     ``red``: {conv layer name: channels on the red line}; every other channel of the
-    rule's conv blocks is green. Default: layer-2 channel d, ``{"conv2": [3]}``.
+    rule's conv blocks is green. Default: the last channel of the network's second conv
+    layer (the article's layer-2 channel d: ``{"conv2": [3]}`` on the seed net); none
+    when the network has a single conv layer.
     """
 
     name = "seed-broken"
 
     def __init__(self, red: Mapping[str, Sequence[int]] | None = None,
                  transform: str = "rot180") -> None:
-        super().__init__(transform, {"conv2": (3,)} if red is None else red)
-        self.check_channel_names = red is not None  # the default names the seed net's conv2
+        super().__init__(transform, red)
+        self.default_red = red is None
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        if self.default_red:
+            convs = [layer for layer in net.layers if layer.kind == "conv2d"]
+            owned = blocks is None or (len(convs) > 1 and convs[1].name in blocks)
+            self.channels = ({convs[1].name: (convs[1].out_channels - 1,)}
+                             if len(convs) > 1 and owned else {})
+        super().bind(net, seed, blocks)
 
     def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
         if index in self.pool_index:

@@ -1,0 +1,187 @@
+"""End-to-end tests of ``handprop compare``: records, summary (with the literature
+verdicts), report, figures, and a run on MNIST-format (IDX) files with LeNet."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handprop.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+RULES = ["exact", "fa", "usf", "frsf", "brsf", "dfa", "seed-broken"]
+FEEDBACK = ["fa", "usf", "frsf", "brsf"]  # rules with a feedback matrix B per weight W
+SIGN_SYMMETRIC = ["usf", "frsf", "brsf"]
+QUICK_EPOCHS, QUICK_SEEDS = 2, 2
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "quick"
+    code, _, stderr = run_cli("compare", "--quick", "--out", out, "--quiet")
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    return out
+
+
+def test_records(quick):
+    found = {p.relative_to(quick).as_posix() for p in (quick / "runs").rglob("*.json")}
+    assert found == {f"runs/{rule}/seed{s}.json" for rule in RULES for s in range(QUICK_SEEDS)}
+    test_images = set()
+    for rule in RULES:
+        for seed in range(QUICK_SEEDS):
+            record = load(quick / "runs" / rule / f"seed{seed}.json")
+            assert record["rule"] == rule and record["seed"] == seed
+            assert record["net"] == "small" and record["data"] == "digits10"
+            assert record["diverged"] is None
+            assert len(record["cost"]) == QUICK_EPOCHS
+            assert all(math.isfinite(c) for c in record["cost"])
+            assert 0.0 <= record["test_error"] <= 1.0
+            test_images.add(record["test_images"])
+            assert record["config"]["epochs"] == QUICK_EPOCHS
+            assert record["config"]["rules"] == RULES
+            assert {"handprop", "numpy", "python"} <= set(record["versions"])
+            assert len(record["fingerprint"]) == 16
+            if rule == "exact":
+                assert record["alignment"] is None
+                continue
+            gradient = record["alignment"]["gradient"]
+            assert gradient, rule
+            for metrics in gradient.values():
+                assert all(len(v) == QUICK_EPOCHS + 1 for v in metrics.values())
+            weights = record["alignment"]["weights"]
+            if rule in FEEDBACK:
+                assert weights, rule
+                for metrics in weights.values():
+                    assert {"angle_deg", "norm_ratio", "sign_concordance"} <= set(metrics)
+                    assert all(len(v) == QUICK_EPOCHS + 1 for v in metrics.values())
+    assert len(test_images) == 1  # the same split size for every rule and seed
+
+
+def test_summary(quick):
+    summary = load(quick / "summary.json")
+    rows = summary["rules"]
+    assert list(rows) == RULES
+    for rule, row in rows.items():
+        errors = [load(quick / "runs" / rule / f"seed{s}.json")["test_error"]
+                  for s in range(QUICK_SEEDS)]
+        assert row["runs"] == QUICK_SEEDS and row["diverged"] == 0
+        assert row["test_error_mean"] == pytest.approx(np.mean(errors))
+        low, high = row["test_error_ci"]
+        assert low <= row["test_error_mean"] <= high
+        if rule == "exact":
+            assert row["alignment"] == {} and row["weight_alignment"] == {}
+            assert "vs_exact" not in row
+            continue
+        assert row["alignment"], rule
+        for metrics in row["alignment"].values():
+            assert 0 <= metrics["angle_deg_final_mean"] <= 180
+        assert row["vs_exact"]["n"] == QUICK_SEEDS
+        if rule in FEEDBACK:
+            assert row["weight_alignment"], rule
+            for metrics in row["weight_alignment"].values():
+                assert {"angle_deg_final_mean", "norm_ratio_final_mean",
+                        "sign_concordance_final_mean"} <= set(metrics)
+        else:
+            assert row["weight_alignment"] == {}, rule
+    for rule in SIGN_SYMMETRIC:  # B has the sign of W by construction
+        for layer, metrics in rows[rule]["weight_alignment"].items():
+            assert metrics["sign_concordance_final_mean"] == pytest.approx(1.0), (rule, layer)
+    literature = summary["literature"]
+    assert {"lillicrap", "biotorch"} <= set(literature)
+    for item in literature.values():
+        assert isinstance(item["verdict"], str) and item["verdict"]
+        assert item["claim"]
+    fa_layers = list(rows["fa"]["alignment"])
+    assert list(literature["lillicrap"]["layers"]) == fa_layers[:-1]  # hidden layers only
+    gaps = literature["biotorch"]["gap_to_exact"]
+    assert gaps["exact"] == 0.0
+    for rule in RULES:
+        assert gaps[rule] == pytest.approx(rows[rule]["test_error_mean"]
+                                           - rows["exact"]["test_error_mean"])
+    meta = summary["meta"]
+    assert meta["net"] == "small" and meta["jobs"] == len(RULES)
+    assert meta["interrupted"] is False
+
+
+def test_report(quick):
+    from handprop.compare import BIOTORCH_LENET_MNIST
+
+    report = (quick / "report.md").read_text()
+    assert "BioTorch" in report and "Lillicrap" in report
+    for rule, value in BIOTORCH_LENET_MNIST.items():
+        assert f"{rule} {value}" in report, rule
+    summary = load(quick / "summary.json")
+    for item in summary["literature"].values():
+        assert item["verdict"] in report
+    for rule in RULES:
+        assert f"| {rule} |" in report
+
+
+def test_figures(quick):
+    for name in ("test_error.png", "alignment_gradient.png", "alignment_weights.png"):
+        data = (quick / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000, name
+    assert (quick / "config.toml").is_file()
+
+
+def write_mnist(folder: Path, train: int = 120, test: int = 30) -> None:
+    from handprop.data import write_idx
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", train), ("t10k", test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte",
+                  rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte",
+                  (np.arange(count) % 10).astype(np.uint8))
+
+
+def test_idx_data_runs_with_lenet(tmp_path):
+    data = tmp_path / "mnist"
+    write_mnist(data)
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("compare", "--quick", "--data", f"idx:{data}", "--epochs", "1",
+                              "--rules", "exact,fa", "--out", out, "--quiet")
+    assert code == 0, stderr
+    records = sorted((out / "runs").rglob("*.json"))
+    assert len(records) == 2 * QUICK_SEEDS
+    for path in records:
+        record = load(path)
+        assert record["net"] == "lenet", path
+        assert record["data"] == f"idx:{data}"
+        assert len(record["cost"]) == 1
+        assert record["test_images"] == 30  # the t10k files are the test set
+    fa = load(out / "runs" / "fa" / "seed0.json")
+    assert fa["alignment"]["gradient"] and fa["alignment"]["weights"]
+    summary = load(out / "summary.json")
+    assert summary["meta"]["net"] == "lenet"
+    assert summary["meta"]["train_images"] == 120 and summary["meta"]["test_images"] == 30
+    assert set(summary["rules"]) == {"exact", "fa"}
+    assert "lillicrap" in summary["literature"]
+    assert "lenet" in (out / "report.md").read_text()
+
+
+def test_idx_folder_without_files_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = run_cli("compare", "--quick", "--data", f"idx:{tmp_path / 'empty'}",
+                              "--out", tmp_path / "out", "--quiet")
+    assert code == 2
+    assert stderr.startswith("handprop: error:") and len(stderr.strip().splitlines()) == 1
