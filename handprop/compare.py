@@ -164,7 +164,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": spec["job_id"], "seconds": result.seconds}
 
 
-def build_jobs(config: CompareConfig, out: Path) -> list:
+def build_jobs(config: CompareConfig, out: Path, steps_per_epoch: int = 1) -> list:
+    """One job per rule (its seeds in lockstep); ``steps_per_epoch`` only feeds the ETA."""
     from .sweep import Job
 
     jobs = []
@@ -173,7 +174,7 @@ def build_jobs(config: CompareConfig, out: Path) -> list:
         spec = {"job_id": f"compare/{rule}", "out": str(out), "rule": rule,
                 "config": config.to_dict()}
         jobs.append(Job(spec["job_id"], "handprop.compare:run_job", spec, outputs,
-                        steps=config.epochs * config.seeds))
+                        steps=config.epochs * steps_per_epoch))
     return jobs
 
 
@@ -413,7 +414,7 @@ def main_study(config: CompareConfig, out: Path, backend: str = "loky",
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", "# resolved config of this study\n"
                       + dump_toml("compare", config.to_dict()))
-    jobs = build_jobs(config, out)
+    jobs = build_jobs(config, out, -(-len(data.y_train) // config.batch_size))
     skipped = sum(job.is_done() for job in jobs)
     interrupted = False
     start = time.perf_counter()

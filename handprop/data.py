@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import prod
 from pathlib import Path
 
@@ -162,13 +163,18 @@ def _finish(
     return data.validate()
 
 
+@lru_cache(maxsize=1)
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits (read once per process; callers must not modify the arrays)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - scikit-learn is a dependency
         raise DataError("the digits data needs scikit-learn (pip install scikit-learn)") from None
     digits = load_digits()
-    return digits.images[:, None, :, :], digits.target
+    images, labels = digits.images[:, None, :, :], digits.target
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
 
 
 def load_digits(

@@ -91,6 +91,7 @@ class Momentum(Optimizer):
         super().__init__(lr, weight_decay)
         self.momentum = _check("momentum", momentum)
         self.velocity: np.ndarray | None = None
+        self._scaled: np.ndarray | None = None
 
     def step(self, params, grads):
         self.steps += 1
@@ -98,8 +99,11 @@ class Momentum(Optimizer):
         if self.velocity is None:
             self.velocity = self.lr * g
         else:
+            scaled = self._scaled  # a buffer reused every step: no allocation
+            if scaled is None or scaled.shape != g.shape or scaled.dtype != g.dtype:
+                scaled = self._scaled = np.empty_like(g)
             self.velocity *= self.momentum
-            self.velocity += self.lr * g
+            self.velocity += np.multiply(g, self.lr, out=scaled)
         params -= self.velocity
 
     def state(self):

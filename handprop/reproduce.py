@@ -30,8 +30,7 @@ from .io import write_json
 from .study import collect, cost_matrix, final_alignment
 
 RECORD_VERSION = 1
-CONFIG_KEYS = ("experiment", "fc", "rule", "protocol", "epochs", "lr", "momentum", "probe",
-               "folds", "first_seed")
+CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ReproduceConfig:
     lr: float = 0.09
     momentum: float = 0.0009
     folds: int = 5
-    probe: int = 100
+    probe: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -197,51 +196,64 @@ def record_path(out: Path, experiment: str, rule: str, protocol: str, run: int) 
     return out / "runs" / experiment / rule / name
 
 
+def _padded(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack arrays of different lengths, padding each with its first item."""
+    longest = max(len(a) for a in arrays)
+    return np.stack([np.concatenate([a, np.repeat(a[:1], longest - len(a), axis=0)])
+                     for a in arrays])
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train the runs of one (experiment, rule, protocol) in lockstep; write their records."""
+    """Train every run of one (experiment, rule) in lockstep and write their records.
+
+    The article's runs (350 training images) and the cross-validation folds (288) are
+    replicas of one network; the folds sit out the last steps of each epoch (``fit``'s
+    ``counts``), so every run ends exactly as it would alone.
+    """
     from .presets import seed_net
     from .study import rounded, train_group, versions
     from .train import TrainConfig
 
-    protocol, runs = spec["protocol"], spec["runs"]
-    if protocol == "article":
-        seeds = list(runs)
-        datasets = [_article_split(seed) for seed in seeds]
-    else:
-        seeds = [spec["first_seed"] + fold for fold in runs]
-        datasets = [_cv_split(spec["first_seed"], spec["folds"], fold, seed)
-                    for fold, seed in zip(runs, seeds, strict=True)]
+    runs = spec["runs"]  # [{"protocol", "run", "seed"}]
+    datasets = [_article_split(r["seed"]) if r["protocol"] == "article" else
+                _cv_split(spec["first_seed"], spec["folds"], r["run"], r["seed"])
+                for r in runs]
+    seeds = [r["seed"] for r in runs]
     net = seed_net(tuple(spec["fc"])).init(replicas=seeds)
     config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
                          lr=spec["lr"], momentum=spec["momentum"], seed=seeds[0])
-    test_y = np.stack([d.y_test for d in datasets])
-    result = train_group(net, spec["rule"], np.stack([d.x_train for d in datasets]),
-                         np.stack([d.y_train for d in datasets]),
-                         np.stack([d.x_test for d in datasets]), test_y, config,
-                         spec["probe"], spec["out"], spec["job_id"], weight_metrics=False)
+    counts = [len(d.y_train) for d in datasets]
+    result = train_group(net, spec["rule"], _padded([d.x_train for d in datasets]),
+                         _padded([d.y_train for d in datasets]),
+                         _padded([d.x_test for d in datasets]),
+                         _padded([d.y_test for d in datasets]), config, spec["probe"],
+                         spec["out"], spec["job_id"], weight_metrics=False, counts=counts)
     history, evaluation = result.history, result.evaluation
-    for r, run in enumerate(runs):
+    for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
         diverged = history.diverged[r]
-        correct = (evaluation.predicted[r] == test_y[r]).tolist()
+        tested = len(data.y_test)
+        correct = (evaluation.predicted[r, :tested] == data.y_test).tolist()
         record = {
             "version": RECORD_VERSION,
             "fingerprint": spec["fingerprint"],
             "experiment": spec["experiment"],
             "fc": list(spec["fc"]),
             "rule": spec["rule"],
-            "protocol": protocol,
-            "run": run,
-            "seed": seeds[r],
+            "protocol": run["protocol"],
+            "run": run["run"],
+            "seed": run["seed"],
             "cost": rounded(history.cost_list(r)),
             "diverged": diverged,
+            "train_images": counts[r],
             "test_accuracy": None if diverged else float(np.mean(correct)),
             "test_correct": None if diverged else correct,
-            "test_index": datasets[r].info.get("test_index"),
-            "test_raw": rounded(evaluation.raw[r, :, 0].tolist()),
+            "test_index": data.info.get("test_index"),
+            "test_raw": rounded(evaluation.raw[r, :tested, 0].tolist()),
             "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
-            "alignment_probe": f"first {min(spec['probe'], 350)} training images, after every "
-                               "epoch (entry 0: before training)",
-            "config": {key: spec[key] for key in CONFIG_KEYS},
+            "alignment_probe": f"first {spec['probe']} training images, after every epoch "
+                               "(entry 0: before training)",
+            "config": {**{key: spec[key] for key in CONFIG_KEYS}, "protocol": run["protocol"],
+                       "folds": spec["folds"] if run["protocol"] == "cv" else None},
             "seconds_for_job": result.seconds,
             "replicas_in_job": len(runs),
             "versions": versions(),
@@ -263,29 +275,29 @@ def save_config(config: ReproduceConfig, path: Path) -> None:
 
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list:
+    """One job per (experiment, rule): its article runs and its cross-validation folds."""
     from .sweep import Job
 
+    runs = [{"protocol": "article", "run": seed, "seed": seed} for seed in config.seed_list]
+    runs += [{"protocol": "cv", "run": fold, "seed": config.first_seed + fold}
+             for fold in range(config.folds)]
     jobs = []
-    protocols = [("article", config.seed_list)]
-    if config.folds:
-        protocols.append(("cv", list(range(config.folds))))
-    for experiment in config.experiments:
+    # Largest networks first: the long jobs start early and the cores finish together.
+    by_size = sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
+    for experiment in by_size:
         for rule in config.rules:
-            for protocol, runs in protocols:
-                outputs = [record_path(out, experiment.name, rule, protocol, run) for run in runs]
-                job_id = f"{experiment.name}/{rule}/{protocol}"
-                spec = {
-                    "job_id": job_id, "out": str(out), "experiment": experiment.name,
-                    "fc": list(experiment.fc), "rule": rule, "protocol": protocol, "runs": runs,
-                    "epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
-                    "probe": config.probe, "first_seed": config.first_seed,
-                    # only cross-validation jobs depend on the folds (and its fingerprint)
-                    "folds": config.folds if protocol == "cv" else None,
-                    "outputs": [str(p) for p in outputs],
-                }
-                steps = config.epochs * len(runs) * (350 if protocol == "article"
-                                                     else 360 - 360 // max(config.folds, 1))
-                jobs.append(Job(job_id, "handprop.reproduce:run_job", spec, outputs, steps))
+            outputs = [record_path(out, experiment.name, rule, r["protocol"], r["run"])
+                       for r in runs]
+            job_id = f"{experiment.name}/{rule}"
+            spec = {
+                "job_id": job_id, "out": str(out), "experiment": experiment.name,
+                "fc": list(experiment.fc), "rule": rule, "runs": runs,
+                "epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
+                "probe": config.probe, "first_seed": config.first_seed, "folds": config.folds,
+                "outputs": [str(p) for p in outputs],
+            }
+            jobs.append(Job(job_id, "handprop.reproduce:run_job", spec, outputs,
+                            steps=config.epochs * 350))
     return jobs
 
 
@@ -293,9 +305,15 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list:
 
 def load_records(jobs: list) -> dict[tuple[str, str, str], list[dict]]:
     """Records with the study's current settings, by (experiment, rule, protocol)."""
-    by_id = collect(jobs)
-    return {(job.spec["experiment"], job.spec["rule"], job.spec["protocol"]): by_id[job.id]
-            for job in jobs}
+    found: dict[tuple[str, str, str], list[dict]] = {}
+    for job in jobs:
+        for protocol in ("article", "cv"):
+            found[(job.spec["experiment"], job.spec["rule"], protocol)] = []
+    for records in collect(jobs).values():
+        for record in records:
+            key = (record["experiment"], record["rule"], record["protocol"])
+            found[key].append(record)
+    return found
 
 
 def summarize(records: dict[tuple[str, str, str], list[dict]], config: ReproduceConfig

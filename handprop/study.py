@@ -42,7 +42,7 @@ class GroupResult:
 
 def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: np.ndarray,
                 test_labels: np.ndarray, config, probe: int, out: str | Path, job_id: str,
-                weight_metrics: bool = True) -> GroupResult:
+                weight_metrics: bool = True, counts: list[int] | None = None) -> GroupResult:
     """Train the replicas of ``net`` in lockstep with ``rule_name``.
 
     Alignment with the exact gradient is logged before training and after every epoch
@@ -70,7 +70,7 @@ def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: 
         report((epoch + 1) * steps_per_epoch)
 
     start = time.perf_counter()
-    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch)
+    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts)
     with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
         evaluation = evaluate(net, test_x, test_labels)
     return GroupResult(history, log, evaluation, time.perf_counter() - start)

@@ -21,7 +21,7 @@ import contextvars
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -229,6 +229,7 @@ def fit(
     on_epoch: Callable[[int, History], None] | None = None,
     stop: Callable[[], bool] | None = None,
     state: TrainState | None = None,
+    counts: Sequence[int] | None = None,
 ) -> History:
     """Train ``net`` in place.
 
@@ -245,6 +246,11 @@ def fit(
     stop : polled after every epoch; training ends early when it returns True
     state : continue from this state (a resumed run ends bit-identical to an
         uninterrupted one)
+    counts : replicas only: how many of the N samples each replica really has (the rest
+        is padding). Replicas with fewer samples sit out the last steps of every epoch:
+        their parameters and optimizer state are left exactly as they were, so each
+        replica still ends as it would alone. Online SGD only (batch size 1), not Adam
+        (its bias correction counts steps globally).
 
     Returns
     -------
@@ -271,12 +277,16 @@ def fit(
     y = targets_for(net, labels, loss_name, net.dtype)
     if rule is not None and rule.net is not net:
         rule.bind(net, seeds)
+    if type(rule) is LearningRule:
+        rule = None  # plain exact back-propagation: the network's own (faster) path
     if state is None:
         state = TrainState.fresh(config, seeds)
     elif len(state.shufflers) != replicas:
         raise ConfigError(f"the training state is for {len(state.shufflers)} runs, the network "
                           f"has {replicas}")
     optimizer, cost, alive, diverged = state.optimizer, state.cost, state.alive, state.diverged
+    sizes = _replica_sizes(counts, rep, count, config)
+    shortest = int(sizes.min())
     batches = _batches(count, config.batch_size)
     # Index of one batch in an epoch's reordered arrays: the batch axis follows replicas.
     selectors = [(slice(None), part) if rep else part for part in batches]
@@ -330,7 +340,10 @@ def fit(
         for epoch in range(state.epoch, config.epochs):
             if config.shuffle or xe is None:
                 if config.shuffle:
-                    order = np.stack([r.permutation(count) for r in state.shufflers])
+                    order = np.zeros((replicas, count), dtype=np.int64)  # padding: sample 0
+                    for row, (generator, size) in enumerate(zip(state.shufflers, sizes,
+                                                                strict=True)):
+                        order[row, :size] = generator.permutation(size)
                 xe, ye = (x[rows, order], y[rows, order]) if rep else (x[order[0]], y[order[0]])
             # float64 totals in both forms, so float32 runs sum alike with and without replicas
             epoch_cost = np.zeros(replicas) if rep else np.float64(0.0)
@@ -344,7 +357,13 @@ def fit(
                     if begin is not None:
                         begin()
                     grads = backward(tape, out_grad, rule)
-                update(net.flat, grads)
+                # replicas past the end of their data (only in an epoch's last steps)
+                frozen = sizes < number if number > shortest else None
+                if frozen is not None:
+                    value = np.where(frozen, 0.0, value)
+                    _update_except(update, optimizer, net.flat, grads, frozen)
+                else:
+                    update(net.flat, grads)
                 steps += 1
                 epoch_cost += value
                 finite = np.isfinite(value).all() if rep else math.isfinite(value)
@@ -376,6 +395,32 @@ def fit(
     history.steps = steps
     history.extra["optimizer"] = optimizer.state()
     return history
+
+
+def _replica_sizes(counts: Sequence[int] | None, rep: tuple[int, ...], count: int,
+                   config: TrainConfig) -> np.ndarray:
+    """The number of real samples of every replica (see ``fit``'s ``counts``)."""
+    replicas = rep[0] if rep else 1
+    if counts is None:
+        return np.full(replicas, count)
+    sizes = np.asarray(counts, dtype=np.int64)
+    if not rep or sizes.shape != (replicas,) or sizes.min() < 1 or sizes.max() > count:
+        raise ConfigError(f"counts must give 1..{count} samples for each of the {replicas} "
+                          f"replicas, got {list(counts)}")
+    if sizes.min() < count and (config.batch_size != 1 or config.optimizer == "adam"):
+        raise ConfigError("replicas with different numbers of samples need online SGD "
+                          "(batch size 1) and an optimizer other than adam")
+    return sizes
+
+
+def _update_except(update: Callable, optimizer: Any, params: np.ndarray, grads: np.ndarray,
+                   frozen: np.ndarray) -> None:
+    """One optimizer step, undone for the ``frozen`` replicas (rows of every array)."""
+    arrays = [params] + [a for a in optimizer.state().values() if isinstance(a, np.ndarray)]
+    kept = [a[frozen] for a in arrays]  # fancy indexing copies
+    update(params, grads)
+    for array, rows in zip(arrays, kept, strict=True):
+        array[frozen] = rows
 
 
 @dataclass

@@ -111,7 +111,7 @@ def test_record_contents(quick):
                     assert len(values) == QUICK_EPOCHS + 1  # before training, every epoch
                     assert all(v is not None and math.isfinite(v) for v in values)
                 assert all(0 <= a <= 180 for a in metrics["angle_deg"])
-        assert set(record["config"]) == set(CONFIG_KEYS)
+        assert set(record["config"]) == {*CONFIG_KEYS, "protocol", "folds"}
         assert record["config"]["experiment"] == experiment
         assert record["config"]["rule"] == rule
         assert record["config"]["protocol"] == protocol
@@ -167,7 +167,7 @@ def test_summary_matches_records(quick):
                                         for r in article])
                     assert metrics[f"{metric}_final_mean"] == pytest.approx(expected)
     meta = summary["meta"]
-    jobs = len(EXPERIMENTS) * len(RULES) * 2
+    jobs = len(EXPERIMENTS) * len(RULES)  # one job per (experiment, rule): both protocols
     assert meta["jobs"] == jobs and meta["finished_jobs"] == jobs
     assert meta["skipped_jobs"] == 0 and meta["interrupted"] is False
     assert set(summary["claims"]) == set(EXPERIMENTS)
@@ -201,7 +201,7 @@ def test_terminal_summary_file(quick):
     text = (quick / "summary.txt").read_text()
     for experiment in EXPERIMENTS:
         assert experiment in text
-    assert "24/24 jobs finished" in text
+    assert "12/12 jobs finished" in text
 
 
 # -- config round trip and determinism -------------------------------------------------
@@ -296,21 +296,19 @@ fc = [5, 6]
     code, _, stderr = run_cli("reproduce", "--config", config, "--out", tmp_path / "out",
                               "--quiet", "--backend", "sequential")
     assert code == 0, stderr
-    assert len(seen) == 8, sorted(seen)
-    for protocol in ("article", "cv"):
-        groups = [v for k, v in seen.items() if k.endswith("/" + protocol)]
-        assert {g["rule"] for g in groups} == set(RULES)
-        expected_seeds = [3, 4]  # article: seeds 3, 4; cv: fold k uses first_seed + k
-        for group in groups:
-            assert group["seeds"] == expected_seeds
-            for r, seed in enumerate(expected_seeds):
-                np.testing.assert_array_equal(group["flat"][r],
-                                              seed_net((5, 6)).init(seed).flat)
-            np.testing.assert_array_equal(group["x"], groups[0]["x"])
-            np.testing.assert_array_equal(group["labels"], groups[0]["labels"])
-            np.testing.assert_array_equal(group["test_x"], groups[0]["test_x"])
-        assert not np.array_equal(groups[0]["flat"][0], groups[0]["flat"][1])
-        assert not np.array_equal(groups[0]["x"][0], groups[0]["x"][1])
+    assert len(seen) == 4, sorted(seen)  # one job per rule: article runs and cv folds
+    groups = list(seen.values())
+    assert {g["rule"] for g in groups} == set(RULES)
+    expected_seeds = [3, 4, 3, 4]  # article: seeds 3, 4; cv: fold k uses first_seed + k
+    for group in groups:
+        assert group["seeds"] == expected_seeds
+        for r, seed in enumerate(expected_seeds):
+            np.testing.assert_array_equal(group["flat"][r], seed_net((5, 6)).init(seed).flat)
+        np.testing.assert_array_equal(group["x"], groups[0]["x"])
+        np.testing.assert_array_equal(group["labels"], groups[0]["labels"])
+        np.testing.assert_array_equal(group["test_x"], groups[0]["test_x"])
+    assert not np.array_equal(groups[0]["flat"][0], groups[0]["flat"][1])
+    assert not np.array_equal(groups[0]["x"][0], groups[0]["x"][1])
 
 
 def test_run_record_does_not_depend_on_its_job_mates(tmp_path):

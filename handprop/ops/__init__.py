@@ -54,6 +54,7 @@ from .pool import (
     max_pool2d_forward,
     max_pool2d_mask,
     max_pool2d_routing,
+    max_pool2d_scatter,
     max_pool2d_upsample,
 )
 
@@ -87,6 +88,7 @@ __all__ = [
     "max_pool2d_forward",
     "max_pool2d_mask",
     "max_pool2d_routing",
+    "max_pool2d_scatter",
     "max_pool2d_upsample",
     "one_hot",
     "per_channel_backward",

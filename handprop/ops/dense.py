@@ -59,6 +59,8 @@ def dense_input_grad(out_grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def dense_weight_grad(out_grad: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dL/dW = out_grad.T @ x: (*rep, N, out), (*rep, N, in) -> (*rep, out, in)."""
     if out_grad.shape[-2] == 1:  # one sample: an outer product, cheaper without matmul
+        if out_grad.ndim > 2:  # per replica: einsum's loop beats broadcasting here
+            return np.einsum("...o,...i->...oi", out_grad[..., 0, :], x[..., 0, :])
         return out_grad.swapaxes(-1, -2) * x
     if out_grad.ndim == x.ndim == 2:  # ndarray.dot: see dense_forward
         return out_grad.T.dot(x)

@@ -100,6 +100,8 @@ class MaxPool2dCache(NamedTuple):
     in_shape : shape of the input (with batch and replica axes)
     position : ndarray of int64, shape (winner.size,)
         Flat index in the input of each window's winner (window order).
+    best : ndarray, shape (*lead, C, out_h*out_w)
+        Each window's maximum (the output, flat).
     """
 
     windows: np.ndarray
@@ -107,6 +109,7 @@ class MaxPool2dCache(NamedTuple):
     geometry: PoolGeometry
     in_shape: tuple[int, ...]
     position: np.ndarray
+    best: np.ndarray
 
 
 def max_pool2d_forward(
@@ -156,8 +159,9 @@ def max_pool2d_forward(
     position = first + geometry.offsets.take(winner.ravel())
     if not stream:
         out = x.ravel()[position]  # argmax's winner, the first NaN if any: the max
+    best = out.reshape(winner.shape)
     out = out.reshape(*lead, *geometry.out_hw)
-    return out, MaxPool2dCache(windows, winner, geometry, x.shape, position)
+    return out, MaxPool2dCache(windows, winner, geometry, x.shape, position, best)
 
 
 def _first_max(taps: np.ndarray, best: np.ndarray) -> np.ndarray:
@@ -189,15 +193,14 @@ def max_pool2d_routing(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
     """
     windows = cache.windows
     if ties:
-        best = np.take_along_axis(windows, cache.winner[..., None], axis=-1)
-        return (windows == best).astype(windows.dtype)
+        return (windows == cache.best[..., None]).astype(windows.dtype)
     taps = np.arange(windows.shape[-1])
     return (cache.winner[..., None] == taps).astype(windows.dtype)
 
 
-def _to_input_layout(per_entry: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
+def max_pool2d_scatter(per_entry: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     """Sum per-window-entry values ``(*lead, C, L, kh*kw)`` into the input plane they
-    came from, ``(*lead, C, H, W)``."""
+    came from, ``(*lead, C, H, W)`` (e.g. ``routing * G`` is the routed gradient)."""
     geometry = cache.geometry
     if geometry.inverse is None:  # overlapping windows: add up
         height, width = geometry.in_hw
@@ -227,7 +230,7 @@ def max_pool2d_backward(
     """
     if ties:
         grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
-        return _to_input_layout(max_pool2d_routing(cache, ties=True) * grad, cache)
+        return max_pool2d_scatter(max_pool2d_routing(cache, ties=True) * grad, cache)
     # One winner per window (found in the forward pass).
     size = prod(cache.in_shape)
     if cache.geometry.overlapping:  # windows share inputs: add up
@@ -244,7 +247,7 @@ def max_pool2d_mask(cache: MaxPool2dCache, ties: bool = False) -> np.ndarray:
     This is the article's ``mask`` (with ``ties=True``): 1 where an input is its
     window's maximum.
     """
-    return _to_input_layout(max_pool2d_routing(cache, ties), cache)
+    return max_pool2d_scatter(max_pool2d_routing(cache, ties), cache)
 
 
 def max_pool2d_upsample(out_grad: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
@@ -255,4 +258,4 @@ def max_pool2d_upsample(out_grad: np.ndarray, cache: MaxPool2dCache) -> np.ndarr
     """
     grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
     per_entry = np.broadcast_to(grad, cache.windows.shape)
-    return _to_input_layout(per_entry, cache)
+    return max_pool2d_scatter(per_entry, cache)

@@ -32,7 +32,12 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..ops.conv import conv2d_input_grad, conv2d_weight_grad
-from ..ops.pool import max_pool2d_backward, max_pool2d_mask, max_pool2d_upsample
+from ..ops.pool import (
+    max_pool2d_backward,
+    max_pool2d_routing,
+    max_pool2d_scatter,
+    max_pool2d_upsample,
+)
 from .base import LearningRule, block_names
 
 TRANSFORMS = ("rot180", "transpose")
@@ -147,10 +152,13 @@ class _MapTransformRule(_ConvBlocks):
     def changed_upstream(self, out_grad: np.ndarray, cache: Any, ties: bool,
                          red: np.ndarray | bool) -> np.ndarray:
         """T(U) on green channels, T(mask) * up(G) on red ones (``red`` broadcasts over C)."""
-        green = self.transform(max_pool2d_backward(out_grad, cache, ties))
         if red is False:
-            return green
-        mask = self.transform(max_pool2d_mask(cache, ties))
+            return self.transform(max_pool2d_backward(out_grad, cache, ties))
+        # U = mask * up(G) and mask itself, from one routing table
+        routing = max_pool2d_routing(cache, ties)
+        grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
+        green = self.transform(max_pool2d_scatter(routing * grad, cache))
+        mask = self.transform(max_pool2d_scatter(routing, cache))
         red_value = mask * max_pool2d_upsample(out_grad, cache)
         if red is True:
             return red_value
