@@ -333,12 +333,14 @@ def _markdown(config, summary, lit, meta, figures) -> str:
         "# handprop compare: learning rules against exact back-propagation", "",
         f"Network `{meta['net']}` on `{config.data}` ({meta['train_images']} training images, "
         f"{meta['test_images']} held-out test images per seed), softmax cross-entropy, "
-        f"minibatches of {config.batch_size}, {config.optimizer} (lr {config.lr}, momentum "
-        f"{config.momentum}), {config.epochs} epochs, reshuffled every epoch.",
+        f"minibatches of {config.batch_size}, {config.optimizer} (lr {config.lr}"
+        f"{'' if config.optimizer in ('adam', 'sgd') else f', momentum {config.momentum}'}), "
+        f"{config.epochs} epochs, reshuffled every epoch.",
         f"Seeds {config.first_seed}..{config.first_seed + config.seeds - 1}, paired: for a "
         "seed, every rule starts from the same weights and sees the same split and order. "
         "Intervals are 95% bootstrap intervals over seeds; `vs exact` is the paired mean "
-        "difference in test error with a sign-flip permutation test.",
+        "difference in test error with an exact sign-flip permutation test (with n seeds "
+        "the smallest two-sided p it can give is 2 / 2^n: 0.0625 for 5 seeds).",
         f"Alignment is measured before training and after every epoch on a fixed probe batch "
         f"(the first {config.probe} training images of each run).",
         f"Time: {meta['seconds']:.1f} s ({meta['skipped_jobs']} of {meta['jobs']} jobs reused).",
@@ -362,8 +364,8 @@ def _markdown(config, summary, lit, meta, figures) -> str:
               "Angle between the rule's update and the exact gradient (0 = same direction, "
               "90 = orthogonal), and for rules with a feedback matrix B in place of W: "
               "angle(B, W), |B| / |W| and the fraction of entries where sign(B) = sign(W).", "",
-              "| rule | layer | update angle | same-sign entries | angle(B, W) | |B|/|W| | "
-              "sign concordance |", "|---|---|---|---|---|---|---|"]
+              "| rule | layer | update angle | same-sign entries | angle(B, W) | norm ratio "
+              "\\|B\\| / \\|W\\| | sign concordance |", "|---|---|---|---|---|---|---|"]
     for rule, row in summary.items():
         for layer, metrics in row["alignment"].items():
             weight = row["weight_alignment"].get(layer, {})
