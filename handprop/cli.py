@@ -389,10 +389,7 @@ def _setup_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", help="comma-separated rules")
     p.add_argument("--folds", type=int, help="k of the held-out k-fold CV (0: none)")
     p.add_argument("--probe", type=int, help="images in the alignment probe batch")
-    p.add_argument("--backend", default="loky", help="loky (local processes) | sequential | dask")
-    p.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
-    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_study_args(p)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -401,18 +398,31 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.quick:
         config.epochs, config.seeds, config.folds = 5, 2, 2
-    for key in ("seeds", "first_seed", "epochs", "folds", "probe"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(config, key, value)
-    if args.rules:
-        config.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    _override(config, args, ("seeds", "first_seed", "epochs", "folds", "probe"))
     validate_config(config, "command line")
     _check_backend(args)
     main_study(config, args.out, args.backend, args.jobs, args.scheduler,
                show_progress=False if args.quiet else None)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
     return 0
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """Options every study has: where its jobs run."""
+    p.add_argument("--backend", default="loky", help="loky (local processes) | sequential | dask")
+    p.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
+    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _override(config: Any, args: argparse.Namespace, keys: Sequence[str]) -> None:
+    """Flags given on the command line replace the config's values."""
+    for key in keys:
+        value = getattr(args, key)
+        if value is not None:
+            setattr(config, key, value)
+    if args.rules:
+        config.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
 
 
 def _check_backend(args: argparse.Namespace) -> None:
@@ -444,10 +454,7 @@ def _setup_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--probe", type=int)
-    p.add_argument("--backend", default="loky", help="loky (local processes) | sequential | dask")
-    p.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
-    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_study_args(p)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -456,13 +463,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.quick:
         config.epochs, config.seeds, config.probe = 2, 2, 64
-    for key in ("seeds", "first_seed", "data", "net", "epochs", "batch_size", "optimizer", "lr",
-                "momentum", "probe"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(config, key, value)
-    if args.rules:
-        config.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    _override(config, args, ("seeds", "first_seed", "data", "net", "epochs", "batch_size",
+                              "optimizer", "lr", "momentum", "probe"))
     validate_config(config, "command line")
     _check_backend(args)
     main_study(config, args.out, args.backend, args.jobs, args.scheduler,

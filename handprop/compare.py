@@ -11,7 +11,6 @@ against what the literature reports (Lillicrap et al. 2016; BioTorch's benchmark
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -406,7 +405,7 @@ def main_study(config: CompareConfig, out: Path, backend: str = "loky",
                n_jobs: int | None = None, scheduler: str | None = None,
                show_progress: bool | None = None) -> dict[str, Any]:
     from .data import load_data
-    from .sweep import run_jobs
+    from .sweep import run_study
 
     data = load_data(config.data, seed=config.first_seed)  # fail early on bad data
     net = _network(config, data)
@@ -417,17 +416,13 @@ def main_study(config: CompareConfig, out: Path, backend: str = "loky",
     atomic_write_text(out / "config.toml", "# resolved config of this study\n"
                       + dump_toml("compare", config.to_dict()))
     jobs = build_jobs(config, out, -(-len(data.y_train) // config.batch_size))
-    skipped = sum(job.is_done() for job in jobs)
-    interrupted = False
-    start = time.perf_counter()
-    try:
-        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label="compare")
-    except KeyboardInterrupt:
-        interrupted = True
+    run = run_study(jobs, out, backend, n_jobs, scheduler, show_progress, "compare")
+    interrupted = run.interrupted
     records = load_records(jobs)
     summary = summarize(records, config)
-    meta = {"seconds": time.perf_counter() - start, "jobs": len(jobs), "skipped_jobs": skipped,
-            "interrupted": interrupted, "backend": backend, "net": net.name,
+    meta = {"seconds": run.seconds, "jobs": run.jobs, "skipped_jobs": run.skipped,
+            "finished_jobs": run.finished, "interrupted": interrupted, "backend": backend,
+            "net": net.name,
             "train_images": int(data.x_train.shape[0]), "test_images": int(data.x_test.shape[0]),
             "config": config.to_dict()}
     print(write_outputs(out, config, records, summary, meta))

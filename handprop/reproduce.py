@@ -17,7 +17,6 @@ one network, which is what makes the default study fit in minutes.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -353,23 +352,17 @@ def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
                show_progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the study and write summary.json, plots and report.md."""
     from .report import write_reproduce_outputs
-    from .sweep import run_jobs
+    from .sweep import run_study
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")
     jobs = build_jobs(config, out)
-    skipped = sum(job.is_done() for job in jobs)
-    interrupted = False
-    start = time.perf_counter()
-    try:
-        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label="reproduce")
-    except KeyboardInterrupt:
-        interrupted = True
-    seconds = time.perf_counter() - start
+    run = run_study(jobs, out, backend, n_jobs, scheduler, show_progress, "reproduce")
+    interrupted = run.interrupted
     records = load_records(jobs)
     summary = summarize(records, config)
-    meta = {"seconds": seconds, "jobs": len(jobs), "skipped_jobs": skipped,
-            "finished_jobs": sum(job.is_done() for job in jobs), "interrupted": interrupted,
+    meta = {"seconds": run.seconds, "jobs": run.jobs, "skipped_jobs": run.skipped,
+            "finished_jobs": run.finished, "interrupted": interrupted,
             "backend": backend, "config": config.to_dict()}
     write_reproduce_outputs(out, config, records, summary, meta)
     if interrupted:

@@ -170,6 +170,32 @@ def run_jobs(
     return results, time.perf_counter() - start
 
 
+@dataclass
+class StudyRun:
+    """How a study's jobs went: for its report."""
+
+    jobs: int
+    skipped: int
+    finished: int
+    interrupted: bool
+    seconds: float
+
+
+def run_study(jobs: list[Job], out: Path, backend: str, n_jobs: int | None,
+              scheduler: str | None, show_progress: bool | None, label: str) -> StudyRun:
+    """:func:`run_jobs`, turning Ctrl-C/SIGTERM into ``interrupted`` so that the caller
+    still writes its report of what finished (then re-raises)."""
+    skipped = sum(job.is_done() for job in jobs)
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label=label)
+    except KeyboardInterrupt:
+        interrupted = True
+    return StudyRun(len(jobs), skipped, sum(job.is_done() for job in jobs), interrupted,
+                    time.perf_counter() - start)
+
+
 def _dispatch(todo: list[Job], backend: str, n_jobs: int | None,
               scheduler: str | None) -> Iterable[tuple[Job, dict[str, Any]]]:
     if backend == "sequential" or (n_jobs == 1 and backend == "loky"):

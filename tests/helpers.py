@@ -309,3 +309,23 @@ def spy(rule):
 
     rule.layer_backward = wrapped
     return record
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """``handprop ARGV`` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from handprop.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def load_json(path) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(path).read_text())

@@ -3,16 +3,13 @@ verdicts), report, figures, and a run on MNIST-format (IDX) files with LeNet."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from handprop.cli import main
+from helpers import load_json as load
+from helpers import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RULES = ["exact", "fa", "usf", "frsf", "brsf", "dfa", "seed-broken"]
@@ -21,15 +18,8 @@ SIGN_SYMMETRIC = ["usf", "frsf", "brsf"]
 QUICK_EPOCHS, QUICK_SEEDS = 2, 2
 
 
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")

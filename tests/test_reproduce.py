@@ -3,17 +3,16 @@ round trip, determinism, pairing, divergence) and of the statistics in handprop.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_json as load
+from helpers import run_cli
 
 from handprop import stats
-from handprop.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK_EPOCHS, QUICK_SEEDS, QUICK_FOLDS = 5, 2, 2
@@ -23,16 +22,8 @@ LAYERS = {"conv1.weight", "conv2.weight", "fc3.weight", "fc4.weight", "fc5.weigh
 METRICS = {"cosine", "angle_deg", "sign_agreement"}
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """``handprop ARGV`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def records_of(out: Path) -> dict[str, dict]:

@@ -3,9 +3,6 @@ resuming, interrupting (SIGTERM), and the Dask backend."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import shutil
 import signal
@@ -15,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from handprop.cli import main
+from helpers import load_json as load
+from helpers import run_cli
 
 QUICK_RULES = "exact,seed-broken"
 QUICK_JOBS = 3 * 2  # experiments x rules (a job trains both protocols)
@@ -25,15 +22,8 @@ SAME = ("cost", "test_accuracy", "test_correct", "test_raw", "alignment", "diver
         "fingerprint", "seed", "config")
 
 
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def record_files(out: Path) -> list[Path]:

@@ -169,7 +169,22 @@ class _MapTransformRule(_ConvBlocks):
         return self.name + extra
 
 
-class BrokenUpstream(_MapTransformRule):
+class _TextRule(_MapTransformRule):
+    """The article's text, on top of exact back-propagation (exact single-winner mask)."""
+
+    red_line = False  # the green line changes U, the red one the mask
+
+    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+        if index not in self.pool_index:
+            return layer.backward(params, cache, out_grad, need_input_grad)
+        changed = self.changed_upstream(out_grad, cache, ties=False, red=self.red_line)
+        selected = self._channel_masks[index]
+        if selected is not None:
+            changed = np.where(selected, changed, max_pool2d_backward(out_grad, cache))
+        return changed, {}
+
+
+class BrokenUpstream(_TextRule):
     """The article's green line as its text says: delta = T(U) * D, then exact gradients.
 
     ``channels``: {conv layer name: channel indices} to change (default: all channels).
@@ -177,29 +192,12 @@ class BrokenUpstream(_MapTransformRule):
 
     name = "broken-upstream"
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        if index not in self.pool_index:
-            return layer.backward(params, cache, out_grad, need_input_grad)
-        changed = self.changed_upstream(out_grad, cache, ties=False, red=False)
-        selected = self._channel_masks[index]
-        if selected is not None:
-            changed = np.where(selected, changed, max_pool2d_backward(out_grad, cache))
-        return changed, {}
 
-
-class BrokenMask(_MapTransformRule):
+class BrokenMask(_TextRule):
     """The article's red line as its text says: delta = (T(mask) * up(G)) * D, then exact."""
 
     name = "broken-mask"
-
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        if index not in self.pool_index:
-            return layer.backward(params, cache, out_grad, need_input_grad)
-        changed = self.changed_upstream(out_grad, cache, ties=False, red=True)
-        selected = self._channel_masks[index]
-        if selected is not None:
-            changed = np.where(selected, changed, max_pool2d_backward(out_grad, cache))
-        return changed, {}
+    red_line = True
 
 
 class SeedBroken(_MapTransformRule):
