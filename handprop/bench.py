@@ -166,16 +166,14 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
     repeats = max(int(repeats), 1)
     twins, torch_error = None, None
     if with_torch:
-        try:
-            import torch
-
+        try:  # torch only ever comes in through the benchmark's twins module
             from .benchmarks import torch_twins as twins
         except ImportError as exc:
             twins, torch_error = None, f"torch not importable: {exc}"
     results: dict[str, Any] = {
         "quick": bool(quick),
         "repeats": repeats,
-        "machine": machine_info(torch if twins is not None else None),
+        "machine": machine_info(twins.torch if twins is not None else None),
     }
     if torch_error:
         results["torch_error"] = torch_error
