@@ -24,7 +24,8 @@ import numpy as np
 from . import __version__
 from .errors import ConfigError, HandpropError, ShapeError
 from .io import write_json
-from .presets import NET_DEFAULTS, lenet, seed_net, small_cnn
+from .presets import NET_DEFAULTS, seed_net
+from .spec import build_net
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -42,27 +43,6 @@ def versions() -> dict[str, str]:
 
 
 # -- shared pieces ---------------------------------------------------------------------
-
-def build_net(name: str, fc: Sequence[int] | None, input_shape: tuple[int, ...] | None = None,
-              classes: int | None = None):
-    """A preset by name, or a network TOML file."""
-    if fc is not None and name != "seed":
-        raise ConfigError("--fc only applies to --net seed")
-    if name == "seed":
-        return seed_net(tuple(fc) if fc is not None else (28, 36))
-    if name in ("lenet", "small"):
-        kwargs: dict[str, Any] = {}
-        if input_shape is not None:
-            kwargs["input_shape"] = input_shape
-        if classes is not None:
-            kwargs["classes"] = classes
-        return (lenet if name == "lenet" else small_cnn)(**kwargs)
-    if name.endswith(".toml"):
-        from .spec import load_network_spec
-
-        return load_network_spec(name)
-    raise ConfigError(f"unknown network {name!r}; choose seed, lenet, small or a .toml file")
-
 
 def _defaults(net_name: str) -> dict[str, Any]:
     return NET_DEFAULTS.get(net_name, NET_DEFAULTS["small"])
@@ -399,6 +379,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.quick:
         config.epochs, config.seeds, config.folds = 5, 2, 2
     _override(config, args, ("seeds", "first_seed", "epochs", "folds", "probe"))
+    return _run_study(main_study, validate_config, config, args)
+
+
+def _run_study(main_study: Callable, validate_config: Callable, config: Any,
+               args: argparse.Namespace) -> int:
+    """Check a study's resolved config and options, run it, say where the results are."""
     validate_config(config, "command line")
     _check_backend(args)
     main_study(config, args.out, args.backend, args.jobs, args.scheduler,
@@ -465,12 +451,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         config.epochs, config.seeds, config.probe = 2, 2, 64
     _override(config, args, ("seeds", "first_seed", "data", "net", "epochs", "batch_size",
                               "optimizer", "lr", "momentum", "probe"))
-    validate_config(config, "command line")
-    _check_backend(args)
-    main_study(config, args.out, args.backend, args.jobs, args.scheduler,
-               show_progress=False if args.quiet else None)
-    print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
-    return 0
+    return _run_study(main_study, validate_config, config, args)
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def load_config(path: str | Path | None = None) -> CompareConfig:
 
 
 def _network(config: CompareConfig, data):
-    from .cli import build_net
+    from .spec import build_net
 
     return build_net(config.net, None, data.input_shape, data.num_classes)
 

@@ -45,6 +45,14 @@ def color(rule: str, index: int) -> str:
     return RULE_COLORS.get(rule, f"C{index % 10}")
 
 
+def _save(plt, fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write the PNG atomically, free the figure."""
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=dpi)
+    plt.close(fig)
+    return saved
+
+
 def mean_band(matrix: np.ndarray, resamples: int = 1000, seed: int = 0
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column: mean over rows and its 95% bootstrap interval (NaN rows ignored)."""
@@ -80,10 +88,7 @@ def curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel: str,
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return saved
+    return _save(plt, fig, path)
 
 
 @quiet
@@ -115,10 +120,7 @@ def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return saved
+    return _save(plt, fig, path)
 
 
 @quiet
@@ -151,7 +153,4 @@ def alignment_grid(path: Path, layers: Sequence[str],
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return saved
+    return _save(plt, fig, path, dpi=100)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +169,22 @@ def load_network_spec(path: str | Path) -> Network:
         return network_from_spec(spec)
     except HandpropError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+def build_net(name: str, fc: Sequence[int] | None, input_shape: tuple[int, ...] | None = None,
+              classes: int | None = None):
+    """A preset by name, or a network TOML file."""
+    if fc is not None and name != "seed":
+        raise ConfigError("--fc only applies to --net seed")
+    if name == "seed":
+        return seed_net(tuple(fc) if fc is not None else (28, 36))
+    if name in ("lenet", "small"):
+        kwargs: dict[str, Any] = {}
+        if input_shape is not None:
+            kwargs["input_shape"] = input_shape
+        if classes is not None:
+            kwargs["classes"] = classes
+        return (lenet if name == "lenet" else small_cnn)(**kwargs)
+    if name.endswith(".toml"):
+        return load_network_spec(name)
+    raise ConfigError(f"unknown network {name!r}; choose seed, lenet, small or a .toml file")
