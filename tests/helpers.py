@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, PerChannelActivation
-from handprop.gradcheck import numerical_grad, rel_error
+from handprop.core.gradcheck import numerical_grad, rel_error
 
 FD_TOL = 1e-6
 """Largest accepted ``rel_error`` between a hand-written gradient and central differences."""

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from handprop.cli import main
-from handprop.data import write_idx
+from handprop.training.data import write_idx
 
 # -- files the cases need -------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from handprop.bench import format_bench, lenet_data, run_bench
-from handprop.presets import lenet, seed_net
+from handprop.core.presets import lenet, seed_net
+from handprop.integrations.benchmark import format_bench, lenet_data, run_bench
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -81,7 +81,7 @@ def test_bench_without_torch():
 
 def test_importing_the_package_and_bench_does_not_import_torch():
     code = (
-        "import sys, handprop, handprop.bench, handprop.benchmarks, handprop.train; "
+        "import sys, handprop, handprop.integrations.benchmark, handprop.training.loop; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -93,8 +93,8 @@ def test_torch_twins_compute_what_handprop_computes():
     same gradients from the same weights."""
     import torch
 
-    from handprop.benchmarks import torch_twins
-    from handprop.ops.losses import l2_loss, softmax_cross_entropy
+    from handprop.core.ops.losses import l2_loss, softmax_cross_entropy
+    from handprop.integrations.benchmark import torch_twins
 
     rng = np.random.default_rng(0)
     cases = [

@@ -13,18 +13,18 @@ import pytest
 
 import handprop.cli as cli
 from handprop import __version__
-from handprop.checkpoint import (
+from handprop.cli import main
+from handprop.core.presets import lenet, seed_net
+from handprop.rules import make_rule
+from handprop.training.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     check_architecture,
     load_checkpoint,
     save_checkpoint,
 )
-from handprop.cli import main
-from handprop.data import load_digits
-from handprop.presets import lenet, seed_net
-from handprop.rules import make_rule
-from handprop.train import TrainConfig, TrainState, fit
+from handprop.training.data import load_digits
+from handprop.training.loop import TrainConfig, TrainState, fit
 
 
 def _train(*argv: str) -> None:

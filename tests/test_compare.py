@@ -112,7 +112,7 @@ def test_summary(quick):
 
 
 def test_report(quick):
-    from handprop.compare import BIOTORCH_LENET_MNIST
+    from handprop.studies.compare import BIOTORCH_LENET_MNIST
 
     report = (quick / "report.md").read_text()
     assert "BioTorch" in report and "Lillicrap" in report
@@ -133,7 +133,7 @@ def test_figures(quick):
 
 
 def write_mnist(folder: Path, train: int = 120, test: int = 30) -> None:
-    from handprop.data import write_idx
+    from handprop.training.data import write_idx
 
     folder.mkdir()
     rng = np.random.default_rng(0)

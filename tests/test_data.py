@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handprop.data import (
+from handprop.core.errors import DataError
+from handprop.training.data import (
     TINY_IMAGES,
     Dataset,
     load_data,
@@ -26,7 +27,6 @@ from handprop.data import (
     stratified_split,
     write_idx,
 )
-from handprop.errors import DataError
 
 # -- the article's digits protocol ------------------------------------------------------
 
@@ -191,7 +191,7 @@ _NO_SKLEARN = textwrap.dedent(
     attempts.clear()
 
     from handprop.cli import main
-    from handprop.data import load_tiny
+    from handprop.training.data import load_tiny
 
     assert load_tiny().y_train.tolist() == [0, 1, 1, 0]
     code = main(["demo", "--epochs", "50"])

@@ -2,7 +2,7 @@
 
 Each check contracts the op's output with a random standard-normal upstream gradient
 ``R`` and compares the hand-written gradient of ``sum(R * out)`` with central
-differences; the error is ``handprop.gradcheck.rel_error`` and must be <= 1e-6.
+differences; the error is ``handprop.core.gradcheck.rel_error`` and must be <= 1e-6.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from helpers import (
 )
 
 from handprop import lenet, seed_net, small_cnn
-from handprop.gradcheck import check_network, numerical_grad
-from handprop.ops import (
+from handprop.core.gradcheck import check_network, numerical_grad
+from handprop.core.ops import (
     activation_backward,
     activation_forward,
     bce_loss,
@@ -200,7 +200,7 @@ def test_activation_gradient_matches_finite_differences(name: str) -> None:
 
 def test_every_activation_is_covered() -> None:
     """The list above names every activation handprop has."""
-    from handprop.ops import ACTIVATION_NAMES
+    from handprop.core.ops import ACTIVATION_NAMES
 
     assert set(ACTIVATION_NAMES) <= {name.partition(":")[0] for name in ACTIVATIONS}
 
@@ -314,7 +314,7 @@ def test_loss_with_replicas_matches_finite_differences(loss, reduction, pred, ta
 )
 def test_network_gradients_match_finite_differences(build, input_shape, batch, max_entries):
     """Network.backward (the chain rule through every layer) gives every parameter's
-    gradient, checked with handprop.gradcheck.check_network."""
+    gradient, checked with handprop.core.gradcheck.check_network."""
     net = build().init(seed=13)
     rng = np.random.default_rng(14)
     x = rng.standard_normal((batch, *input_shape))

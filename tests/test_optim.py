@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import handprop.train as train_module
-from handprop.data import load_digits
-from handprop.errors import ConfigError
-from handprop.optim import (
+import handprop.training.loop as train_module
+from handprop.core.errors import ConfigError
+from handprop.core.presets import seed_net
+from handprop.training.data import load_digits
+from handprop.training.loop import TrainConfig, TrainState, fit
+from handprop.training.optim import (
     SGD,
     Adam,
     ArticleSchedule,
@@ -26,8 +28,6 @@ from handprop.optim import (
     make_optimizer,
     make_schedule,
 )
-from handprop.presets import seed_net
-from handprop.train import TrainConfig, TrainState, fit
 
 TOL = 1e-12
 STEPS = 60

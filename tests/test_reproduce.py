@@ -1,5 +1,5 @@
 """End-to-end tests of ``handprop reproduce`` (records, summary, report, figures, config
-round trip, determinism, pairing, divergence) and of the statistics in handprop.stats."""
+round trip, determinism, pairing, divergence) and of the statistics in handprop.studies.stats."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from helpers import load_json as load
 from helpers import run_cli
 
-from handprop import stats
+from handprop.studies import stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK_EPOCHS, QUICK_SEEDS, QUICK_FOLDS = 5, 2, 2
@@ -69,7 +69,7 @@ def test_one_record_per_run(quick):
 
 
 def test_record_contents(quick):
-    from handprop.reproduce import CONFIG_KEYS, build_jobs, load_config
+    from handprop.studies.reproduce import CONFIG_KEYS, build_jobs, load_config
 
     jobs = build_jobs(load_config(quick / "config.toml"), quick)
     fingerprints = {str(path): job.fingerprint for job in jobs for path in job.outputs}
@@ -165,7 +165,7 @@ def test_summary_matches_records(quick):
 
 
 def test_report_mentions_claims_and_heldout_protocol(quick):
-    from handprop.reproduce import load_config
+    from handprop.studies.reproduce import load_config
 
     report = (quick / "report.md").read_text()
     for experiment in load_config().experiments:
@@ -198,7 +198,7 @@ def test_terminal_summary_file(quick):
 # -- config round trip and determinism -------------------------------------------------
 
 def test_config_toml_reproduces_the_summary(quick, rerun):
-    from handprop.reproduce import load_config
+    from handprop.studies.reproduce import load_config
 
     assert load_config(quick / "config.toml") == load_config(rerun / "config.toml")
     first, second = load(quick / "summary.json"), load(rerun / "summary.json")
@@ -259,11 +259,11 @@ def test_claim_at_an_epoch_beyond_the_run_is_not_judged(quick):
 def test_rules_are_paired_same_weights_and_data(tmp_path, monkeypatch):
     """For a seed, every rule's run starts from the weights ``seed_net(fc).init(seed)`` and
     trains on the same images in the same order."""
-    import handprop.study
-    from handprop.presets import seed_net
+    import handprop.studies.study
+    from handprop.core.presets import seed_net
 
     seen: dict[str, dict] = {}
-    original = handprop.study.train_group
+    original = handprop.studies.study.train_group
 
     def spy(net, rule_name, x, labels, test_x, test_labels, *args, **kwargs):
         seen[args[3]] = {  # (config, probe, out, job_id)
@@ -271,7 +271,7 @@ def test_rules_are_paired_same_weights_and_data(tmp_path, monkeypatch):
             "labels": labels.copy(), "test_x": test_x.copy(), "rule": rule_name}
         return original(net, rule_name, x, labels, test_x, test_labels, *args, **kwargs)
 
-    monkeypatch.setattr(handprop.study, "train_group", spy)
+    monkeypatch.setattr(handprop.studies.study, "train_group", spy)
     config = write_config(tmp_path / "pair.toml", """
 [reproduce]
 rules = ["exact", "seed-original", "seed-broken", "broken-upstream"]

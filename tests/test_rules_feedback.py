@@ -24,12 +24,12 @@ from helpers import (
 )
 
 from handprop import Activation, Dense, Network, seed_net, small_cnn
-from handprop.alignment import weight_alignment
-from handprop.data import load_digits10
-from handprop.gradcheck import rel_error
+from handprop.core.gradcheck import rel_error
 from handprop.rules import make_rule
 from handprop.rules.base import weight_layer_indices
-from handprop.train import TrainConfig, fit, loss_for, targets_for
+from handprop.studies.alignment import weight_alignment
+from handprop.training.data import load_digits10
+from handprop.training.loop import TrainConfig, fit, loss_for, targets_for
 
 TOL = 1e-12
 FEEDBACK_RULES = ("fa", "usf", "frsf", "brsf")

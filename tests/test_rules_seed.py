@@ -30,7 +30,7 @@ from helpers import (
 )
 
 from handprop import Activation, ConfigError, Conv2d, Dense, Flatten, MaxPool2d, Network, seed_net
-from handprop.gradcheck import numerical_grad, rel_error
+from handprop.core.gradcheck import numerical_grad, rel_error
 from handprop.rules import RuleSet, make_rule, parse_rule
 from handprop.rules.base import Exact
 from handprop.rules.seed import BrokenUpstream

@@ -1,4 +1,4 @@
-"""Pictures of a network (handprop.show): each function writes one valid PNG, checks its
+"""Pictures of a network (handprop.pictures.show): each function writes one valid PNG, checks its
 arguments before drawing, and leaves no file behind when it refuses them."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from handprop import (
     ShapeError,
     lenet,
     seed_net,
-    show,
     small_cnn,
 )
-from handprop.data import load_digits
-from handprop.train import TrainConfig, evaluate, fit
+from handprop.pictures import show
+from handprop.training.data import load_digits
+from handprop.training.loop import TrainConfig, evaluate, fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""handprop.sklearn.HandpropClassifier: sklearn's estimator checks and real use on digits."""
+"""HandpropClassifier: sklearn's estimator checks and real use on digits."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from sklearn.exceptions import SkipTestWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.utils.estimator_checks import check_estimator
 
+from handprop.integrations.sklearn import HandpropClassifier
 from handprop.rules import LearningRule
-from handprop.sklearn import HandpropClassifier
 
 # Checks that cannot apply to HandpropClassifier, with the reason (none so far).
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}

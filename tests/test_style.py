@@ -19,8 +19,8 @@ def test_ruff_clean():
 
 def test_no_torch_at_runtime():
     """torch is a test/benchmark dependency only: importing handprop must not load it."""
-    code = ("import sys, handprop, handprop.cli, handprop.train, handprop.rules, "
-            "handprop.reproduce, handprop.compare; print('torch' in sys.modules)")
+    code = ("import sys, handprop, handprop.cli, handprop.training.loop, handprop.rules, "
+            "handprop.studies.reproduce, handprop.studies.compare; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "False", result.stderr

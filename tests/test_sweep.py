@@ -1,4 +1,4 @@
-"""End-to-end tests of the study runner (handprop.sweep) through ``handprop reproduce``:
+"""End-to-end tests of the study runner (handprop.studies.runner) through ``handprop reproduce``:
 resuming, interrupting (SIGTERM), and the Dask backend."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def temporary_files(out: Path) -> list[str]:
 
 
 def jobs_of(out: Path) -> list:
-    from handprop.reproduce import build_jobs, load_config
+    from handprop.studies.reproduce import build_jobs, load_config
 
     return build_jobs(load_config(out / "config.toml"), out)
 

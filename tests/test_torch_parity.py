@@ -21,7 +21,7 @@ from helpers import (
 from torch_twins import torch_activation, torch_lenet, torch_seed_net, torch_twin
 
 from handprop import lenet, seed_net, small_cnn
-from handprop.ops import (
+from handprop.core.ops import (
     activation_backward,
     activation_forward,
     bce_loss,

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 
-import handprop.train as train_module
+import handprop.training.loop as train_module
 from handprop.cli import main
-from handprop.data import load_digits, load_digits10, load_tiny
-from handprop.errors import ConfigError, DataError
-from handprop.optim import ArticleSchedule, make_schedule
-from handprop.presets import seed_net, small_cnn
+from handprop.core.errors import ConfigError, DataError
+from handprop.core.presets import seed_net, small_cnn
 from handprop.rules import make_rule
-from handprop.train import (
+from handprop.training.data import load_digits, load_digits10, load_tiny
+from handprop.training.loop import (
     Evaluation,
     TrainConfig,
     TrainState,
@@ -24,6 +23,7 @@ from handprop.train import (
     prediction_table,
     targets_for,
 )
+from handprop.training.optim import ArticleSchedule, make_schedule
 
 
 @pytest.fixture(scope="module")

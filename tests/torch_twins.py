@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from handprop.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
-from handprop.network import Network
+from handprop.core.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from handprop.core.network import Network
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import Exact, LearningRule, RuleSet, block_names, weight_layer_indices
 from .feedback import (
     BatchRandomSignSymmetry,

@@ -3,7 +3,7 @@
 A *rule* is asked, for every layer from the last to the first, for the gradient that
 layer sends down and the gradients of its parameters. The base class answers with the
 layer's exact backward pass; a rule overrides :meth:`LearningRule.layer_backward` for
-the layers it changes and calls the ops in :mod:`handprop.ops` to build its answer.
+the layers it changes and calls the ops in :mod:`handprop.core.ops` to build its answer.
 No op or layer code is edited to change a backward pass.
 
 Rules are assigned per *block*: a weight layer (conv2d or dense) together with the
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..layers import Layer
+from ..core.errors import ConfigError
+from ..core.layers import Layer
 
 WEIGHT_KINDS = ("conv2d", "dense")
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ops.conv import conv2d_input_grad
-from ..ops.dense import dense_input_grad
+from ..core.ops.conv import conv2d_input_grad
+from ..core.ops.dense import dense_input_grad
 from .base import LearningRule, replica_seeds, weight_layer_indices
 
 _TAG_FA, _TAG_FRSF, _TAG_BRSF, _TAG_DFA = 7, 8, 9, 10

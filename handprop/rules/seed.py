@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..ops.conv import conv2d_input_grad, conv2d_weight_grad
-from ..ops.pool import (
+from ..core.errors import ConfigError
+from ..core.ops.conv import conv2d_input_grad, conv2d_weight_grad
+from ..core.ops.pool import (
     max_pool2d_backward,
     max_pool2d_routing,
     max_pool2d_scatter,

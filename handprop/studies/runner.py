@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .io import atomic_write_text
+from ..core.errors import ConfigError
+from ..core.io import atomic_write_text
 from .progress import ProgressBar, format_seconds
 
 BACKENDS = ("loky", "sequential", "dask")

@@ -21,11 +21,11 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__
-from .errors import ConfigError, HandpropError, ShapeError
-from .io import write_json
-from .presets import NET_DEFAULTS, seed_net
-from .spec import build_net
+from .. import __version__
+from ..core.errors import ConfigError, HandpropError, ShapeError
+from ..core.io import write_json
+from ..core.presets import NET_DEFAULTS, seed_net
+from ..core.spec import build_net
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -101,9 +101,9 @@ class TrainRun:
 
 
 def _prepare_run(args: argparse.Namespace) -> TrainRun:
-    from .data import load_data
-    from .rules import make_rule
-    from .train import TrainConfig
+    from ..rules import make_rule
+    from ..training.data import load_data
+    from ..training.loop import TrainConfig
 
     args.net = args.net or "seed"
     defaults = _defaults(args.net)
@@ -140,10 +140,10 @@ def _restore_run(path: Path, epochs: int | None, to_train: bool = True,
     ``net_name``/``fc``: the network the user asked for; by default the checkpoint's own.
     A checkpoint for another architecture is refused.
     """
-    from .checkpoint import CheckpointError, check_architecture, load_checkpoint
-    from .data import load_data
-    from .rules import make_rule
-    from .train import TrainConfig, TrainState
+    from ..rules import make_rule
+    from ..training.checkpoint import CheckpointError, check_architecture, load_checkpoint
+    from ..training.data import load_data
+    from ..training.loop import TrainConfig, TrainState
 
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
@@ -174,7 +174,7 @@ def _restore_run(path: Path, epochs: int | None, to_train: bool = True,
 
 
 def _save_checkpoint(path: Path, run: TrainRun, state) -> None:
-    from .checkpoint import save_checkpoint
+    from ..training.checkpoint import save_checkpoint
 
     save_checkpoint(path, run.net, {"kind": "train", "recipe": run.recipe,
                                     "config": run.config.to_dict(), "state": state.to_meta()},
@@ -183,8 +183,8 @@ def _save_checkpoint(path: Path, run: TrainRun, state) -> None:
 
 def _train(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=None):
     """Train with a progress bar; checkpoint after every epoch when asked."""
-    from .progress import ProgressBar
-    from .train import fit
+    from ..studies.progress import ProgressBar
+    from ..training.loop import fit
 
     config = run.config
     bar = ProgressBar(config.epochs, f"train {run.net.name}", enabled=False if quiet else None)
@@ -206,7 +206,7 @@ def _train(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=Non
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import evaluate, prediction_table
+    from ..training.loop import evaluate, prediction_table
 
     if args.resume is not None:
         run, state = _restore_run(args.resume, args.epochs, net_name=args.net, fc=args.fc)
@@ -267,7 +267,7 @@ def _setup_show(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import show
+    from ..pictures import show
 
     if args.checkpoint is not None:
         run, state = _restore_run(args.checkpoint, None, to_train=False, net_name=args.net,
@@ -304,7 +304,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 # -- gradcheck -------------------------------------------------------------------------
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
-    from .gradcheck import check_network
+    from ..core.gradcheck import check_network
 
     threshold = 1e-6
     results_by_net = {}
@@ -345,7 +345,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 # -- bench -----------------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_bench, run_bench
+    from ..integrations.benchmark import format_bench, run_bench
 
     results = run_bench(quick=args.quick, with_torch=not args.no_torch)
     print(format_bench(results))
@@ -373,7 +373,7 @@ def _setup_reproduce(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import load_config, main_study, validate_config
+    from ..studies.reproduce import load_config, main_study, validate_config
 
     config = load_config(args.config)
     if args.quick:
@@ -412,7 +412,7 @@ def _override(config: Any, args: argparse.Namespace, keys: Sequence[str]) -> Non
 
 
 def _check_backend(args: argparse.Namespace) -> None:
-    from .sweep import BACKENDS
+    from ..studies.runner import BACKENDS
 
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
@@ -444,7 +444,7 @@ def _setup_compare(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import load_config, main_study, validate_config
+    from ..studies.compare import load_config, main_study, validate_config
 
     config = load_config(args.config)
     if args.quick:
@@ -463,8 +463,8 @@ def _ascii(image: np.ndarray) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .data import load_tiny
-    from .train import TrainConfig, evaluate, fit, prediction_table
+    from ..training.data import load_tiny
+    from ..training.loop import TrainConfig, evaluate, fit, prediction_table
 
     data = load_tiny()
     net = seed_net().init(args.seed)
@@ -496,7 +496,7 @@ def _setup_demo(p: argparse.ArgumentParser) -> None:
 # -- rules -----------------------------------------------------------------------------
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from .rules import RULES
+    from ..rules import RULES
 
     for name, (description, _) in RULES.items():
         print(f"{name:<20} {description}")

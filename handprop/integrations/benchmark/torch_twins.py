@@ -1,6 +1,6 @@
 """PyTorch twins of handprop's preset networks, and plain torch training loops to time.
 
-Used only by :mod:`handprop.bench` (imported lazily there; torch is a test/benchmark
+Used only by the benchmark (imported lazily there; torch is a test/benchmark
 dependency, never a runtime one).
 
 The twins name their layers like handprop's presets (``conv1``, ``fc3``, ...), so a
@@ -11,7 +11,7 @@ twin from the very weights a handprop run starts from.
 
 The training loop is the idiomatic one (forward, loss, ``loss.backward()``,
 ``optimizer.step()``, ``zero_grad``, and ``loss.item()`` for the epoch cost, which
-``handprop.train.fit`` also keeps), with ``torch.optim.SGD``. handprop's momentum
+``handprop.training.loop.fit`` also keeps), with ``torch.optim.SGD``. handprop's momentum
 optimizer, ``v <- alpha*v + lr*g; w <- w - v``, is ``SGD(lr, momentum=alpha)`` with the
 velocity rescaled by ``lr``: the same updates while ``lr`` is constant.
 ``torch.set_num_threads`` is left alone.
@@ -44,7 +44,7 @@ class PerChannelActivation(nn.Module):
 
 
 class SeedTwin(nn.Module):
-    """The article's ``seed`` net (see ``handprop.presets.seed_net``) in PyTorch."""
+    """The article's ``seed`` net (see ``handprop.core.presets.seed_net``) in PyTorch."""
 
     def __init__(self, fc: tuple[int, int] = SEED_FC) -> None:
         super().__init__()
@@ -68,7 +68,7 @@ class SeedTwin(nn.Module):
 
 
 class LeNetTwin(nn.Module):
-    """``handprop.presets.lenet`` in PyTorch: conv 6@5x5 pad 2, pool, conv 16@5x5, pool,
+    """``handprop.core.presets.lenet`` in PyTorch: conv 6@5x5 pad 2, pool, conv 16@5x5, pool,
     120, 84, classes; ReLU; biases."""
 
     def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .io import write_json
+from ..core.errors import ConfigError
+from ..core.io import write_json
 from .study import collect, cost_matrix, final_alignment
 
 RECORD_VERSION = 1
@@ -65,7 +65,7 @@ class ReproduceConfig:
 
 
 def default_config_text() -> str:
-    return resources.files("handprop").joinpath("configs/reproduce.toml").read_text()
+    return resources.files("handprop.studies").joinpath("configs/reproduce.toml").read_text()
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ReproduceConfig:
@@ -106,7 +106,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> ReproduceC
 
 
 def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
-    from .rules import RULES
+    from ..rules import RULES
 
     def positive_int(name: str, minimum: int = 1) -> None:
         value = getattr(config, name)
@@ -143,7 +143,7 @@ def load_config(path: str | Path | None = None) -> ReproduceConfig:
     """The default study, or the ``[reproduce]`` table of a TOML file."""
     import tomllib
 
-    from .spec import load_toml
+    from ..core.spec import load_toml
 
     if path is None:
         data = tomllib.loads(default_config_text())
@@ -159,7 +159,7 @@ def load_config(path: str | Path | None = None) -> ReproduceConfig:
 # -- data ------------------------------------------------------------------------------
 
 def _article_split(seed: int):
-    from .data import load_digits
+    from ..training.data import load_digits
 
     return load_digits(seed=seed)
 
@@ -176,7 +176,7 @@ def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndar
 
 
 def _cv_split(base_seed: int, folds: int, fold: int, seed: int):
-    from .data import Dataset, _select_classes, _sklearn_digits
+    from ..training.data import Dataset, _select_classes, _sklearn_digits
 
     images, labels = _sklearn_digits()
     images, labels = _select_classes(images, labels, (0, 1), "digits")
@@ -209,9 +209,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     replicas of one network; the folds sit out the last steps of each epoch (``fit``'s
     ``counts``), so every run ends exactly as it would alone.
     """
-    from .presets import seed_net
+    from ..core.presets import seed_net
+    from ..training.loop import TrainConfig
     from .study import rounded, train_group, versions
-    from .train import TrainConfig
 
     runs = spec["runs"]  # [{"protocol", "run", "seed"}]
     datasets = [_article_split(r["seed"]) if r["protocol"] == "article" else
@@ -263,8 +263,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 def save_config(config: ReproduceConfig, path: Path) -> None:
     """The resolved config as TOML (pass it back with ``--config`` to rerun the study)."""
-    from .io import atomic_write_text
-    from .spec import dump_toml
+    from ..core.io import atomic_write_text
+    from ..core.spec import dump_toml
 
     data = config.to_dict()
     data.pop("extra", None)
@@ -275,7 +275,7 @@ def save_config(config: ReproduceConfig, path: Path) -> None:
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list:
     """One job per (experiment, rule): its article runs and its cross-validation folds."""
-    from .sweep import Job
+    from .runner import Job
 
     runs = [{"protocol": "article", "run": seed, "seed": seed} for seed in config.seed_list]
     runs += [{"protocol": "cv", "run": fold, "seed": config.first_seed + fold}
@@ -295,7 +295,7 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list:
                 "probe": config.probe, "first_seed": config.first_seed, "folds": config.folds,
                 "outputs": [str(p) for p in outputs],
             }
-            jobs.append(Job(job_id, "handprop.reproduce:run_job", spec, outputs,
+            jobs.append(Job(job_id, "handprop.studies.reproduce:run_job", spec, outputs,
                             steps=config.epochs * 350))
     return jobs
 
@@ -351,8 +351,8 @@ def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
                n_jobs: int | None = None, scheduler: str | None = None,
                show_progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the study and write summary.json, plots and report.md."""
-    from .report import write_reproduce_outputs
-    from .sweep import run_study
+    from .reproduce_report import write_reproduce_outputs
+    from .runner import run_study
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.toml")

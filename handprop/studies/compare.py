@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .io import atomic_write_text, write_json
-from .spec import dump_toml
+from ..core.errors import ConfigError
+from ..core.io import atomic_write_text, write_json
+from ..core.spec import dump_toml
 from .stats import bootstrap_ci, paired_summary
 from .study import (
     alignment_matrices,
@@ -65,8 +65,8 @@ _KEYS = {"rules", "seeds", "first_seed", "data", "net", "epochs", "batch_size", 
 
 
 def validate_config(config: CompareConfig, source: str = "config") -> CompareConfig:
-    from .rules import RULES
-    from .train import TrainConfig
+    from ..rules import RULES
+    from ..training.loop import TrainConfig
 
     for name, minimum in (("seeds", 1), ("first_seed", 0), ("epochs", 1), ("batch_size", 1),
                           ("probe", 1)):
@@ -94,10 +94,10 @@ def load_config(path: str | Path | None = None) -> CompareConfig:
     """The default comparison, or the ``[compare]`` table of a TOML file."""
     import tomllib
 
-    from .spec import load_toml
+    from ..core.spec import load_toml
 
     if path is None:
-        text = resources.files("handprop").joinpath("configs/compare.toml").read_text()
+        text = resources.files("handprop.studies").joinpath("configs/compare.toml").read_text()
         data, source = tomllib.loads(text), "configs/compare.toml"
     else:
         data, source = load_toml(path), str(path)
@@ -115,7 +115,7 @@ def load_config(path: str | Path | None = None) -> CompareConfig:
 
 
 def _network(config: CompareConfig, data):
-    from .spec import build_net
+    from ..core.spec import build_net
 
     return build_net(config.net, None, data.input_shape, data.num_classes)
 
@@ -126,8 +126,8 @@ def record_path(out: Path, rule: str, seed: int) -> Path:
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one rule on every seed in lockstep; write one record per seed."""
-    from .data import load_data
-    from .train import TrainConfig
+    from ..training.data import load_data
+    from ..training.loop import TrainConfig
 
     config = CompareConfig(**spec["config"])
     seeds = config.seed_list
@@ -165,14 +165,14 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 def build_jobs(config: CompareConfig, out: Path, steps_per_epoch: int = 1) -> list:
     """One job per rule (its seeds in lockstep); ``steps_per_epoch`` only feeds the ETA."""
-    from .sweep import Job
+    from .runner import Job
 
     jobs = []
     for rule in config.rules:
         outputs = [record_path(out, rule, seed) for seed in config.seed_list]
         spec = {"job_id": f"compare/{rule}", "out": str(out), "rule": rule,
                 "config": config.to_dict()}
-        jobs.append(Job(spec["job_id"], "handprop.compare:run_job", spec, outputs,
+        jobs.append(Job(spec["job_id"], "handprop.studies.compare:run_job", spec, outputs,
                         steps=config.epochs * steps_per_epoch))
     return jobs
 
@@ -277,7 +277,7 @@ def literature(summary: dict[str, Any], records: dict[str, list[dict]]) -> dict[
 
 
 def write_outputs(out: Path, config: CompareConfig, records, summary, meta) -> str:
-    from .plots import alignment_grid, curves, grouped_points
+    from ..pictures.plots import alignment_grid, curves, grouped_points
 
     lit = literature(summary, records)
     figures = []
@@ -404,8 +404,8 @@ def _markdown(config, summary, lit, meta, figures) -> str:
 def main_study(config: CompareConfig, out: Path, backend: str = "loky",
                n_jobs: int | None = None, scheduler: str | None = None,
                show_progress: bool | None = None) -> dict[str, Any]:
-    from .data import load_data
-    from .sweep import run_study
+    from ..training.data import load_data
+    from .runner import run_study
 
     data = load_data(config.data, seed=config.first_seed)  # fail early on bad data
     net = _network(config, data)

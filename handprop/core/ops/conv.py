@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ShapeError
-from ._index import Windows, gather_windows, scatter_windows, streams, strided, window_table
+from .windows import Windows, gather_windows, scatter_windows, streams, strided, window_table
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

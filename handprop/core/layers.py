@@ -3,7 +3,7 @@
 A layer is built once for a per-sample input shape (checking that it fits, and
 naming itself and both shapes if it does not), then runs ``forward(params, x) ->
 (y, cache)`` and ``backward(params, cache, out_grad) -> (input_grad, param_grads)``.
-The maths lives in :mod:`handprop.ops`; a learning rule that wants a different
+The maths lives in :mod:`handprop.core.ops`; a learning rule that wants a different
 backward pass calls those ops itself (see :mod:`handprop.rules`).
 
 Arrays are ``(*rep, N, *sample_shape)``: optional replica axes, then the batch.
@@ -96,7 +96,7 @@ class Layer:
         raise ConfigError(f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)}")
 
     def spec(self) -> dict[str, Any]:
-        """A dict that :func:`handprop.spec.layer_from_spec` turns back into this layer."""
+        """A dict that :func:`handprop.core.spec.layer_from_spec` turns back into this layer."""
         return {"type": self.kind, "name": self.name}
 
     # -- computation -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import atomic_write_text, write_json
+from ..core.io import atomic_write_text, write_json
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
 from .study import alignment_matrices, cost_matrix
 
@@ -174,7 +174,7 @@ def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
 
 
 def write_figures(out: Path, config, records) -> list[Path]:
-    from .plots import alignment_grid, curves, grouped_points
+    from ..pictures.plots import alignment_grid, curves, grouped_points
 
     figures = []
     groups = [e.name for e in config.experiments]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .network import Network
-from .rules.base import LearningRule
+from ..core.network import Network
+from ..rules.base import LearningRule
 
 METRICS = ("cosine", "angle_deg", "sign_agreement")
 

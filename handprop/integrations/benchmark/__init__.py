@@ -1,6 +1,6 @@
 """The performance benchmark: handprop's training speed, and PyTorch's on the same work.
 
-Three measurements, each through the real training loop (:func:`handprop.train.fit`),
+Three measurements, each through the real training loop (:func:`handprop.training.loop.fit`),
 best of ``repeats`` runs:
 
 (a) ``online_step_us``: microseconds per online SGD step of the article's ``seed`` net
@@ -14,12 +14,12 @@ best of ``repeats`` runs:
     synthetic 28x28 images (softmax cross-entropy, momentum lr 0.01 alpha 0.9).
 
 With PyTorch installed (a benchmark-only dependency, imported lazily), the same three
-with twins of the networks (:mod:`handprop.benchmarks.torch_twins`) started from the same
-weights and trained by a plain torch loop, and the ratios (> 1: handprop is faster).
+with twins of the networks (:mod:`.torch_twins`) started from the same weights
+and trained by a plain torch loop, and the ratios (> 1: handprop is faster).
 Targets: (a) <= 100 us, (b) >= 2x torch, (c) >= 1x torch; :func:`format_bench` says
 whether each is met. Nothing here asserts them: they are measurements of a machine.
 
-    python -c "from handprop.bench import run_bench, format_bench; print(format_bench(run_bench()))"
+    handprop bench
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import load_digits
-from .network import Network
-from .optim import make_optimizer
-from .presets import lenet, seed_net
-from .train import History, TrainConfig, fit, loss_for, targets_for
+from ...core.network import Network
+from ...core.presets import lenet, seed_net
+from ...training.data import load_digits
+from ...training.loop import History, TrainConfig, fit, loss_for, targets_for
+from ...training.optim import make_optimizer
 
 # The article's momentum optimizer.
 SEED_LR, SEED_MOMENTUM = 0.09, 0.0009
@@ -167,7 +167,7 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
     twins, torch_error = None, None
     if with_torch:
         try:  # torch only ever comes in through the benchmark's twins module
-            from .benchmarks import torch_twins as twins
+            from . import torch_twins as twins
         except ImportError as exc:
             twins, torch_error = None, f"torch not importable: {exc}"
     results: dict[str, Any] = {

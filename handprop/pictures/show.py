@@ -2,8 +2,8 @@
 
 Every function takes a network with parameters (``net.init`` called, no replicas),
 checks its arguments *before* drawing anything, and writes one PNG atomically with
-:func:`handprop.io.save_figure`: a wrong argument raises a
-:class:`~handprop.errors.HandpropError` and leaves no file behind.
+:func:`handprop.core.io.save_figure`: a wrong argument raises a
+:class:`~handprop.core.errors.HandpropError` and leaves no file behind.
 
     from handprop import show
     show.kernels(net, "kernels.png")
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError, ShapeError
-from .io import save_figure
-from .network import Network
+from ..core.errors import ConfigError, DataError, ShapeError
+from ..core.io import save_figure
+from ..core.network import Network
 
 # Layers whose outputs feature_maps() draws.
 MAP_KINDS = ("conv2d", "activation", "per_channel_activation", "max_pool2d")
@@ -397,7 +397,7 @@ def misclassified(net: Network, x: np.ndarray, labels: np.ndarray, classes: Sequ
     """The images the network gets wrong, each with its true and predicted class and the
     network's raw output.
 
-    Prediction is :func:`handprop.train.evaluate`'s: one output is rounded at 0.5 (the
+    Prediction is :func:`handprop.training.loop.evaluate`'s: one output is rounded at 0.5 (the
     article's sigmoid), several take the arg-max. Above each image: ``#i`` its index in
     ``x``, ``true`` and ``pred`` (as in ``classes``) and the raw output (binary: the output itself;
     softmax nets: the probability of the predicted class; others: the largest output).
@@ -429,7 +429,7 @@ def misclassified(net: Network, x: np.ndarray, labels: np.ndarray, classes: Sequ
     ConfigError
         If ``classes`` does not fit the network's output, or ``limit`` < 1.
     """
-    from .train import evaluate
+    from ..training.loop import evaluate
 
     net = _check_net(net, "misclassified")
     x = _check_images(net, x, "misclassified")
@@ -507,7 +507,7 @@ def cost_curve(history_cost: Any, path: str | Path, title: str = "cost per epoch
     Parameters
     ----------
     history_cost : array-like, shape (epochs,) or (epochs, R), or a History
-        ``History.cost`` from :func:`handprop.train.fit` (the summed cost of each epoch;
+        ``History.cost`` from :func:`handprop.training.loop.fit` (the summed cost of each epoch;
         one column per replica). NaN (a diverged run) and values <= 0 are left out of
         the log plot; if nothing positive is left, the y axis is linear.
     path : str or Path

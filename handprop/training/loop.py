@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .network import Network
-from .ops.losses import get_loss, one_hot
+from ..core.errors import ConfigError, DataError
+from ..core.network import Network
+from ..core.ops.losses import get_loss, one_hot
+from ..rules.base import LearningRule
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from .rules.base import LearningRule
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .errors import ConfigError, ShapeError
 from .layers import INIT_SCHEMES, Layer
 
 if TYPE_CHECKING:
-    from .rules.base import LearningRule
+    from ..rules.base import LearningRule
 
 Tape = list
 
@@ -51,7 +51,7 @@ class Network:
     loss : str
         The loss training uses by default (``l2``, ``bce``, ``softmax_ce``).
     init : str
-        Default initialisation scheme (see ``handprop.layers.INIT_SCHEMES``).
+        Default initialisation scheme (see ``handprop.core.layers.INIT_SCHEMES``).
     name : str
     """
 
@@ -398,7 +398,8 @@ class Network:
         return self.layers.index(self.layer(name))
 
     def spec(self) -> dict[str, Any]:
-        """A plain dict (TOML/JSON-able) that :func:`handprop.spec.network_from_spec` rebuilds."""
+        """A plain dict (TOML/JSON-able) that :func:`~handprop.core.spec.network_from_spec`
+        rebuilds."""
         return {
             "name": self.name,
             "input_shape": list(self.input_shape),

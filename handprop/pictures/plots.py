@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import save_figure
+from ..core.io import save_figure
 
 RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "black",
                "broken-upstream": "tab:green", "broken-mask": "tab:orange",

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ShapeError
-from ._index import Windows, scatter_add, scatter_targets, streams, window_table, window_view
 from .conv import _pair
+from .windows import Windows, scatter_add, scatter_targets, streams, window_table, window_view
 
 
 class PoolGeometry(NamedTuple):

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HandpropError
-from .io import atomic_write_bytes
+from ..core.errors import HandpropError
+from ..core.io import atomic_write_bytes
 
 FORMAT = "handprop-checkpoint"
 FORMAT_VERSION = 1
@@ -61,8 +61,8 @@ def save_checkpoint(path: str | Path, net: Any, meta: dict[str, Any],
                     optimizer_state: dict[str, Any] | None = None,
                     rule_state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically. ``meta`` must be JSON-able."""
-    from . import __version__
-    from .io import to_jsonable
+    from .. import __version__
+    from ..core.io import to_jsonable
 
     opt_arrays, opt_plain = _split(optimizer_state or {})
     rule_arrays, rule_plain = _split(rule_state or {})

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HandpropError
+from ..core.errors import HandpropError
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    from .. import __version__
 
     return {"handprop": __version__, "numpy": np.__version__,
             "python": platform.python_version()}
@@ -49,10 +49,10 @@ def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: 
     on a fixed probe batch (the first ``probe`` training images of each replica);
     progress goes to the study's progress file for the parent's progress bar.
     """
+    from ..rules import make_rule
+    from ..training.loop import evaluate, fit, loss_for, targets_for
     from .alignment import AlignmentLog
-    from .rules import make_rule
-    from .sweep import JobProgress
-    from .train import evaluate, fit, loss_for, targets_for
+    from .runner import JobProgress
 
     seeds = list(net.replica_seeds)
     rule = make_rule(rule_name, net, seeds)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..core.errors import DataError
 
 # Four real 8x8 digits (a 0, a 1, a 1, a 0; pixel values 0..16), taken from
 # scikit-learn's digits (images 0, 1, 11 and 10), so the demo needs no scikit-learn.

@@ -1,0 +1,5 @@
+"""``python -m handprop.cli``: the ``handprop`` command."""
+
+from . import main
+
+raise SystemExit(main())
