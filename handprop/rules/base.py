@@ -75,8 +75,11 @@ class LearningRule:
             net.layers[i].name for i in weight_layer_indices(net)
         ]
 
-    def begin_step(self) -> None:
-        """Called before every training step (e.g. to refresh sign-symmetric feedback)."""
+    def begin_step(self, active: np.ndarray | None = None) -> None:
+        """Called before every training step (e.g. to refresh sign-symmetric feedback).
+
+        ``active`` (R,) bool: the replicas that take this step (None: all of them).
+        """
 
     def layer_backward(
         self,
@@ -143,9 +146,9 @@ class RuleSet(LearningRule):
                           for b in blocks_of]
         self._rules = list(rules.values())
 
-    def begin_step(self) -> None:
+    def begin_step(self, active=None) -> None:
         for rule in self._rules:
-            rule.begin_step()
+            rule.begin_step(active)
 
     def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
         return self._by_index[index].layer_backward(

@@ -154,11 +154,17 @@ class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
         self.magnitudes = {}
         self.begin_step()
 
-    def begin_step(self) -> None:
+    def begin_step(self, active: np.ndarray | None = None) -> None:
+        # Replicas that sit a step out keep their magnitudes and do not advance their
+        # generator, so each replica draws exactly what it would alone.
         for i in sorted(self.owned):
             layer = self.net.layers[i]
-            draws = [np.abs(_glorot_uniform(layer, rng)) for rng in self.rngs]
-            self.magnitudes[i] = _stack(draws, self.net.rep_shape, self.net.dtype)
+            current = self.magnitudes.get(i)
+            rows = [np.abs(_glorot_uniform(layer, rng))
+                    if current is None or active is None or active[r]
+                    else (current[r] if self.net.rep_shape else current)
+                    for r, rng in enumerate(self.rngs)]
+            self.magnitudes[i] = _stack(rows, self.net.rep_shape, self.net.dtype)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(),

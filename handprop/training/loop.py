@@ -16,22 +16,22 @@ sees its own data and its own order, and stops counting on its own if it diverge
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import copy
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..core.article import ARTICLE
 from ..core.errors import ConfigError, DataError
 from ..core.network import Network
 from ..core.ops.losses import get_loss, one_hot
+from ..core.streams import Stream, generator
 from ..rules.base import LearningRule
+from .epoch import ENGINES, Engine, EpochResult, NumpyEpoch
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 
 
@@ -53,11 +53,11 @@ class TrainConfig:
     init : weight initialisation scheme; None = the network's own
     """
 
-    epochs: int = 500
-    batch_size: int = 1
+    epochs: int = ARTICLE.epochs
+    batch_size: int = ARTICLE.batch_size
     optimizer: str = "momentum"
-    lr: float = 0.09
-    momentum: float | None = 0.0009
+    lr: float = ARTICLE.lr
+    momentum: float | None = ARTICLE.momentum
     weight_decay: float = 0.0
     schedule: str = "constant"
     shuffle: bool = False
@@ -153,10 +153,6 @@ def targets_for(net: Network, labels: np.ndarray, loss: str, dtype: Any = np.flo
     return one_hot(labels, outputs, dtype)
 
 
-def _batches(count: int, batch_size: int) -> list[slice]:
-    return [slice(i, min(i + batch_size, count)) for i in range(0, count, batch_size)]
-
-
 @dataclass
 class TrainState:
     """Everything :func:`fit` carries from one epoch to the next: what a checkpoint saves.
@@ -186,7 +182,7 @@ class TrainState:
                    make_optimizer(config.optimizer, config.lr, config.momentum,
                                   config.weight_decay),
                    make_schedule(config.schedule, config.epochs),
-                   [np.random.default_rng([seed, 3]) for seed in seeds])
+                   [generator(seed, Stream.DATA_ORDER) for seed in seeds])
 
     def to_meta(self) -> dict[str, Any]:
         """JSON-able state (the optimizer's arrays are saved separately)."""
@@ -211,8 +207,8 @@ class TrainState:
         state.alive = np.array(meta["alive"], dtype=bool)
         state.schedule.load_state(meta["schedule"])
         state.optimizer.load_state(optimizer_state)
-        for generator, saved_state in zip(state.shufflers, meta["shufflers"], strict=True):
-            generator.bit_generator.state = saved_state
+        for shuffler, saved_state in zip(state.shufflers, meta["shufflers"], strict=True):
+            shuffler.bit_generator.state = saved_state
         return state
 
     def cost_history(self, replica: int = 0) -> np.ndarray:
@@ -230,6 +226,9 @@ def fit(
     stop: Callable[[], bool] | None = None,
     state: TrainState | None = None,
     counts: Sequence[int] | None = None,
+    *,
+    engine: str = "numpy",
+    threads: int = 1,
 ) -> History:
     """Train ``net`` in place.
 
@@ -239,7 +238,9 @@ def fit(
     x : (N, *input_shape), or (R, N, *input_shape) for a replicated net
     labels : (N,) or (R, N) class indices
     config : TrainConfig
-    rule : LearningRule, optional (bound to ``net`` here if it is not yet)
+    rule : LearningRule, optional. A rule already bound to ``net`` is used as it is
+        (its state, e.g. random feedback, is the caller's); any other rule is copied
+        and the copy bound to ``net`` (the caller's object is never changed).
     progress : called as ``progress(epoch, epochs, last_cost)`` after every epoch
     on_epoch : called as ``on_epoch(epoch, history_so_far)`` after every epoch;
         ``history.state`` is the :class:`TrainState` (e.g. to save a checkpoint)
@@ -248,20 +249,66 @@ def fit(
         uninterrupted one)
     counts : replicas only: how many of the N samples each replica really has (the rest
         is padding). Replicas with fewer samples sit out the last steps of every epoch:
-        their parameters and optimizer state are left exactly as they were, so each
-        replica still ends as it would alone. Online SGD only (batch size 1), not Adam
-        (its bias correction counts steps globally).
+        their parameters, optimizer and rule state are left exactly as they were, so
+        each replica still ends as it would alone. Online SGD only (batch size 1), not
+        Adam (its bias correction counts steps globally).
+    engine : ``numpy`` (the reference), ``compiled`` or ``auto`` (see
+        :mod:`handprop.training.epoch`)
+    threads : 2 lets large exact-rule batches use a helper thread; results are the same
 
     Returns
     -------
     History
     """
     config.validate()
+    data = _training_data(net, x, labels, config, counts)
+    rule = _bound_rule(net, rule, data.seeds)
+    state = _starting_state(state, config, data)
+    runner = make_engine(engine, net, rule, state.optimizer, config, threads)
+    history = History(_costs(state, net), state.diverged, state.seconds, state.steps)
+    history.state = state
+    history.extra["engine"] = runner.name
+    start = time.perf_counter() - state.seconds
+    try:
+        # A diverging replica must not flood the terminal.
+        with np.errstate(all="ignore"):
+            for epoch in range(state.epoch, config.epochs):
+                xe, ye = _epoch_order(data, state, config)
+                result = runner.run_epoch(xe, ye, data.sizes, state.alive)
+                finished = _end_epoch(state, epoch, result, config)
+                _sync(history, state, net, start)
+                if not finished:
+                    break  # every replica diverged
+                if progress is not None:
+                    progress(epoch + 1, config.epochs, _mean_alive_cost(state, epoch))
+                if on_epoch is not None:
+                    on_epoch(epoch, history)
+                if stop is not None and stop():
+                    break
+    finally:
+        runner.close()
+    _sync(history, state, net, start)
+    history.extra["optimizer"] = state.optimizer.state()
+    return history
+
+
+@dataclass
+class _Data:
+    """The training set as fit uses it: images, targets, per-replica sample counts."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sizes: np.ndarray
+    seeds: list[int]
+    replicated: bool
+
+
+def _training_data(net: Network, x: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                   counts: Sequence[int] | None) -> _Data:
+    """Check the images and labels against the network; build the loss targets."""
     if net.flat is None:
         raise ConfigError("call net.init() before fit()")
     rep = net.rep_shape
-    replicas = rep[0] if rep else 1
-    seeds = list(net.replica_seeds) if net.replica_seeds is not None else [config.seed]
     x = np.asarray(x)
     expected = (*rep, x.shape[len(rep)] if x.ndim > len(rep) else 0, *net.input_shape)
     if x.shape != expected or x.shape[len(rep)] == 0:
@@ -269,132 +316,96 @@ def fit(
         raise DataError(f"training images must have shape {want}, got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise DataError("training images contain NaN or inf")
-    x = x.astype(net.dtype, copy=False)
     count = x.shape[len(rep)]
     if np.shape(labels) != (*rep, count):
         raise DataError(f"expected {count} labels per run, got labels of shape {np.shape(labels)}")
-    loss_name, loss_fn = loss_for(net, config)
+    loss_name, _ = loss_for(net, config)
     y = targets_for(net, labels, loss_name, net.dtype)
-    if rule is not None and rule.net is not net:
-        rule.bind(net, seeds)
-    if type(rule) is LearningRule:
-        rule = None  # plain exact back-propagation: the network's own (faster) path
-    if state is None:
-        state = TrainState.fresh(config, seeds)
-    elif len(state.shufflers) != replicas:
-        raise ConfigError(f"the training state is for {len(state.shufflers)} runs, the network "
-                          f"has {replicas}")
-    optimizer, cost, alive, diverged = state.optimizer, state.cost, state.alive, state.diverged
+    seeds = list(net.replica_seeds) if net.replica_seeds is not None else [config.seed]
     sizes = _replica_sizes(counts, rep, count, config)
-    shortest = int(sizes.min())
-    batches = _batches(count, config.batch_size)
-    # Index of one batch in an epoch's reordered arrays: the batch axis follows replicas.
-    selectors = [(slice(None), part) if rep else part for part in batches]
-    order = np.tile(np.arange(count), (replicas, 1))
-    rows = np.arange(replicas)[:, None]
+    return _Data(x.astype(net.dtype, copy=False), y, sizes, seeds, bool(rep))
 
-    history = History(cost[: state.epoch] if rep else cost[: state.epoch, 0], diverged,
-                      state.seconds, state.steps)
-    history.state = state
-    start = time.perf_counter() - state.seconds
-    steps = state.steps
-    forward, backward, update = net._forward, net._backward_flat, optimizer.step
-    begin = rule.begin_step if rule is not None else None
-    xe = ye = None
-    # Large minibatches (exact rule): the two halves of a batch go forward and backward
-    # side by side, the second in a helper thread (NumPy and single-threaded BLAS release
-    # the GIL), and their gradients are added. A batch is split the same way whether or
-    # not a second core is there to run it, so the numbers never depend on the machine.
-    split = rule is None and config.batch_size * math.prod(net.input_shape) >= 1 << 14
-    helper = ThreadPoolExecutor(1) if split and (os.cpu_count() or 1) > 1 else None
-    lead = (slice(None),) * len(rep)
 
-    def aside(function: Callable, *args: Any) -> Callable[[], Any]:
-        """``function(*args)`` started in the helper thread (or run now): call to wait."""
-        if helper is None:
-            result = function(*args)
-            return lambda: result
-        return helper.submit(context.run, function, *args).result
+def _bound_rule(net: Network, rule: LearningRule | None, seeds: list[int]
+                ) -> LearningRule | None:
+    """The rule to train with: the caller's if bound to ``net``, else a bound copy;
+    None for plain exact back-propagation (the network's own, faster path)."""
+    if rule is None or type(rule) is LearningRule:
+        return None
+    if rule.net is not net:
+        # a copy that shares (does not copy) the network the rule was bound to, if any
+        rule = copy.deepcopy(rule, {id(rule.net): rule.net})
+        rule.bind(net, seeds)
+    return rule
 
-    def in_halves(xb: np.ndarray, yb: np.ndarray) -> tuple[Any, np.ndarray]:
-        """One step's cost and gradient, computed on the two halves of the batch."""
-        cut = xb.shape[len(rep)] // 2
-        first, second = (*lead, slice(None, cut)), (*lead, slice(cut, None))
-        forward_second = aside(forward, xb[second])
-        out_first, tape_first = forward(xb[first])
-        out_second, tape_second = forward_second()
-        value, out_grad = loss_fn(np.concatenate([out_first, out_second], len(rep)), yb)
-        backward_second = aside(backward, tape_second, out_grad[second])
-        grads = backward(tape_first, out_grad[first])
-        grads += backward_second()
-        return value, grads
 
-    # A diverging replica must not flood the terminal (errstate), from either thread.
-    with contextlib.ExitStack() as threads, np.errstate(all="ignore"):
-        if helper is not None:
-            from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+def _starting_state(state: TrainState | None, config: TrainConfig, data: _Data) -> TrainState:
+    if state is None:
+        return TrainState.fresh(config, data.seeds)
+    if len(state.shufflers) != len(data.seeds):
+        raise ConfigError(f"the training state is for {len(state.shufflers)} runs, the network "
+                          f"has {len(data.seeds)}")
+    return state
 
-            threads.enter_context(helper)
-            threads.enter_context(threadpool_limits(1, "blas"))  # no BLAS threads on top
-        context = contextvars.copy_context()  # the helper computes under these errstates
-        for epoch in range(state.epoch, config.epochs):
-            if config.shuffle or xe is None:
-                if config.shuffle:
-                    order = np.zeros((replicas, count), dtype=np.int64)  # padding: sample 0
-                    for row, (generator, size) in enumerate(zip(state.shufflers, sizes,
-                                                                strict=True)):
-                        order[row, :size] = generator.permutation(size)
-                xe, ye = (x[rows, order], y[rows, order]) if rep else (x[order[0]], y[order[0]])
-            # float64 totals in both forms, so float32 runs sum alike with and without replicas
-            epoch_cost = np.zeros(replicas) if rep else np.float64(0.0)
-            stopped = False
-            for number, sel in enumerate(selectors, start=1):
-                if split and xe[sel].shape[len(rep)] > 1:
-                    value, grads = in_halves(xe[sel], ye[sel])
-                else:
-                    out, tape = forward(xe[sel])
-                    value, out_grad = loss_fn(out, ye[sel])
-                    if begin is not None:
-                        begin()
-                    grads = backward(tape, out_grad, rule)
-                # replicas past the end of their data (only in an epoch's last steps)
-                frozen = sizes < number if number > shortest else None
-                if frozen is not None:
-                    value = np.where(frozen, 0.0, value)
-                    _update_except(update, optimizer, net.flat, grads, frozen)
-                else:
-                    update(net.flat, grads)
-                steps += 1
-                epoch_cost += value
-                finite = np.isfinite(value).all() if rep else math.isfinite(value)
-                if not finite:
-                    bad = ~np.isfinite(np.atleast_1d(value)) & alive
-                    for r in np.flatnonzero(bad):
-                        diverged[r] = {"epoch": epoch + 1, "step": number}
-                    alive &= ~bad
-                    if not alive.any():
-                        stopped = True
-                        break
-            if stopped:
-                break
-            cost[epoch] = np.where(alive, epoch_cost, np.nan)
-            state.schedule.end_epoch(optimizer, epoch)
-            state.epoch, state.steps = epoch + 1, steps
-            state.seconds = time.perf_counter() - start
-            history.cost = cost[: epoch + 1] if rep else cost[: epoch + 1, 0]
-            history.seconds, history.steps = state.seconds, steps
-            if progress is not None:
-                costs = np.where(alive, epoch_cost, np.nan)
-                progress(epoch + 1, config.epochs,
-                         float(np.nanmean(costs)) if alive.any() else math.nan)
-            if on_epoch is not None:
-                on_epoch(epoch, history)
-            if stop is not None and stop():
-                break
-    history.seconds = time.perf_counter() - start
-    history.steps = steps
-    history.extra["optimizer"] = optimizer.state()
-    return history
+
+def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer: Any,
+                config: TrainConfig, threads: int = 1) -> Engine:
+    """The engine that runs the epochs (see :mod:`handprop.training.epoch`)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    _, loss_fn = loss_for(net, config)
+    return NumpyEpoch(net, rule, optimizer, loss_fn, config.batch_size, threads)
+
+
+def _epoch_order(data: _Data, state: TrainState, config: TrainConfig
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """This epoch's images and targets in training order: the given order, or with
+    ``shuffle`` each replica's real samples in a fresh order from its own stream
+    (padding rows repeat sample 0)."""
+    if not config.shuffle:
+        return data.x, data.y
+    count = data.x.shape[1 if data.replicated else 0]
+    order = np.zeros((len(state.shufflers), count), dtype=np.int64)
+    for row, (shuffler, size) in enumerate(zip(state.shufflers, data.sizes, strict=True)):
+        order[row, :size] = shuffler.permutation(size)
+    if not data.replicated:
+        return data.x[order[0]], data.y[order[0]]
+    rows = np.arange(len(order))[:, None]
+    return data.x[rows, order], data.y[rows, order]
+
+
+def _end_epoch(state: TrainState, epoch: int, result: EpochResult, config: TrainConfig
+               ) -> bool:
+    """Fold an epoch's result into the state; False if every replica has diverged
+    (the epoch is then not counted)."""
+    newly = (result.bad_step > 0) & state.alive
+    for r in np.flatnonzero(newly):
+        state.diverged[r] = {"epoch": epoch + 1, "step": int(result.bad_step[r])}
+    state.alive &= ~newly
+    state.steps += result.steps
+    if not state.alive.any():
+        return False
+    state.cost[epoch] = np.where(state.alive, result.cost, np.nan)
+    state.schedule.end_epoch(state.optimizer, epoch)
+    state.epoch = epoch + 1
+    return True
+
+
+def _sync(history: History, state: TrainState, net: Network, start: float) -> None:
+    """Bring the history up to date with the state."""
+    state.seconds = time.perf_counter() - start
+    history.cost = _costs(state, net)
+    history.seconds, history.steps = state.seconds, state.steps
+
+
+def _costs(state: TrainState, net: Network) -> np.ndarray:
+    """(epochs,) without replicas, (epochs, R) with."""
+    done = state.cost[: state.epoch]
+    return done if net.rep_shape else done[:, 0]
+
+
+def _mean_alive_cost(state: TrainState, epoch: int) -> float:
+    return float(np.nanmean(state.cost[epoch])) if state.alive.any() else math.nan
 
 
 def _replica_sizes(counts: Sequence[int] | None, rep: tuple[int, ...], count: int,
@@ -411,16 +422,6 @@ def _replica_sizes(counts: Sequence[int] | None, rep: tuple[int, ...], count: in
         raise ConfigError("replicas with different numbers of samples need online SGD "
                           "(batch size 1) and an optimizer other than adam")
     return sizes
-
-
-def _update_except(update: Callable, optimizer: Any, params: np.ndarray, grads: np.ndarray,
-                   frozen: np.ndarray) -> None:
-    """One optimizer step, undone for the ``frozen`` replicas (rows of every array)."""
-    arrays = [params] + [a for a in optimizer.state().values() if isinstance(a, np.ndarray)]
-    kept = [a[frozen] for a in arrays]  # fancy indexing copies
-    update(params, grads)
-    for array, rows in zip(arrays, kept, strict=True):
-        array[frozen] = rows
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.article import ARTICLE
 from ..core.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -48,6 +49,9 @@ class Optimizer:
     lr : float, > 0
     weight_decay : float, >= 0
         L2 penalty added to the gradient (PyTorch's coupled form).
+
+    Subclasses implement :meth:`_update` and list the arrays they carry between steps
+    in :meth:`_arrays`; :meth:`step` does the rest (counting, frozen replicas).
     """
 
     name = "sgd"
@@ -63,10 +67,33 @@ class Optimizer:
             return grads + self.weight_decay * params
         return grads
 
-    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """Update ``params`` in place. Both arrays: (*rep, P)."""
+    def step(self, params: np.ndarray, grads: np.ndarray,
+             frozen: np.ndarray | None = None) -> None:
+        """Update ``params`` in place. Both arrays: (*rep, P).
+
+        ``frozen`` (R,) bool: replicas that sit this step out; their parameters and
+        optimizer state are left exactly as they were.
+        """
+        self.init_state(params)
         self.steps += 1
+        if frozen is None or not frozen.any():
+            self._update(params, grads)
+            return
+        arrays = [params, *self._arrays()]
+        kept = [array[frozen] for array in arrays]  # fancy indexing copies
+        self._update(params, grads)
+        for array, rows in zip(arrays, kept, strict=True):
+            array[frozen] = rows
+
+    def _update(self, params: np.ndarray, grads: np.ndarray) -> None:
         params -= self.lr * self._grad(params, grads)
+
+    def init_state(self, params: np.ndarray) -> None:
+        """Create the arrays carried between steps (zeros), shaped like ``params``."""
+
+    def _arrays(self) -> list[np.ndarray]:
+        """The arrays carried between steps (after :meth:`init_state`)."""
+        return []
 
     # Anything an optimizer carries between steps, for checkpoints.
     def state(self) -> dict[str, Any]:
@@ -86,24 +113,25 @@ class Momentum(Optimizer):
 
     name = "momentum"
 
-    def __init__(self, lr: float = 0.09, momentum: float = 0.0009,
+    def __init__(self, lr: float = ARTICLE.lr, momentum: float = ARTICLE.momentum,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.momentum = _check("momentum", momentum)
         self.velocity: np.ndarray | None = None
         self._scaled: np.ndarray | None = None
 
-    def step(self, params, grads):
-        self.steps += 1
-        g = self._grad(params, grads)
+    def init_state(self, params):
         if self.velocity is None:
-            self.velocity = self.lr * g
-        else:
-            scaled = self._scaled  # a buffer reused every step: no allocation
-            if scaled is None or scaled.shape != g.shape or scaled.dtype != g.dtype:
-                scaled = self._scaled = np.empty_like(g)
-            self.velocity *= self.momentum
-            self.velocity += np.multiply(g, self.lr, out=scaled)
+            self.velocity = np.zeros_like(params)
+            self._scaled = np.empty_like(params)  # reused every step: no allocation
+
+    def _arrays(self):
+        return [self.velocity]
+
+    def _update(self, params, grads):
+        g = self._grad(params, grads)
+        self.velocity *= self.momentum
+        self.velocity += np.multiply(g, self.lr, out=self._scaled)
         params -= self.velocity
 
     def state(self):
@@ -111,8 +139,8 @@ class Momentum(Optimizer):
 
     def load_state(self, state):
         super().load_state(state)
-        velocity = state.get("velocity")
-        self.velocity = None if velocity is None else np.array(velocity)
+        self.velocity = _array(state, "velocity")
+        self._scaled = None if self.velocity is None else np.empty_like(self.velocity)
 
 
 class Nesterov(Optimizer):
@@ -126,14 +154,17 @@ class Nesterov(Optimizer):
         self.momentum = _check("momentum", momentum)
         self.buffer: np.ndarray | None = None
 
-    def step(self, params, grads):
-        self.steps += 1
-        g = self._grad(params, grads)
+    def init_state(self, params):
         if self.buffer is None:
-            self.buffer = g.copy()
-        else:
-            self.buffer *= self.momentum
-            self.buffer += g
+            self.buffer = np.zeros_like(params)
+
+    def _arrays(self):
+        return [self.buffer]
+
+    def _update(self, params, grads):
+        g = self._grad(params, grads)
+        self.buffer *= self.momentum
+        self.buffer += g
         params -= self.lr * (g + self.momentum * self.buffer)
 
     def state(self):
@@ -141,8 +172,7 @@ class Nesterov(Optimizer):
 
     def load_state(self, state):
         super().load_state(state)
-        buffer = state.get("buffer")
-        self.buffer = None if buffer is None else np.array(buffer)
+        self.buffer = _array(state, "buffer")
 
 
 class Adam(Optimizer):
@@ -161,12 +191,16 @@ class Adam(Optimizer):
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
 
-    def step(self, params, grads):
-        self.steps += 1
-        g = self._grad(params, grads)
+    def init_state(self, params):
         if self.m is None:
             self.m = np.zeros_like(params)
             self.v = np.zeros_like(params)
+
+    def _arrays(self):
+        return [self.m, self.v]
+
+    def _update(self, params, grads):
+        g = self._grad(params, grads)
         self.m *= self.beta1
         self.m += (1 - self.beta1) * g
         self.v *= self.beta2
@@ -180,8 +214,12 @@ class Adam(Optimizer):
 
     def load_state(self, state):
         super().load_state(state)
-        self.m = None if state.get("m") is None else np.array(state["m"])
-        self.v = None if state.get("v") is None else np.array(state["v"])
+        self.m, self.v = _array(state, "m"), _array(state, "v")
+
+
+def _array(state: dict[str, Any], key: str) -> np.ndarray | None:
+    value = state.get(key)
+    return None if value is None else np.array(value)
 
 
 def make_optimizer(name: str, lr: float, momentum: float | None = None,
@@ -190,7 +228,7 @@ def make_optimizer(name: str, lr: float, momentum: float | None = None,
     if name == "sgd":
         return Optimizer(lr, weight_decay)
     if name == "momentum":
-        return Momentum(lr, 0.0009 if momentum is None else momentum, weight_decay)
+        return Momentum(lr, ARTICLE.momentum if momentum is None else momentum, weight_decay)
     if name == "nesterov":
         return Nesterov(lr, 0.9 if momentum is None else momentum, weight_decay)
     if name == "adam":
