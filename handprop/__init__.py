@@ -13,8 +13,8 @@ Where things are:
 """
 
 from .core.errors import ConfigError, DataError, HandpropError, ShapeError
-from .core.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from .core.network import Network
+from .core.ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from .core.presets import lenet, seed_net, small_cnn
 
 __version__ = "0.1.0"

@@ -302,9 +302,10 @@ def spy(rule):
     record: dict[int, tuple] = {}
     inner = rule.layer_backward
 
-    def wrapped(index, layer, params, cache, out_grad, need_input_grad, context):
-        grad_in, grads = inner(index, layer, params, cache, out_grad, need_input_grad, context)
-        record[index] = (out_grad, grad_in, grads)
+    def wrapped(step):
+        out_grad = step.out_grad  # the step object is reused: read before calling on
+        grad_in, grads = inner(step)
+        record[step.index] = (out_grad, grad_in, grads)
         return grad_in, grads
 
     rule.layer_backward = wrapped

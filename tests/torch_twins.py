@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from handprop.core.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from handprop.core.network import Network
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

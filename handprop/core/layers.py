@@ -1,54 +1,95 @@
-"""Layers: an op plus its shapes and parameters.
+"""Layers: an op with its shapes and parameters, and the protocol every layer keeps.
 
-A layer is built once for a per-sample input shape (checking that it fits, and
-naming itself and both shapes if it does not), then runs ``forward(params, x) ->
-(y, cache)`` and ``backward(params, cache, out_grad) -> (input_grad, param_grads)``.
-The maths lives in :mod:`handprop.core.ops`; a learning rule that wants a different
-backward pass calls those ops itself (see :mod:`handprop.rules`).
+A layer is built once for a per-sample input shape (checking that it fits, and naming
+itself and both shapes if it does not), then runs::
 
-Arrays are ``(*rep, N, *sample_shape)``: optional replica axes, then the batch.
+    forward(params, x, train=True) -> (y, cache)
+    backward(params, cache, out_grad, need_input_grad=True) -> (input_grad, param_grads)
+
+``params`` holds the layer's own arrays by local name (``weight``, ``bias``, and state
+such as batch norm's ``running_mean``). Arrays are ``(*rep, N, *sample_shape)``:
+optional replica axes, then the batch.
+
+**Weight layers** (:class:`WeightLayer`: conv2d, dense and every future op with a weight
+matrix) give their three local gradients separately::
+
+    input_grad(out_grad, weight, cache)   # sent down through `weight` (a rule may pass B)
+    weight_grad(out_grad, cache)
+    bias_grad(out_grad)
+
+and their ``backward`` is written once, here. A learning rule changes what a weight
+layer sends down by calling ``layer.input_grad(out_grad, B, cache)``; it never edits
+an op.
+
+**Registration.** Each layer class lives in its op's module (``handprop/core/ops/``),
+next to the maths, and registers itself with :func:`register_layer`; network specs
+(TOML) find layers by ``kind`` in :data:`LAYERS`. A new op is one new file there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from math import prod, sqrt
-from typing import Any
+from math import sqrt
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
-from .ops import activations as act_ops
-from .ops.conv import _pair, conv2d_backward, conv2d_forward, conv2d_geometry
-from .ops.dense import dense_backward, dense_forward, flatten_backward, flatten_forward
-from .ops.pool import max_pool2d_backward, max_pool2d_forward, max_pool2d_geometry
+from .errors import ConfigError
 
 Shape = tuple[int, ...]
 Params = dict[str, np.ndarray]
 
 INIT_SCHEMES = ("normal", "he", "lecun", "glorot", "torch")
 
+LAYERS: dict[str, type[Layer]] = {}
+"""Every registered layer class by ``kind`` (complete once :mod:`handprop.core.ops` is
+imported, which imports every op module)."""
 
-def _positive_int(layer: str, what: str, value: Any) -> int:
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: make a layer findable by its ``kind`` (e.g. in network specs)."""
+    if cls.kind in LAYERS and LAYERS[cls.kind] is not cls:
+        raise ConfigError(f"two layer classes claim the kind {cls.kind!r}")
+    LAYERS[cls.kind] = cls
+    return cls
+
+
+def layer_types() -> dict[str, type[Layer]]:
+    """:data:`LAYERS`, after importing every op module."""
+    from . import ops  # noqa: F401  (importing the package registers every layer)
+
+    return LAYERS
+
+
+def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``."""
+    if isinstance(value, tuple | list):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def positive_int(layer: str, what: str, value: Any) -> int:
+    """``value`` as an int >= 1, or a ConfigError naming the layer and the argument."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ConfigError(f"layer {layer}: {what} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _int_pair(layer: str, what: str, value: Any, minimum: int = 1) -> tuple[int, int]:
-    pair = value if isinstance(value, tuple | list) else (value, value)
-    if len(pair) != 2:
+def int_pair(layer: str, what: str, value: Any, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each >= ``minimum``, as a pair."""
+    items = value if isinstance(value, tuple | list) else (value, value)
+    if len(items) != 2:
         raise ConfigError(f"layer {layer}: {what} must be an int or a pair, got {value!r}")
-    for item in pair:
+    for item in items:
         if isinstance(item, bool) or not isinstance(item, int | np.integer) or item < minimum:
             raise ConfigError(f"layer {layer}: {what} must be >= {minimum}, got {value!r}")
-    return _pair(tuple(int(v) for v in pair))
+    return pair(tuple(int(v) for v in items))
 
 
 class Layer:
-    """Base class. Subclasses set ``kind`` and implement the methods below."""
+    """Base class. Subclasses set ``kind`` and implement ``forward``/``backward``; those
+    with parameters also ``param_shapes`` (trainable) and ``state_shapes`` (not)."""
 
-    kind = "layer"
+    kind: ClassVar[str] = "layer"
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
@@ -66,8 +107,16 @@ class Layer:
         return in_shape
 
     def param_shapes(self) -> dict[str, Shape]:
-        """Local parameter names (``weight``, ``bias``) and shapes; valid after build."""
+        """Trainable parameters by local name, with shapes; valid after build."""
         return {}
+
+    def state_shapes(self) -> dict[str, Shape]:
+        """Arrays the layer keeps that are not trained (e.g. running statistics)."""
+        return {}
+
+    def init_state(self, local: str) -> np.ndarray:
+        """The starting value of one state array (see :meth:`state_shapes`)."""
+        raise NotImplementedError(f"layer {self.name} has no state {local!r}")
 
     def fan_in(self) -> int:
         return 1
@@ -100,7 +149,9 @@ class Layer:
         return {"type": self.kind, "name": self.name}
 
     # -- computation -----------------------------------------------------------------
-    def forward(self, params: Params, x: np.ndarray) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, train: bool = True
+                ) -> tuple[np.ndarray, Any]:
+        """``train=False`` is evaluation (e.g. batch norm uses its running statistics)."""
         raise NotImplementedError
 
     def backward(
@@ -113,273 +164,36 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class Conv2d(Layer):
-    """2-D convolution (cross-correlation), weight ``(out, in/groups, kh, kw)``."""
+class WeightLayer(Layer):
+    """A layer with a weight matrix (and optionally a bias): its backward is the three
+    local gradients (see the module notes). Subclasses set ``self.bias`` (bool)."""
 
-    kind = "conv2d"
+    bias: bool = False
 
-    def __init__(
-        self,
-        out_channels: int,
-        kernel_size: int | tuple[int, int] = 3,
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        in_channels: int | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.out_channels = _positive_int(self.name, "out_channels", out_channels)
-        self.kernel_size = _int_pair(self.name, "kernel_size", kernel_size)
-        self.stride = _int_pair(self.name, "stride", stride)
-        self.padding = _int_pair(self.name, "padding", padding, minimum=0)
-        self.groups = _positive_int(self.name, "groups", groups)
-        self.bias = bool(bias)
-        self.in_channels = in_channels
+    def input_grad(self, out_grad: np.ndarray, weight: np.ndarray, cache: Any) -> np.ndarray:
+        """dL/dx sent down through ``weight`` (the forward weight, or a rule's B)."""
+        raise NotImplementedError
 
-    def _output_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) != 3:
-            raise ShapeError(
-                f"layer {self.name} (conv2d) needs (C, H, W) inputs, got shape {in_shape}"
-            )
-        channels, height, width = in_shape
-        if self.in_channels is not None and self.in_channels != channels:
-            raise ShapeError(
-                f"layer {self.name} (conv2d) expects {self.in_channels} input channels, "
-                f"the layer below gives shape {in_shape}"
-            )
-        if channels % self.groups or self.out_channels % self.groups:
-            raise ShapeError(
-                f"layer {self.name} (conv2d): groups={self.groups} must divide input channels "
-                f"{channels} (input shape {in_shape}) and output channels {self.out_channels}"
-            )
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        out_h = (height + 2 * ph - kh) // sh + 1
-        out_w = (width + 2 * pw - kw) // sw + 1
-        if out_h < 1 or out_w < 1:
-            raise ShapeError(
-                f"layer {self.name} (conv2d): kernel {kh}x{kw} with padding {ph},{pw} does not "
-                f"fit input shape {in_shape}"
-            )
-        self.in_channels = channels
-        self.geometry = conv2d_geometry(
-            (channels, height, width), self.kernel_size, self.stride, self.padding, self.groups
-        )
-        return (self.out_channels, out_h, out_w)
+    def weight_grad(self, out_grad: np.ndarray, cache: Any) -> np.ndarray:
+        """dL/dW from dL/dout and the forward pass's cache."""
+        raise NotImplementedError
 
-    def param_shapes(self) -> dict[str, Shape]:
-        shapes = {
-            "weight": (self.out_channels, self.in_shape[0] // self.groups, *self.kernel_size)
-        }
+    def bias_grad(self, out_grad: np.ndarray) -> np.ndarray:
+        """dL/db from dL/dout."""
+        raise NotImplementedError
+
+    def param_grads(self, out_grad: np.ndarray, cache: Any) -> Params:
+        """``{"weight": ..., "bias": ...}`` (bias only if the layer has one)."""
+        grads = {"weight": self.weight_grad(out_grad, cache)}
         if self.bias:
-            shapes["bias"] = (self.out_channels,)
-        return shapes
-
-    def fan_in(self) -> int:
-        return self.in_shape[0] // self.groups * prod(self.kernel_size)
-
-    def fan_out(self) -> int:
-        # PyTorch's convention (torch.nn.init): out_channels * kernel area, groups ignored.
-        return self.out_channels * prod(self.kernel_size)
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "type": self.kind,
-            "name": self.name,
-            "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "groups": self.groups,
-            "bias": self.bias,
-        }
-
-    def forward(self, params: Params, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        return conv2d_forward(x, params["weight"], params.get("bias"), geometry=self.geometry)
+            grads["bias"] = self.bias_grad(out_grad)
+        return grads
 
     def backward(self, params, cache, out_grad, need_input_grad=True):
-        input_grad, weight_grad, bias_grad = conv2d_backward(
-            out_grad, params["weight"], cache, self.bias, need_input_grad
-        )
-        grads = {"weight": weight_grad}
-        if self.bias:
-            grads["bias"] = bias_grad
-        return input_grad, grads
+        grad_in = self.input_grad(out_grad, params["weight"], cache) if need_input_grad else None
+        return grad_in, self.param_grads(out_grad, cache)
 
 
-class Dense(Layer):
-    """Fully connected layer, weight ``(out, in)`` like PyTorch's ``Linear``."""
-
-    kind = "dense"
-
-    def __init__(
-        self,
-        out_features: int,
-        bias: bool = True,
-        in_features: int | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.out_features = _positive_int(self.name, "out_features", out_features)
-        self.bias = bool(bias)
-        self.in_features = in_features
-
-    def _output_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) != 1:
-            raise ShapeError(
-                f"layer {self.name} (dense) needs flat inputs, got shape {in_shape} "
-                "(put a flatten layer in front)"
-            )
-        if self.in_features is not None and self.in_features != in_shape[0]:
-            raise ShapeError(
-                f"layer {self.name} (dense) expects {self.in_features} inputs, "
-                f"the layer below gives shape {in_shape}"
-            )
-        self.in_features = in_shape[0]
-        return (self.out_features,)
-
-    def param_shapes(self) -> dict[str, Shape]:
-        shapes = {"weight": (self.out_features, self.in_shape[0])}
-        if self.bias:
-            shapes["bias"] = (self.out_features,)
-        return shapes
-
-    def fan_in(self) -> int:
-        return self.in_shape[0]
-
-    def fan_out(self) -> int:
-        return self.out_features
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "out_features": self.out_features,
-                "bias": self.bias}
-
-    def forward(self, params, x):
-        return dense_forward(x, params["weight"], params.get("bias"))
-
-    def backward(self, params, cache, out_grad, need_input_grad=True):
-        input_grad, weight_grad, bias_grad = dense_backward(
-            out_grad, params["weight"], cache, self.bias, need_input_grad
-        )
-        grads = {"weight": weight_grad}
-        if self.bias:
-            grads["bias"] = bias_grad
-        return input_grad, grads
-
-
-class MaxPool2d(Layer):
-    """Max-pooling; exact backward routes each window's gradient to one winner."""
-
-    kind = "max_pool2d"
-
-    def __init__(
-        self,
-        kernel_size: int | tuple[int, int] = 2,
-        stride: int | tuple[int, int] | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.kernel_size = _int_pair(self.name, "kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else _int_pair(self.name, "stride", stride)
-
-    def _output_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) != 3:
-            raise ShapeError(
-                f"layer {self.name} (max_pool2d) needs (C, H, W) inputs, got shape {in_shape}"
-            )
-        channels, height, width = in_shape
-        kh, kw = self.kernel_size
-        if height < kh or width < kw:
-            raise ShapeError(
-                f"layer {self.name} (max_pool2d): window {kh}x{kw} does not fit input shape "
-                f"{in_shape}"
-            )
-        self.geometry = max_pool2d_geometry((height, width), self.kernel_size, self.stride)
-        return (channels, *self.geometry.out_hw)
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "kernel_size": list(self.kernel_size),
-                "stride": list(self.stride)}
-
-    def forward(self, params, x):
-        return max_pool2d_forward(x, geometry=self.geometry)
-
-    def backward(self, params, cache, out_grad, need_input_grad=True):
-        return max_pool2d_backward(out_grad, cache), {}
-
-
-class Flatten(Layer):
-    """(C, H, W) -> (C*H*W,), row-major."""
-
-    kind = "flatten"
-
-    def _output_shape(self, in_shape: Shape) -> Shape:
-        return (prod(in_shape),)
-
-    def forward(self, params, x):
-        return flatten_forward(x, len(self.in_shape)), x.shape
-
-    def backward(self, params, cache, out_grad, need_input_grad=True):
-        return flatten_backward(out_grad, cache), {}
-
-
-class Activation(Layer):
-    """One element-wise activation for the whole layer."""
-
-    kind = "activation"
-
-    def __init__(self, activation: str, name: str | None = None) -> None:
-        super().__init__(name)
-        self.activation = act_ops.get_activation(activation)
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "activation": self.activation.name}
-
-    def forward(self, params, x):
-        return act_ops.activation_forward(x, self.activation)
-
-    def backward(self, params, cache, out_grad, need_input_grad=True):
-        return act_ops.activation_backward(out_grad, cache, self.activation), {}
-
-
-class PerChannelActivation(Layer):
-    """A different activation on each channel (the article: relu/arctan, then
-    arctan/relu/arctan/tanh). Channels are axis -3 of maps, axis -1 of vectors."""
-
-    kind = "per_channel_activation"
-
-    def __init__(self, activations: Sequence[str], name: str | None = None) -> None:
-        super().__init__(name)
-        if isinstance(activations, str) or not activations:
-            raise ConfigError(
-                f"layer {self.name}: activations must be a non-empty list of names, "
-                f"got {activations!r}"
-            )
-        self.activations = tuple(activations)
-        for activation in self.activations:
-            act_ops.get_activation(activation)
-
-    def _output_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) not in (1, 3) or in_shape[0] != len(self.activations):
-            raise ShapeError(
-                f"layer {self.name} (per_channel_activation) has {len(self.activations)} "
-                f"activations but the layer below gives shape {in_shape}"
-            )
-        self.plan = act_ops.channel_plan(self.activations, len(in_shape))
-        return in_shape
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "activations": list(self.activations)}
-
-    def forward(self, params, x):
-        return act_ops.per_channel_forward(x, self.plan)
-
-    def backward(self, params, cache, out_grad, need_input_grad=True):
-        return act_ops.per_channel_backward(out_grad, cache, self.plan), {}
-
-
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.kind: cls
-    for cls in (Conv2d, Dense, MaxPool2d, Flatten, Activation, PerChannelActivation)
-}
+class ActivationLayer(Layer):
+    """An element-wise nonlinearity (one function, or one per channel): where direct
+    feedback alignment injects its error, and what the article's ``D = f'(Z)`` is."""

@@ -7,29 +7,34 @@
 
 ``backward`` walks the layers from last to first, handing each the gradient of its
 output and collecting the gradient of its parameters: the chain rule, written out.
-A learning rule (``rule=``) may replace what any layer computes on the way.
+A learning rule (``rule=``) may replace what any layer computes on the way: it is
+handed one :class:`Step` per layer.
 
-All parameters live in one flat buffer (``net.flat``); ``net.params`` holds named views
-into it, so an optimizer updates every array with a few whole-buffer operations.
-With ``replicas`` the buffer gets a leading axis: R independent networks (different
-seeds) computed in lockstep by the same NumPy calls.
+All trainable parameters live in one flat buffer (``net.flat``); ``net.params`` holds
+named views into it (assigning to one copies into the buffer), so an optimizer updates
+every array with a few whole-buffer operations. State that is not trained (batch
+norm's running statistics) lives in a second buffer, ``net.buffer_flat``, with views
+``net.buffers``. With ``replicas`` both buffers get a leading axis: R independent
+networks (different seeds) computed in lockstep by the same NumPy calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from math import prod
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ConfigError, ShapeError
-from .layers import INIT_SCHEMES, Layer
+from .layers import INIT_SCHEMES, Layer, WeightLayer
+from .streams import init_generator
 
 if TYPE_CHECKING:
     from ..rules.base import LearningRule
 
 Tape = list
+Layout = dict[str, tuple[int, int, tuple[int, ...]]]  # local name -> (start, stop, shape)
 
 
 class Gradients(dict):
@@ -37,6 +42,66 @@ class Gradients(dict):
     laid out like ``Network.flat``."""
 
     flat: np.ndarray
+
+
+class Step:
+    """One layer's turn in the backward pass, as a learning rule sees it.
+
+    index : the layer's position; layer : the Layer; params : its arrays by local name
+    cache : what its forward pass kept; out_grad : the gradient arriving at its output
+    need_input_grad : whether anything below needs the gradient it sends down
+    output_error : the gradient at the last weight layer's output (what direct feedback
+        alignment sends to hidden layers); None above that layer
+
+    One object is reused for every layer of a backward pass; read it, don't keep it.
+    """
+
+    __slots__ = ("cache", "index", "layer", "need_input_grad", "out_grad", "output_error",
+                 "params")
+
+    def __init__(self) -> None:
+        self.index, self.layer, self.params, self.cache = -1, None, {}, None
+        self.out_grad: np.ndarray | None = None
+        self.need_input_grad = True
+        self.output_error: np.ndarray | None = None
+
+    def exact(self) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The layer's own (exact) backward pass for this step."""
+        return self.layer.backward(self.params, self.cache, self.out_grad, self.need_input_grad)
+
+
+class NamedViews(MutableMapping):
+    """Arrays by name, each a view into a network buffer. Assigning copies into the
+    buffer (same shape required), so ``net.params["fc5.weight"] = w`` changes the network."""
+
+    def __init__(self, views: dict[str, np.ndarray], what: str) -> None:
+        self._views, self._what = views, what
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._views[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        view = self._views.get(name)
+        if view is None:
+            raise ShapeError(f"no {self._what} {name!r} (there are: {', '.join(self._views)})")
+        if value is view:  # ``params[name] -= x`` already changed it in place
+            return
+        value = np.asarray(value)
+        if value.shape != view.shape:
+            raise ShapeError(f"{self._what} {name} has shape {view.shape}, got {value.shape}")
+        view[...] = value
+
+    def __delitem__(self, name: str) -> None:
+        raise ShapeError(f"cannot delete {self._what} {name!r}: the network's layers need it")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __repr__(self) -> str:
+        return f"NamedViews({', '.join(f'{k}: {v.shape}' for k, v in self._views.items())})"
 
 
 class Network:
@@ -55,99 +120,54 @@ class Network:
     name : str
     """
 
-    def __init__(
-        self,
-        layers: Sequence[Layer],
-        input_shape: Sequence[int],
-        loss: str = "l2",
-        init: str = "he",
-        name: str = "net",
-    ) -> None:
-        if not layers:
-            raise ConfigError("a network needs at least one layer")
-        if init not in INIT_SCHEMES:
-            raise ConfigError(
-                f"unknown init scheme {init!r}; choose from {', '.join(INIT_SCHEMES)}"
-            )
-        from .ops.losses import LOSSES
-
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
-        names = [layer.name for layer in layers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ConfigError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
-        try:
-            shape = tuple(int(s) for s in input_shape)
-        except (TypeError, ValueError):
-            raise ShapeError(
-                f"input_shape must be a list of integers, got {input_shape!r}"
-            ) from None
-        if not shape or min(shape) < 1:
-            raise ShapeError(f"input_shape must be positive integers, got {input_shape!r}")
-        self.name = name
-        self.loss = loss
-        self.init_scheme = init
+    def __init__(self, layers: Sequence[Layer], input_shape: Sequence[int], loss: str = "l2",
+                 init: str = "he", name: str = "net") -> None:
+        self.name, self.loss, self.init_scheme = name, loss, init
         self.layers: list[Layer] = list(layers)
-        self.input_shape = shape
-        self.shapes: list[tuple[int, ...]] = [shape]
+        self.input_shape = _check_structure(self.layers, input_shape, loss, init)
+        self.shapes = [self.input_shape]
         for layer in self.layers:
-            shape = layer.build(shape)
-            self.shapes.append(shape)
-        self.output_shape = shape
-        # Parameter layout in the flat buffer: name -> (start, stop, shape).
-        self.param_shapes: dict[str, tuple[int, ...]] = {}
-        self._layout: list[dict[str, tuple[int, int, tuple[int, ...]]]] = []
-        offset = 0
-        for layer in self.layers:
-            local_layout = {}
-            for local, pshape in layer.param_shapes().items():
-                size = prod(pshape)
-                local_layout[local] = (offset, offset + size, pshape)
-                self.param_shapes[f"{layer.name}.{local}"] = pshape
-                offset += size
-            self._layout.append(local_layout)
-        self.num_params = offset
-        self._slot: list[dict[str, int]] = []
-        self._slot_sizes: list[int] = []
-        for local_layout in self._layout:
-            slots = {}
-            for local, (start, stop, _) in local_layout.items():
-                slots[local] = len(self._slot_sizes)
-                self._slot_sizes.append(stop - start)
-            self._slot.append(slots)
-        kinds = [layer.kind for layer in self.layers]
-        weight_layers = [i for i, k in enumerate(kinds) if k in ("conv2d", "dense")]
-        self._last_weight = weight_layers[-1] if weight_layers else -1
-        # Only layers with parameters below them need to compute an input gradient.
-        has_params_below = False
-        self._need_input_grad = []
-        for local_layout in self._layout:
-            self._need_input_grad.append(has_params_below)
-            has_params_below = has_params_below or bool(local_layout)
-        # Backward visits layers from the last down to the lowest one with parameters.
-        lowest = min((i for i, lay in enumerate(self._layout) if lay), default=0)
-        self._backward_order = list(range(len(self.layers) - 1, lowest - 1, -1))
+            self.shapes.append(layer.build(self.shapes[-1]))
+        self.output_shape = self.shapes[-1]
+        self._layout, self.num_params = _layout(self.layers, lambda lay: lay.param_shapes())
+        self._state_layout, self.num_state = _layout(self.layers, lambda lay: lay.state_shapes())
+        self.param_shapes = {f"{layer.name}.{local}": shape
+                             for layer, lay in zip(self.layers, self._layout, strict=True)
+                             for local, (_, _, shape) in lay.items()}
+        self._plan_backward()
         self.flat: np.ndarray | None = None
+        self.buffer_flat: np.ndarray | None = None
         self.replica_seeds: tuple[int, ...] | None = None
+        self.init_used: str | None = None  # the scheme of the last init()
         self.rep_shape: tuple[int, ...] = ()
         self.dtype = np.dtype(np.float64)
 
+    def _plan_backward(self) -> None:
+        """Which layers the backward pass visits, in order, and which of them must send a
+        gradient down (only those with parameters somewhere below)."""
+        self._slot_sizes = [stop - start for lay in self._layout for start, stop, _ in lay.values()]
+        self._slot, count = [], 0
+        for lay in self._layout:
+            self._slot.append({local: count + k for k, local in enumerate(lay)})
+            count += len(lay)
+        weights = [i for i, layer in enumerate(self.layers) if isinstance(layer, WeightLayer)]
+        self._last_weight = weights[-1] if weights else -1
+        below = np.cumsum([0] + [bool(lay) for lay in self._layout])[:-1]
+        self._need_input_grad = [bool(b) for b in below]
+        lowest = min((i for i, lay in enumerate(self._layout) if lay), default=0)
+        self._backward_order = list(range(len(self.layers) - 1, lowest - 1, -1))
+
     # -- parameters ------------------------------------------------------------------
-    def init(
-        self,
-        seed: int = 0,
-        *,
-        scheme: str | None = None,
-        dtype: str | np.dtype = "float64",
-        replicas: Sequence[int] | None = None,
-    ) -> Network:
-        """Draw fresh parameters.
+    def init(self, seed: int = 0, *, scheme: str | None = None,
+             dtype: str | np.dtype = "float64", replicas: Sequence[int] | None = None
+             ) -> Network:
+        """Draw fresh parameters (and reset any state, e.g. running statistics).
 
         Parameters
         ----------
         seed : int
-            Seed of ``numpy.random.default_rng``; parameters are drawn layer by layer.
+            Seed of the initial-weights stream (:mod:`handprop.core.streams`);
+            parameters are drawn layer by layer.
         scheme : str, optional
             Overrides the network's default initialisation scheme.
         dtype : "float64" or "float32"
@@ -166,33 +186,44 @@ class Network:
         seeds = [seed] if replicas is None else [int(s) for s in replicas]
         if not seeds:
             raise ConfigError("replicas must list at least one seed")
-        rows = [self._draw(np.random.default_rng(s), scheme) for s in seeds]
-        flat = np.stack(rows).astype(dtype) if replicas is not None else rows[0].astype(dtype)
+        rows = np.stack([self._draw(init_generator(s), scheme) for s in seeds]).astype(dtype)
+        states = np.stack([self._initial_state()] * len(seeds)).astype(dtype)
         self.replica_seeds = tuple(seeds) if replicas is not None else None
-        self._set_flat(flat)
+        self.init_used = scheme
+        if replicas is None:
+            rows, states = rows[0], states[0]
+        self._set_buffers(rows, states)
         return self
 
     def _draw(self, rng: np.random.Generator, scheme: str) -> np.ndarray:
         flat = np.empty(self.num_params)
-        for layer, local_layout in zip(self.layers, self._layout, strict=True):
-            for local, (start, stop, _) in local_layout.items():
+        for layer, lay in zip(self.layers, self._layout, strict=True):
+            for local, (start, stop, _) in lay.items():
                 flat[start:stop] = layer.init_param(local, rng, scheme).ravel()
         return flat
 
-    def _set_flat(self, flat: np.ndarray) -> None:
-        self.flat = flat
-        self.dtype = flat.dtype
-        self.rep_shape = flat.shape[:-1]
-        self.params: dict[str, np.ndarray] = {}
-        self._layer_params: list[dict[str, np.ndarray]] = []
-        for layer, local_layout in zip(self.layers, self._layout, strict=True):
-            local_views = {}
-            for local, (start, stop, pshape) in local_layout.items():
-                view = flat[..., start:stop].reshape(*self.rep_shape, *pshape)
-                assert np.shares_memory(view, flat)
-                local_views[local] = view
-                self.params[f"{layer.name}.{local}"] = view
-            self._layer_params.append(local_views)
+    def _initial_state(self) -> np.ndarray:
+        flat = np.empty(self.num_state)
+        for layer, lay in zip(self.layers, self._state_layout, strict=True):
+            for local, (start, stop, _) in lay.items():
+                flat[start:stop] = np.asarray(layer.init_state(local)).ravel()
+        return flat
+
+    def _set_buffers(self, flat: np.ndarray, buffer_flat: np.ndarray | None = None) -> None:
+        """Point every named view at ``flat`` (parameters) and ``buffer_flat`` (state)."""
+        if buffer_flat is None:
+            buffer_flat = np.zeros((*flat.shape[:-1], self.num_state), flat.dtype)
+        self.flat, self.buffer_flat = flat, buffer_flat
+        self.dtype, self.rep_shape = flat.dtype, flat.shape[:-1]
+        params = _views(self.layers, self._layout, flat)
+        buffers = _views(self.layers, self._state_layout, buffer_flat)
+        self.params = NamedViews(params, "parameter")
+        self.buffers = NamedViews(buffers, "buffer")
+        self._layer_params = [
+            {**{local: params[f"{layer.name}.{local}"] for local in lay},
+             **{local: buffers[f"{layer.name}.{local}"] for local in state}}
+            for layer, lay, state in zip(self.layers, self._layout, self._state_layout,
+                                         strict=True)]
 
     def _require_params(self) -> np.ndarray:
         if self.flat is None:
@@ -223,15 +254,16 @@ class Network:
                 raise ShapeError(f"parameter {name} must be finite numbers")
             checked[name] = value
         for name, value in checked.items():
-            self.params[name][...] = value
+            self.params[name] = value
 
     def with_replicas(self, count: int) -> None:
-        """Repeat the current parameters into ``count`` replicas (all identical)."""
+        """Repeat the current parameters and state into ``count`` replicas (all identical)."""
         flat = self._require_params()
         if self.rep_shape:
             raise ConfigError("network already has replicas")
         self.replica_seeds = None
-        self._set_flat(np.repeat(flat[None], count, axis=0))
+        self._set_buffers(np.repeat(flat[None], count, axis=0),
+                          np.repeat(self.buffer_flat[None], count, axis=0))
 
     # -- computation -----------------------------------------------------------------
     def _check_input(self, x: np.ndarray) -> np.ndarray:
@@ -251,32 +283,35 @@ class Network:
             x = x.astype(self.dtype)
         return x
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Tape]:
+    def forward(self, x: np.ndarray, train: bool = True) -> tuple[np.ndarray, Tape]:
         """Run every layer; return the output and the tape (one cache per layer).
 
         x : (*rep, N, *input_shape) -> out : (*rep, N, *output_shape)
+        ``train=False`` is evaluation mode (batch norm uses and keeps its running
+        statistics); training mode updates them.
         """
         self._require_params()
-        return self._forward(self._check_input(x))
+        return self._forward(self._check_input(x), train)
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Tape]:
+    def _forward(self, x: np.ndarray, train: bool = True) -> tuple[np.ndarray, Tape]:
         """:meth:`forward` without the input checks (for loops that checked once)."""
         tape: Tape = []
         for layer, params in zip(self.layers, self._layer_params):  # noqa: B905
-            x, cache = layer.forward(params, x)
+            x, cache = layer.forward(params, x, train)
             tape.append(cache)
         return x, tape
 
     def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Forward pass in chunks of ``batch_size`` samples (no tape kept)."""
+        """Evaluation-mode forward pass in chunks of ``batch_size`` samples (no tape)."""
         self._require_params()
         x = self._check_input(x)
         batch_axis = len(self.rep_shape)
         count = x.shape[batch_axis]
         if count <= batch_size:
-            return self.forward(x)[0]
+            return self._forward(x, train=False)[0]
         chunks = [
-            self.forward(np.take(x, np.arange(i, min(i + batch_size, count)), axis=batch_axis))[0]
+            self._forward(np.take(x, np.arange(i, min(i + batch_size, count)), axis=batch_axis),
+                          train=False)[0]
             for i in range(0, count, batch_size)
         ]
         return np.concatenate(chunks, axis=batch_axis)
@@ -329,26 +364,19 @@ class Network:
         layers, layer_params, slots = self.layers, self._layer_params, self._slot
         need_input_grad = self._need_input_grad
         grad = out_grad if out_grad.dtype == flat.dtype else out_grad.astype(flat.dtype)
-        if rule is None:  # exact: each layer's own backward, nothing else to track
-            for i in self._backward_order:
-                grad, param_grads = layers[i].backward(
-                    layer_params[i], tape[i], grad, need_input_grad[i]
-                )
-                if param_grads:
-                    for local, value in param_grads.items():
-                        parts[slots[i][local]] = value.reshape(per_replica)
-        else:
-            context: dict[str, Any] = {}
-            for i in self._backward_order:
+        step = None if rule is None else Step()
+        for i in self._backward_order:
+            if step is None:  # exact: each layer's own backward, nothing else to track
+                grad, param_grads = layers[i].backward(layer_params[i], tape[i], grad,
+                                                       need_input_grad[i])
+            else:
                 if i == self._last_weight:
-                    # The output error (at the last weight layer's output): what direct
-                    # feedback alignment sends to every hidden layer.
-                    context["output_error"] = grad
-                grad, param_grads = rule.layer_backward(
-                    i, layers[i], layer_params[i], tape[i], grad, need_input_grad[i], context
-                )
-                for local, value in param_grads.items():
-                    parts[slots[i][local]] = value.reshape(per_replica)
+                    step.output_error = grad
+                step.index, step.layer, step.params = i, layers[i], layer_params[i]
+                step.cache, step.out_grad, step.need_input_grad = tape[i], grad, need_input_grad[i]
+                grad, param_grads = rule.layer_backward(step)
+            for local, value in param_grads.items():
+                parts[slots[i][local]] = value.reshape(per_replica)
         if not parts:
             return np.zeros_like(flat)
         for slot, part in enumerate(parts):
@@ -366,26 +394,21 @@ class Network:
         return out, backprop
 
     def __getstate__(self) -> dict[str, Any]:
-        # The named views are rebuilt on unpickling, so they point into the new buffer.
+        # The named views are rebuilt on unpickling, so they point into the new buffers.
         state = self.__dict__.copy()
-        state.pop("params", None)
-        state.pop("_layer_params", None)
+        for views in ("params", "buffers", "_layer_params"):
+            state.pop(views, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.flat is not None:
-            self._set_flat(self.flat)
+            self._set_buffers(self.flat, self.buffer_flat)
 
     # -- helpers ---------------------------------------------------------------------
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Views of a buffer laid out like ``self.flat``, by parameter name."""
-        rep = flat.shape[:-1]
-        out = {}
-        for layer, local_layout in zip(self.layers, self._layout, strict=True):
-            for local, (start, stop, pshape) in local_layout.items():
-                out[f"{layer.name}.{local}"] = flat[..., start:stop].reshape(*rep, *pshape)
-        return out
+        return _views(self.layers, self._layout, flat)
 
     def layer(self, name: str) -> Layer:
         """The layer called ``name``."""
@@ -419,3 +442,45 @@ class Network:
             lines.append(f"{layer.name:<10} {layer.kind:<24} {str(shape):<16} {count}")
         lines.append(f"total parameters: {self.num_params}")
         return "\n".join(lines)
+
+
+def _check_structure(layers: list[Layer], input_shape: Sequence[int], loss: str,
+                     init: str) -> tuple[int, ...]:
+    """Refuse what cannot make a network; return the input shape as a tuple of ints."""
+    from .ops.losses import LOSSES
+
+    if not layers:
+        raise ConfigError("a network needs at least one layer")
+    if init not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init scheme {init!r}; choose from {', '.join(INIT_SCHEMES)}")
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+    names = [layer.name for layer in layers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
+    whole = all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in
+                (input_shape if isinstance(input_shape, Sequence) else [None]))
+    if not whole or not input_shape or min(input_shape) < 1:
+        raise ShapeError(f"input_shape must be a list of positive integers, got {input_shape!r}")
+    return tuple(int(s) for s in input_shape)
+
+
+def _layout(layers: list[Layer], shapes_of: Callable[[Layer], dict]) -> tuple[list[Layout], int]:
+    """Where each layer's arrays sit in one flat buffer, and the buffer's size."""
+    layout, offset = [], 0
+    for layer in layers:
+        local = {}
+        for name, shape in shapes_of(layer).items():
+            local[name] = (offset, offset + prod(shape), tuple(shape))
+            offset += prod(shape)
+        layout.append(local)
+    return layout, offset
+
+
+def _views(layers: list[Layer], layout: list[Layout], flat: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"<layer>.<local>": view into flat}`` (views keep any leading replica axes)."""
+    rep = flat.shape[:-1]
+    return {f"{layer.name}.{local}": flat[..., start:stop].reshape(*rep, *shape)
+            for layer, lay in zip(layers, layout, strict=True)
+            for local, (start, stop, shape) in lay.items()}

@@ -1,22 +1,65 @@
-"""Ready-made networks: the article's ``seed`` net and a LeNet-5.
+"""Ready-made networks: the article's ``seed`` net, a LeNet-5 and a small CNN for 8x8
+digits. Presets register where they are defined (:func:`register_preset`), with the
+training defaults the CLI and the estimator use for them; a new preset is a function
+with that decorator.
 
-``seed`` is exactly the network of the article (seed-spec section 2), written with
-handprop's layers; the only change is the one every comparison must make: the
-article's code computes a true convolution (kernel flipped) and handprop, like
-PyTorch, a cross-correlation. A flipped kernel is still a free kernel, so learning is
-unaffected; to compare weights with the article's code, flip them (``np.rot90(w, 2)``).
+``seed`` is the network the article describes (seed-spec section 2), written with
+handprop's layers. Two things differ from the author's *code*:
+
+* the code computes a true convolution (kernel flipped), handprop, like PyTorch, a
+  cross-correlation. A flipped kernel is still a free kernel, so learning is
+  unaffected; to compare weights with the author's code, flip them (``np.rot90(w, 2)``);
+* the code's layer 2 applies conv1's second kernel W1b to all four channels (a defect:
+  W2a..W2d never act in its forward pass). The article's figures come from that
+  network; ``seed`` is the network its text describes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .article import ARTICLE
 from .errors import ConfigError
-from .layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from .network import Network
+from .ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 
-SEED_FC_DEFAULT = (28, 36)
+
+@dataclass(frozen=True)
+class Preset:
+    """A named network builder and the training defaults that go with it.
+
+    defaults : optimizer, lr, momentum, batch_size, epochs, and data (the dataset the
+        preset is sized for, or None when the user must give one)
+    """
+
+    name: str
+    build: Callable[..., Network]
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Network:
+        return self.build(*args, **kwargs)
 
 
-def seed_net(fc: tuple[int, int] = SEED_FC_DEFAULT) -> Network:
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(name: str, summary: str, **defaults: Any) -> Callable:
+    """Function decorator: make a network builder a preset called ``name``."""
+
+    def decorate(build: Callable[..., Network]) -> Callable[..., Network]:
+        PRESETS[name] = Preset(name, build, summary, defaults)
+        return build
+
+    return decorate
+
+
+@register_preset("seed", "the article's network (two conv layers, per-channel activations)",
+                 optimizer="momentum", lr=ARTICLE.lr, momentum=ARTICLE.momentum,
+                 batch_size=ARTICLE.batch_size, epochs=ARTICLE.epochs, data="digits")
+def seed_net(fc: tuple[int, int] = ARTICLE.fc) -> Network:
     """The article's network: two conv layers, per-channel activations, three dense layers.
 
     ===========  ============================================  ============
@@ -63,6 +106,8 @@ def seed_net(fc: tuple[int, int] = SEED_FC_DEFAULT) -> Network:
     )
 
 
+@register_preset("lenet", "LeNet-5 for 28x28 images (MNIST-format files)", optimizer="momentum",
+                 lr=0.01, momentum=0.9, batch_size=64, epochs=10, data=None)
 def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) -> Network:
     """LeNet-5 style: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, 120, 84, classes.
 
@@ -90,6 +135,8 @@ def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) ->
     )
 
 
+@register_preset("small", "a small CNN for 8x8 digits", optimizer="momentum", lr=0.01,
+                 momentum=0.9, batch_size=32, epochs=30, data="digits10")
 def small_cnn(classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8)) -> Network:
     """A small CNN sized for 8x8 digits: conv 8@3x3 pad 1, pool, conv 16@3x3 pad 1, pool,
     dense 64, dense classes. ReLU, biases, softmax cross-entropy."""
@@ -113,16 +160,25 @@ def small_cnn(classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8)) 
     )
 
 
-PRESETS = {"seed": seed_net, "lenet": lenet, "small": small_cnn}
+def preset_defaults(name: str) -> dict[str, Any]:
+    """The training defaults of preset ``name`` (the small CNN's for anything else,
+    e.g. a network from a TOML file)."""
+    return dict((PRESETS.get(name) or PRESETS["small"]).defaults)
 
 
-# Training defaults of each preset (CLI flags override them).
-NET_DEFAULTS: dict[str, dict] = {
-    # The article: online SGD, its momentum form, lr 0.09, alpha 0.0009, 500 epochs.
-    "seed": {"optimizer": "momentum", "lr": 0.09, "momentum": 0.0009, "batch_size": 1,
-             "epochs": 500, "data": "digits"},
-    "lenet": {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "batch_size": 64,
-              "epochs": 10, "data": None},
-    "small": {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "batch_size": 32,
-              "epochs": 30, "data": "digits10"},
-}
+class _DefaultsView(dict):
+    """``NET_DEFAULTS[name]``: each preset's training defaults (read from the registry)."""
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        if name not in PRESETS:
+            raise KeyError(name)
+        return PRESETS[name].defaults
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return PRESETS[name].defaults if name in PRESETS else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in PRESETS
+
+
+NET_DEFAULTS = _DefaultsView()

@@ -31,32 +31,33 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, HandpropError
-from .layers import LAYER_TYPES
+from .layers import layer_types
 from .network import Network
-from .presets import lenet, seed_net, small_cnn
+from .presets import PRESETS
 
 _TOP_KEYS = {"name", "input_shape", "loss", "init", "layers"}
+
+
+def _preset_options(name: str) -> set[str]:
+    """The keyword arguments preset ``name`` takes."""
+    return set(inspect.signature(PRESETS[name].build).parameters)
 
 
 def _preset(spec: Mapping[str, Any]) -> Network:
     name = spec["preset"]
     options = {k: v for k, v in spec.items() if k != "preset"}
-    allowed = {"seed": {"fc"}, "lenet": {"input_shape", "classes"},
-               "small": {"input_shape", "classes"}}
-    if name not in allowed:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(allowed)}")
-    unknown = sorted(set(options) - allowed[name])
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    unknown = sorted(set(options) - _preset_options(name))
     if unknown:
         raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)}")
-    if name == "seed":
-        return seed_net(tuple(options.get("fc", (28, 36))))
-    builder = lenet if name == "lenet" else small_cnn
-    kwargs = {}
-    if "input_shape" in options:
-        kwargs["input_shape"] = tuple(options["input_shape"])
-    if "classes" in options:
-        kwargs["classes"] = options["classes"]
-    return builder(**kwargs)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        return PRESETS[name](**kwargs)
+    except HandpropError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"preset {name}: {exc}") from None
 
 
 def network_from_spec(spec: Mapping[str, Any]) -> Network:
@@ -81,13 +82,13 @@ def network_from_spec(spec: Mapping[str, Any]) -> Network:
     for position, item in enumerate(layers_spec, start=1):
         if not isinstance(item, Mapping) or "type" not in item:
             raise ConfigError(f"network spec: layer {position} needs a 'type'")
-        kind = item["type"]
-        if kind not in LAYER_TYPES:
+        kind, known = item["type"], layer_types()
+        if kind not in known:
             raise ConfigError(
                 f"network spec: layer {position} has unknown type {kind!r}; choose from "
-                f"{', '.join(LAYER_TYPES)}"
+                f"{', '.join(known)}"
             )
-        cls = LAYER_TYPES[kind]
+        cls = known[kind]
         kwargs = {k: v for k, v in item.items() if k != "type"}
         kwargs.setdefault("name", f"{kind}{position}")
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -172,19 +173,18 @@ def load_network_spec(path: str | Path) -> Network:
 
 
 def build_net(name: str, fc: Sequence[int] | None, input_shape: tuple[int, ...] | None = None,
-              classes: int | None = None):
-    """A preset by name, or a network TOML file."""
-    if fc is not None and name != "seed":
-        raise ConfigError("--fc only applies to --net seed")
-    if name == "seed":
-        return seed_net(tuple(fc) if fc is not None else (28, 36))
-    if name in ("lenet", "small"):
-        kwargs: dict[str, Any] = {}
-        if input_shape is not None:
-            kwargs["input_shape"] = input_shape
-        if classes is not None:
-            kwargs["classes"] = classes
-        return (lenet if name == "lenet" else small_cnn)(**kwargs)
+              classes: int | None = None) -> Network:
+    """A preset by name (given the data's input shape and classes where it takes them),
+    or a network TOML file."""
     if name.endswith(".toml"):
+        if fc is not None:
+            raise ConfigError("--fc only applies to --net seed")
         return load_network_spec(name)
-    raise ConfigError(f"unknown network {name!r}; choose seed, lenet, small or a .toml file")
+    if name not in PRESETS:
+        raise ConfigError(f"unknown network {name!r}; choose {', '.join(PRESETS)} or a .toml file")
+    takes = _preset_options(name)
+    if fc is not None and "fc" not in takes:
+        raise ConfigError(f"--fc only applies to --net seed, not {name!r}")
+    given = {"fc": None if fc is None else tuple(fc), "input_shape": input_shape,
+             "classes": classes}
+    return PRESETS[name](**{k: v for k, v in given.items() if v is not None and k in takes})

@@ -1,10 +1,15 @@
 """Learning rules: what the backward pass computes, layer by layer.
 
 A *rule* is asked, for every layer from the last to the first, for the gradient that
-layer sends down and the gradients of its parameters. The base class answers with the
-layer's exact backward pass; a rule overrides :meth:`LearningRule.layer_backward` for
-the layers it changes and calls the ops in :mod:`handprop.core.ops` to build its answer.
-No op or layer code is edited to change a backward pass.
+layer sends down and the gradients of its parameters. It is handed one
+:class:`~handprop.core.network.Step` (the layer, its parameters, its cache, the
+gradient at its output, whether it must send one down, and the network's output
+error). The base class answers with the layer's exact backward pass
+(``step.exact()``); a rule overrides :meth:`LearningRule.layer_backward` for the layers
+it changes and builds its answer from the layer's local gradients
+(``layer.input_grad(out_grad, B, cache)``, ``layer.weight_grad``, ``layer.bias_grad``)
+or the ops in :mod:`handprop.core.ops`. No op or layer code is edited to change a
+backward pass. Rules register where they are defined (:mod:`.registry`).
 
 Rules are assigned per *block*: a weight layer (conv2d or dense) together with the
 layers after it up to the next weight layer (its activation, pool, flatten). So
@@ -21,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.layers import Layer
-
-WEIGHT_KINDS = ("conv2d", "dense")
+from ..core.layers import WeightLayer
+from ..core.network import Step
+from .registry import register_rule
 
 
 def weight_layer_indices(net: Any) -> list[int]:
-    """Indices of the layers that have a weight (conv2d and dense)."""
-    return [i for i, layer in enumerate(net.layers) if layer.kind in WEIGHT_KINDS]
+    """Indices of the layers that have a weight matrix (conv2d, dense, ...)."""
+    return [i for i, layer in enumerate(net.layers) if isinstance(layer, WeightLayer)]
 
 
 def block_names(net: Any) -> list[str | None]:
@@ -36,7 +41,7 @@ def block_names(net: Any) -> list[str | None]:
     names: list[str | None] = []
     current = None
     for layer in net.layers:
-        if layer.kind in WEIGHT_KINDS:
+        if isinstance(layer, WeightLayer):
             current = layer.name
         names.append(current)
     return names
@@ -53,11 +58,12 @@ def replica_seeds(net: Any, seed: int | Sequence[int] | None) -> list[int]:
     return [int(s) for s in seed]
 
 
+@register_rule("exact", "true back-propagation", family="backprop")
 class LearningRule:
     """Exact back-propagation; subclasses change what some layers compute.
 
     Lifecycle: ``bind(net, seed, blocks)`` once (draw random feedback etc.), then for
-    every training step ``begin_step()`` and one backward pass through
+    every training step ``begin_step(active)`` and one backward pass through
     :meth:`layer_backward`.
     """
 
@@ -81,18 +87,9 @@ class LearningRule:
         ``active`` (R,) bool: the replicas that take this step (None: all of them).
         """
 
-    def layer_backward(
-        self,
-        index: int,
-        layer: Layer,
-        params: dict[str, np.ndarray],
-        cache: Any,
-        out_grad: np.ndarray,
-        need_input_grad: bool,
-        context: dict[str, Any],
-    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """The gradient ``layer`` sends down and its parameter gradients."""
-        return layer.backward(params, cache, out_grad, need_input_grad)
+    def layer_backward(self, step: Step) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The gradient ``step.layer`` sends down and its parameter gradients."""
+        return step.exact()
 
     def feedback(self) -> dict[str, np.ndarray]:
         """The matrices used in place of weights in the backward pass, by parameter name
@@ -150,10 +147,8 @@ class RuleSet(LearningRule):
         for rule in self._rules:
             rule.begin_step(active)
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        return self._by_index[index].layer_backward(
-            index, layer, params, cache, out_grad, need_input_grad, context
-        )
+    def layer_backward(self, step: Step):
+        return self._by_index[step.index].layer_backward(step)
 
     def feedback(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

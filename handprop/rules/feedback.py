@@ -21,8 +21,9 @@ and send the gradient down through another matrix B of W's shape:
   position), then multiplied by the activation's derivative. The output layer learns
   with its exact gradient.
 
-Random matrices are drawn per replica from ``numpy.random.default_rng([seed, tag,
-layer])``, so a run's feedback depends only on its own seed.
+Random matrices are drawn per replica from the rule's own stream of the run's seed
+(:mod:`handprop.core.streams`, sub-stream: the layer), so a run's feedback depends only
+on its own seed.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.ops.conv import conv2d_input_grad
-from ..core.ops.dense import dense_input_grad
-from .base import LearningRule, replica_seeds, weight_layer_indices
-
-_TAG_FA, _TAG_FRSF, _TAG_BRSF, _TAG_DFA = 7, 8, 9, 10
+from ..core.errors import ConfigError
+from ..core.layers import ActivationLayer
+from ..core.network import Step
+from ..core.streams import Stream, generator
+from .base import LearningRule, block_names, replica_seeds, weight_layer_indices
+from .registry import register_rule
 
 
 def _stack(draws: list[np.ndarray], rep_shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -65,23 +67,20 @@ class _FeedbackRule(LearningRule):
     def feedback_matrix(self, index: int, weight: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _draw(self, index: int, tag: int, draw) -> np.ndarray:
+    def _draw(self, index: int, stream: Stream, draw) -> np.ndarray:
         layer = self.net.layers[index]
-        draws = [draw(layer, np.random.default_rng([seed, tag, index])) for seed in self.seeds]
+        draws = [draw(layer, generator(seed, stream, index)) for seed in self.seeds]
         return _stack(draws, self.net.rep_shape, self.net.dtype)
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        if index not in self.owned:
-            return layer.backward(params, cache, out_grad, need_input_grad)
-        _, grads = layer.backward(params, cache, out_grad, need_input_grad=False)
-        grad_in = None
-        if need_input_grad:
-            feedback = self.feedback_matrix(index, params["weight"])
-            if layer.kind == "conv2d":
-                grad_in = conv2d_input_grad(out_grad, feedback, cache)
-            else:
-                grad_in = dense_input_grad(out_grad, feedback)
-        return grad_in, grads
+    def layer_backward(self, step: Step):
+        if step.index not in self.owned:
+            return step.exact()
+        layer, out_grad = step.layer, step.out_grad
+        grads = layer.param_grads(out_grad, step.cache)
+        if not step.need_input_grad:
+            return None, grads
+        feedback = self.feedback_matrix(step.index, step.params["weight"])
+        return layer.input_grad(out_grad, feedback, step.cache), grads
 
     def feedback(self) -> dict[str, np.ndarray]:
         return {f"{self.net.layers[i].name}.weight":
@@ -89,14 +88,17 @@ class _FeedbackRule(LearningRule):
                 for i in sorted(self.owned)}
 
 
+@register_rule("fa", "feedback alignment: fixed random B instead of W (Lillicrap et al. 2016)",
+               family="random-feedback")
 class FeedbackAlignment(_FeedbackRule):
-    """B random and fixed, distributed like the layer's initial weights."""
+    """B random and fixed, distributed like the layer's initial weights (drawn with the
+    scheme the network was initialised with)."""
 
     name = "fa"
 
     def setup(self) -> None:
-        scheme = self.net.init_scheme
-        self.matrices = {i: self._draw(i, _TAG_FA,
+        scheme = self.net.init_used or self.net.init_scheme
+        self.matrices = {i: self._draw(i, Stream.FEEDBACK_FA,
                                        lambda layer, rng: layer.init_param("weight", rng, scheme))
                          for i in self.owned}
 
@@ -111,6 +113,8 @@ class FeedbackAlignment(_FeedbackRule):
             self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
 
 
+@register_rule("usf", "uniform sign symmetry: B = s * sign(W) (Liao et al. 2016, Xiao et al. "
+               "2018)", family="sign-symmetry")
 class UniformSignSymmetry(_FeedbackRule):
     """B = sqrt(2 / (fan_in + fan_out)) * sign(W), from the current W."""
 
@@ -124,13 +128,15 @@ class UniformSignSymmetry(_FeedbackRule):
         return self.scales[index] * np.sign(weight)
 
 
+@register_rule("frsf", "fixed random-magnitude sign symmetry: B = |M| * sign(W), M fixed",
+               family="sign-symmetry")
 class FixedRandomSignSymmetry(_FeedbackRule):
     """B = |M| * sign(W), M drawn once."""
 
     name = "frsf"
 
     def setup(self) -> None:
-        self.magnitudes = {i: np.abs(self._draw(i, _TAG_FRSF, _glorot_uniform))
+        self.magnitudes = {i: np.abs(self._draw(i, Stream.FEEDBACK_FRSF, _glorot_uniform))
                            for i in self.owned}
 
     def feedback_matrix(self, index, weight):
@@ -144,13 +150,15 @@ class FixedRandomSignSymmetry(_FeedbackRule):
             self.magnitudes[i] = np.asarray(state[f"M{i}"], dtype=self.net.dtype)
 
 
+@register_rule("brsf", "batchwise random-magnitude sign symmetry: M redrawn every batch",
+               family="sign-symmetry")
 class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
     """B = |M| * sign(W), M redrawn before every batch."""
 
     name = "brsf"
 
     def setup(self) -> None:
-        self.rngs = [np.random.default_rng([seed, _TAG_BRSF]) for seed in self.seeds]
+        self.rngs = [generator(seed, Stream.FEEDBACK_BRSF) for seed in self.seeds]
         self.magnitudes = {}
         self.begin_step()
 
@@ -176,8 +184,12 @@ class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
             rng.bit_generator.state = saved
 
 
+@register_rule("dfa", "direct feedback alignment: output error to every hidden layer "
+               "(Nokland 2016)", family="random-feedback")
 class DirectFeedbackAlignment(LearningRule):
-    """The output error sent to every hidden layer through a fixed random matrix."""
+    """The output error sent to every hidden layer through a fixed random matrix,
+    injected at the output of the layer's activation (the first activation in its
+    block; a block without one is refused)."""
 
     name = "dfa"
 
@@ -188,35 +200,30 @@ class DirectFeedbackAlignment(LearningRule):
         self.output_size = prod(net.shapes[weights[-1] + 1])
         hidden = [i for i in weights[:-1] if net.layers[i].name in self.blocks]
         self.matrices: dict[int, np.ndarray] = {}  # injection layer index -> B (*rep, K, D)
-        self.no_input_grad: set[int] = set()
         self.hidden = set(hidden)
-        kinds = ("activation", "per_channel_activation")
         for i in hidden:
-            inject = i + 1 if i + 1 < len(net.layers) and net.layers[i + 1].kind in kinds else i
+            inject = _activation_of(net, i)
             size = prod(net.shapes[inject + 1])
             bound = sqrt(6 / (self.output_size + size))  # Glorot-uniform on (K, D)
-            draws = [np.random.default_rng([s, _TAG_DFA, i]).uniform(
+            draws = [generator(s, Stream.FEEDBACK_DFA, i).uniform(
                 -bound, bound, size=(self.output_size, size)) for s in seeds]
             self.matrices[inject] = _stack(draws, net.rep_shape, net.dtype)
         # A hidden layer whose layer below is also fed directly needs no input gradient.
-        for i in hidden:
-            below = [j for j in weights if j < i]
-            if below and below[-1] in self.hidden:
-                self.no_input_grad.add(i)
+        below = {i: max((j for j in weights if j < i), default=None) for i in hidden}
+        self.no_input_grad = {i for i, j in below.items() if j in self.hidden}
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        matrix = self.matrices.get(index)
+    def layer_backward(self, step: Step):
+        out_grad = step.out_grad
+        matrix = self.matrices.get(step.index)
         if matrix is not None:
-            error = context["output_error"]
-            rep = self.net.rep_shape
+            error, rep = step.output_error, self.net.rep_shape
             batch = error.shape[len(rep)]
             flat = error.reshape(*rep, batch, self.output_size) @ matrix
-            out_grad = flat.reshape(*rep, batch, *self.net.shapes[index + 1])
+            out_grad = flat.reshape(*rep, batch, *self.net.shapes[step.index + 1])
         if out_grad is None:  # between injection points nothing needs to flow
             return None, {}
-        if index in self.no_input_grad:
-            need_input_grad = False
-        return layer.backward(params, cache, out_grad, need_input_grad)
+        need_input_grad = step.need_input_grad and step.index not in self.no_input_grad
+        return step.layer.backward(step.params, step.cache, out_grad, need_input_grad)
 
     def feedback(self) -> dict[str, np.ndarray]:
         return {}
@@ -231,3 +238,15 @@ class DirectFeedbackAlignment(LearningRule):
     def load_state(self, state: Mapping[str, Any]) -> None:
         for i in self.matrices:
             self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
+
+
+def _activation_of(net, index: int) -> int:
+    """The first activation layer in weight layer ``index``'s block (where DFA injects)."""
+    owners = block_names(net)
+    for j in range(index + 1, len(net.layers)):
+        if owners[j] != net.layers[index].name:
+            break
+        if isinstance(net.layers[j], ActivationLayer):
+            return j
+    raise ConfigError(f"rule dfa: layer {net.layers[index].name} has no activation in its block "
+                      "(DFA injects the error at a hidden layer's activation output)")

@@ -31,14 +31,18 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.ops.conv import conv2d_input_grad, conv2d_weight_grad
+from ..core.layers import WeightLayer
+from ..core.network import Step
+from ..core.ops.conv import Conv2d
 from ..core.ops.pool import (
+    MaxPool2d,
     max_pool2d_backward,
     max_pool2d_routing,
     max_pool2d_scatter,
     max_pool2d_upsample,
 )
 from .base import LearningRule, block_names
+from .registry import register_rule
 
 TRANSFORMS = ("rot180", "transpose")
 
@@ -72,34 +76,35 @@ class _ConvBlocks(LearningRule):
         self.conv_below: set[int] = set()  # conv layers whose input comes from a conv layer
         seen_conv = False
         for i, layer in enumerate(net.layers):
-            if layer.kind == "conv2d":
-                if seen_conv:
+            if isinstance(layer, WeightLayer):  # is the layer below this one a conv?
+                if isinstance(layer, Conv2d) and seen_conv:
                     self.conv_below.add(i)
-                seen_conv = True
-            elif layer.kind == "dense":
-                seen_conv = False
+                seen_conv = isinstance(layer, Conv2d)
             if owners[i] not in self.blocks:
                 continue
-            if layer.kind == "conv2d":
+            if isinstance(layer, Conv2d):
                 self.conv_index.add(i)
-            elif layer.kind == "max_pool2d":
+            elif isinstance(layer, MaxPool2d):
                 conv = net.layer_index(owners[i])
-                if net.layers[conv].kind == "conv2d" and conv not in self.pool_index.values():
+                if isinstance(net.layers[conv], Conv2d) and conv not in self.pool_index.values():
                     self.pool_index[i] = conv
 
 
+@register_rule("seed-original", "the article's original net as its code computes it",
+               family="article")
 class SeedOriginal(_ConvBlocks):
     """The article's "original net" as its code computes it (see module docstring)."""
 
     name = "seed-original"
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+    def layer_backward(self, step: Step):
+        index = step.index
         if index in self.pool_index:
-            return max_pool2d_backward(out_grad, cache, ties=True), {}
-        if index in self.conv_index and index in self.conv_below and need_input_grad:
-            grad_in, grads = layer.backward(params, cache, out_grad, need_input_grad)
+            return max_pool2d_backward(step.out_grad, step.cache, ties=True), {}
+        if index in self.conv_index and index in self.conv_below and step.need_input_grad:
+            grad_in, grads = step.exact()
             return rot180(grad_in), grads
-        return layer.backward(params, cache, out_grad, need_input_grad)
+        return step.exact()
 
 
 class _MapTransformRule(_ConvBlocks):
@@ -174,16 +179,19 @@ class _TextRule(_MapTransformRule):
 
     red_line = False  # the green line changes U, the red one the mask
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
-        if index not in self.pool_index:
-            return layer.backward(params, cache, out_grad, need_input_grad)
+    def layer_backward(self, step: Step):
+        if step.index not in self.pool_index:
+            return step.exact()
+        out_grad, cache = step.out_grad, step.cache
         changed = self.changed_upstream(out_grad, cache, ties=False, red=self.red_line)
-        selected = self._channel_masks[index]
+        selected = self._channel_masks[step.index]
         if selected is not None:
             changed = np.where(selected, changed, max_pool2d_backward(out_grad, cache))
         return changed, {}
 
 
+@register_rule("broken-upstream", "the article's green line as its text says: T(U) * D, "
+               "T=rot180", family="article")
 class BrokenUpstream(_TextRule):
     """The article's green line as its text says: delta = T(U) * D, then exact gradients.
 
@@ -193,6 +201,8 @@ class BrokenUpstream(_TextRule):
     name = "broken-upstream"
 
 
+@register_rule("broken-mask", "the article's red line as its text says: (T(mask) * up(G)) * D",
+               family="article")
 class BrokenMask(_TextRule):
     """The article's red line as its text says: delta = (T(mask) * up(G)) * D, then exact."""
 
@@ -200,6 +210,8 @@ class BrokenMask(_TextRule):
     red_line = True
 
 
+@register_rule("seed-broken", "the article's broken back-prop net as its code computes it",
+               family="article")
 class SeedBroken(_MapTransformRule):
     """The article's "broken back-prop net" as its code computes it.
 
@@ -218,28 +230,35 @@ class SeedBroken(_MapTransformRule):
 
     def bind(self, net, seed=None, blocks=None) -> None:
         if self.default_red:
-            convs = [layer for layer in net.layers if layer.kind == "conv2d"]
+            convs = [layer for layer in net.layers if isinstance(layer, Conv2d)]
             owned = blocks is None or (len(convs) > 1 and convs[1].name in blocks)
             self.channels = ({convs[1].name: (convs[1].out_channels - 1,)}
                              if len(convs) > 1 and owned else {})
         super().bind(net, seed, blocks)
 
-    def layer_backward(self, index, layer, params, cache, out_grad, need_input_grad, context):
+    def layer_backward(self, step: Step):
+        index, layer, out_grad, cache = step.index, step.layer, step.out_grad, step.cache
         if index in self.pool_index:
             red = self._channel_masks[index]
             changed = self.changed_upstream(out_grad, cache, ties=True,
                                             red=False if red is None else red)
             return changed, {}
-        if index in self.conv_index:
-            # The code's weight gradient is that of rot180(delta_a); what it sends down
-            # is rot180 of the exact input gradient of delta_a.
-            grads = {"weight": conv2d_weight_grad(rot180(out_grad), cache)}
-            if layer.bias:
-                grads["bias"] = out_grad.sum(axis=(-4, -2, -1))
-            grad_in = None
-            if need_input_grad:
-                grad_in = conv2d_input_grad(out_grad, params["weight"], cache)
-                if index in self.conv_below:
-                    grad_in = rot180(grad_in)
-            return grad_in, grads
-        return layer.backward(params, cache, out_grad, need_input_grad)
+        if index not in self.conv_index:
+            return step.exact()
+        # The code's weight gradient is that of rot180(delta_a); what it sends down is
+        # rot180 of the exact input gradient of delta_a.
+        grads = {"weight": layer.weight_grad(rot180(out_grad), cache)}
+        if layer.bias:
+            grads["bias"] = layer.bias_grad(out_grad)
+        grad_in = None
+        if step.need_input_grad:
+            grad_in = layer.input_grad(out_grad, step.params["weight"], cache)
+            if index in self.conv_below:
+                grad_in = rot180(grad_in)
+        return grad_in, grads
+
+
+register_rule("broken-upstream-t", "broken-upstream with T=transpose", family="article",
+              factory=lambda: BrokenUpstream("transpose"))
+register_rule("broken-mask-t", "broken-mask with T=transpose", family="article",
+              factory=lambda: BrokenMask("transpose"))

@@ -1,4 +1,8 @@
-"""The ops: each forward next to its hand-written backward, on NCHW arrays.
+"""The ops: each forward next to its hand-written backward, on NCHW arrays, and the
+layer class that wraps it (registered in :data:`handprop.core.layers.LAYERS`).
+
+Every module in this folder is imported here, so a new op is one new file: its maths,
+its functions, and a layer class decorated with ``@register_layer``.
 
 ==================  =====================================================
 where               what
@@ -8,13 +12,18 @@ where               what
 ``dense.py``        dense (fully connected) and flatten
 ``activations.py``  relu, leaky relu, tanh, arctan, sigmoid, identity, per-channel
 ``losses.py``       the article's L2, binary cross-entropy, softmax cross-entropy
-``_index.py``       the gather/scatter tables conv and pool share
+``windows.py``      the gather/scatter tables conv and pool share
 ==================  =====================================================
 """
+
+import importlib
+import pkgutil
 
 from .activations import (
     ACTIVATION_NAMES,
     Activation,
+    ActivationFn,
+    PerChannelActivation,
     activation_backward,
     activation_forward,
     channel_plan,
@@ -23,6 +32,7 @@ from .activations import (
     per_channel_forward,
 )
 from .conv import (
+    Conv2d,
     Conv2dCache,
     conv2d_backward,
     conv2d_bias_grad,
@@ -31,6 +41,8 @@ from .conv import (
     conv2d_weight_grad,
 )
 from .dense import (
+    Dense,
+    Flatten,
     dense_backward,
     dense_bias_grad,
     dense_forward,
@@ -49,6 +61,7 @@ from .losses import (
     softmax_cross_entropy,
 )
 from .pool import (
+    MaxPool2d,
     MaxPool2dCache,
     max_pool2d_backward,
     max_pool2d_forward,
@@ -58,12 +71,21 @@ from .pool import (
     max_pool2d_upsample,
 )
 
+for _module in pkgutil.iter_modules(__path__):  # every op file registers its layers
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
     "ACTIVATION_NAMES",
     "LOSSES",
     "Activation",
+    "ActivationFn",
+    "Conv2d",
     "Conv2dCache",
+    "Dense",
+    "Flatten",
+    "MaxPool2d",
     "MaxPool2dCache",
+    "PerChannelActivation",
     "activation_backward",
     "activation_forward",
     "bce_loss",

@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
+from ..layers import ActivationLayer, register_layer
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -33,7 +34,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Activation:
+class ActivationFn:
     """An element-wise function and its derivative ``derivative(z, y) = f'(z)``."""
 
     name: str
@@ -44,28 +45,28 @@ class Activation:
         return (get_activation, (self.name,))  # pickled by name (its functions are lambdas)
 
 
-def _leaky_relu(slope: float) -> Activation:
-    return Activation(
+def _leaky_relu(slope: float) -> ActivationFn:
+    return ActivationFn(
         f"leaky_relu:{slope:g}",
         lambda z: np.where(z > 0, z, slope * z),
         lambda z, y: np.where(z > 0, 1.0, slope).astype(z.dtype),
     )
 
 
-_ACTIVATIONS: dict[str, Activation] = {
-    "identity": Activation("identity", lambda z: z, lambda z, y: np.ones_like(z)),
-    "relu": Activation(
+_ACTIVATIONS: dict[str, ActivationFn] = {
+    "identity": ActivationFn("identity", lambda z: z, lambda z, y: np.ones_like(z)),
+    "relu": ActivationFn(
         "relu", lambda z: np.maximum(z, 0), lambda z, y: (z > 0).astype(z.dtype)
     ),
-    "tanh": Activation("tanh", np.tanh, lambda z, y: 1 - y * y),
-    "arctan": Activation("arctan", np.arctan, lambda z, y: 1 / (1 + z * z)),
-    "sigmoid": Activation("sigmoid", _sigmoid, lambda z, y: y * (1 - y)),
+    "tanh": ActivationFn("tanh", np.tanh, lambda z, y: 1 - y * y),
+    "arctan": ActivationFn("arctan", np.arctan, lambda z, y: 1 / (1 + z * z)),
+    "sigmoid": ActivationFn("sigmoid", _sigmoid, lambda z, y: y * (1 - y)),
 }
 
 ACTIVATION_NAMES = (*_ACTIVATIONS, "leaky_relu")
 
 
-def get_activation(name: str) -> Activation:
+def get_activation(name: str) -> ActivationFn:
     """Look up an activation by name; ``leaky_relu`` takes ``leaky_relu:SLOPE``."""
     if name in _ACTIVATIONS:
         return _ACTIVATIONS[name]
@@ -82,7 +83,7 @@ def get_activation(name: str) -> Activation:
 
 
 def activation_forward(
-    z: np.ndarray, activation: Activation
+    z: np.ndarray, activation: ActivationFn
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """``y = f(z)``; the cache is ``(z, y)``. Any shape."""
     y = activation.forward(z)
@@ -90,7 +91,7 @@ def activation_forward(
 
 
 def activation_backward(
-    out_grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], activation: Activation
+    out_grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], activation: ActivationFn
 ) -> np.ndarray:
     """``dL/dz = dL/dy * f'(z)``. Any shape."""
     z, y = cache
@@ -100,13 +101,13 @@ def activation_backward(
 class ChannelPlan(NamedTuple):
     """Which activation each channel uses: the first one, then the others with masks.
 
-    first : Activation applied everywhere first
-    others : ((Activation, mask), ...) where ``mask`` is a boolean array that broadcasts
+    first : ActivationFn applied everywhere first
+    others : ((ActivationFn, mask), ...) where ``mask`` is a boolean array that broadcasts
         against (*lead, C, H, W) (shape (C, 1, 1)) or (*lead, C) (shape (C,))
     """
 
-    first: Activation
-    others: tuple[tuple[Activation, np.ndarray], ...]
+    first: ActivationFn
+    others: tuple[tuple[ActivationFn, np.ndarray], ...]
 
 
 def channel_plan(names: Sequence[str], sample_ndim: int) -> ChannelPlan:
@@ -156,3 +157,60 @@ def per_channel_backward(
     for activation, mask in plan.others:
         np.copyto(derivative, activation.derivative(z, y), where=mask)
     return out_grad * derivative
+
+
+@register_layer
+class Activation(ActivationLayer):
+    """One element-wise activation for the whole layer."""
+
+    kind = "activation"
+
+    def __init__(self, activation: str, name: str | None = None) -> None:
+        super().__init__(name)
+        self.activation = get_activation(activation)
+
+    def spec(self):
+        return {"type": self.kind, "name": self.name, "activation": self.activation.name}
+
+    def forward(self, params, x, train=True):
+        return activation_forward(x, self.activation)
+
+    def backward(self, params, cache, out_grad, need_input_grad=True):
+        return activation_backward(out_grad, cache, self.activation), {}
+
+
+@register_layer
+class PerChannelActivation(ActivationLayer):
+    """A different activation on each channel (the article: relu/arctan, then
+    arctan/relu/arctan/tanh). Channels are axis -3 of maps, axis -1 of vectors."""
+
+    kind = "per_channel_activation"
+
+    def __init__(self, activations: Sequence[str], name: str | None = None) -> None:
+        super().__init__(name)
+        if isinstance(activations, str) or not activations:
+            raise ConfigError(
+                f"layer {self.name}: activations must be a non-empty list of names, "
+                f"got {activations!r}"
+            )
+        self.activations = tuple(activations)
+        for activation in self.activations:
+            get_activation(activation)
+
+    def _output_shape(self, in_shape):
+        if len(in_shape) not in (1, 3) or in_shape[0] != len(self.activations):
+            raise ShapeError(
+                f"layer {self.name} (per_channel_activation) has {len(self.activations)} "
+                f"activations but the layer below gives shape {in_shape}"
+            )
+        self.plan = channel_plan(self.activations, len(in_shape))
+        return in_shape
+
+    def spec(self):
+        return {"type": self.kind, "name": self.name, "activations": list(self.activations)}
+
+    def forward(self, params, x, train=True):
+        return per_channel_forward(x, self.plan)
+
+    def backward(self, params, cache, out_grad, need_input_grad=True):
+        return per_channel_backward(out_grad, cache, self.plan), {}

@@ -15,7 +15,7 @@ Backward, with ``delta = dL/d out``:
 * bias gradient ``dL/db[o] = sum_{n, y, x} delta[n, o, y, x]``.
 
 The forward pass and the weight gradient use one table of the input windows (im2col,
-see ``_index.py``), laid out ``cols[n, g, k, l]`` with k = (channel in group, kernel
+see ``windows.py``), laid out ``cols[n, g, k, l]`` with k = (channel in group, kernel
 row, kernel column) and l the output pixel, so that the forward pass is one matmul per
 image and group whose result is already NCHW. There is no Python loop over images or
 pixels. Arrays may carry leading *replica* axes in front of the batch axis (independent
@@ -26,31 +26,27 @@ networks trained in lockstep): ``x`` is ``(*rep, N, C, H, W)`` and ``weight`` is
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import ShapeError
+from ..layers import WeightLayer, int_pair, pair, positive_int, register_layer
 from .windows import Windows, gather_windows, scatter_windows, streams, strided, window_table
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(value, tuple | list):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
 
 
 class ConvGeometry(NamedTuple):
     """Everything about a convolution that does not depend on the numbers.
 
     windows : Windows
-        Where each kernel tap reads in a (padded) input plane (see ``_index.py``).
+        Where each kernel tap reads in a (padded) input plane (see ``windows.py``).
     in_shape : (C, H, W) of one sample
     out_hw : (out_h, out_w)
     kernel : (kh, kw)
     groups : int
     stream : bool
-        Whether a sample is large enough for the streaming paths (see ``_index.py``).
+        Whether a sample is large enough for the streaming paths (see ``windows.py``).
     """
 
     windows: Windows
@@ -137,7 +133,7 @@ def conv2d_forward(
                 f"conv2d: input {x.shape} does not fit weight {weight.shape} with groups={groups}"
             )
         geometry = conv2d_geometry(
-            (channels, height, width), (kh, kw), _pair(stride), _pair(padding), groups
+            (channels, height, width), (kh, kw), pair(stride), pair(padding), groups
         )
     groups = geometry.groups
     # (*lead, C, kh*kw, L) is (*lead, g, C/g*kh*kw, L) in memory: the channels of a
@@ -293,3 +289,90 @@ def conv2d_backward(
     weight_grad = _weight_grad(delta, cache)
     bias_grad = conv2d_bias_grad(out_grad) if has_bias else None
     return input_grad, weight_grad, bias_grad
+
+
+@register_layer
+class Conv2d(WeightLayer):
+    """2-D convolution (cross-correlation), weight ``(out, in/groups, kh, kw)``."""
+
+    kind = "conv2d"
+
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        in_channels: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.out_channels = positive_int(self.name, "out_channels", out_channels)
+        self.kernel_size = int_pair(self.name, "kernel_size", kernel_size)
+        self.stride = int_pair(self.name, "stride", stride)
+        self.padding = int_pair(self.name, "padding", padding, minimum=0)
+        self.groups = positive_int(self.name, "groups", groups)
+        self.bias = bool(bias)
+        self.in_channels = in_channels
+
+    def _output_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ShapeError(
+                f"layer {self.name} (conv2d) needs (C, H, W) inputs, got shape {in_shape}"
+            )
+        channels, height, width = in_shape
+        if self.in_channels is not None and self.in_channels != channels:
+            raise ShapeError(
+                f"layer {self.name} (conv2d) expects {self.in_channels} input channels, "
+                f"the layer below gives shape {in_shape}"
+            )
+        if channels % self.groups or self.out_channels % self.groups:
+            raise ShapeError(
+                f"layer {self.name} (conv2d): groups={self.groups} must divide input channels "
+                f"{channels} (input shape {in_shape}) and output channels {self.out_channels}"
+            )
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if height + 2 * ph < kh or width + 2 * pw < kw:
+            raise ShapeError(
+                f"layer {self.name} (conv2d): kernel {kh}x{kw} with padding {ph},{pw} does not "
+                f"fit input shape {in_shape}"
+            )
+        self.in_channels = channels
+        self.geometry = conv2d_geometry(
+            (channels, height, width), self.kernel_size, self.stride, self.padding, self.groups
+        )
+        return (self.out_channels, *self.geometry.out_hw)
+
+    def param_shapes(self):
+        shapes = {
+            "weight": (self.out_channels, self.in_shape[0] // self.groups, *self.kernel_size)
+        }
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def fan_in(self) -> int:
+        return self.in_shape[0] // self.groups * prod(self.kernel_size)
+
+    def fan_out(self) -> int:
+        # PyTorch's convention (torch.nn.init): out_channels * kernel area, groups ignored.
+        return self.out_channels * prod(self.kernel_size)
+
+    def spec(self):
+        return {"type": self.kind, "name": self.name, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "groups": self.groups, "bias": self.bias}
+
+    def forward(self, params, x, train=True):
+        return conv2d_forward(x, params["weight"], params.get("bias"), geometry=self.geometry)
+
+    def input_grad(self, out_grad, weight, cache):
+        return conv2d_input_grad(out_grad, weight, cache)
+
+    def weight_grad(self, out_grad, cache):
+        return conv2d_weight_grad(out_grad, cache)
+
+    def bias_grad(self, out_grad):
+        return conv2d_bias_grad(out_grad)

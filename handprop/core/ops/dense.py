@@ -12,9 +12,12 @@ Leading replica axes are allowed: ``x`` (*rep, N, in), ``W`` (*rep, out, in).
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from ..errors import ShapeError
+from ..layers import Layer, WeightLayer, positive_int, register_layer
 
 
 def dense_forward(
@@ -103,3 +106,75 @@ def flatten_forward(x: np.ndarray, sample_ndim: int) -> np.ndarray:
 def flatten_backward(out_grad: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
     """The gradient reshaped back to the input's shape."""
     return out_grad.reshape(in_shape)
+
+
+@register_layer
+class Dense(WeightLayer):
+    """Fully connected layer, weight ``(out, in)`` like PyTorch's ``Linear``."""
+
+    kind = "dense"
+
+    def __init__(self, out_features: int, bias: bool = True, in_features: int | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.out_features = positive_int(self.name, "out_features", out_features)
+        self.bias = bool(bias)
+        self.in_features = in_features
+
+    def _output_shape(self, in_shape):
+        if len(in_shape) != 1:
+            raise ShapeError(
+                f"layer {self.name} (dense) needs flat inputs, got shape {in_shape} "
+                "(put a flatten layer in front)"
+            )
+        if self.in_features is not None and self.in_features != in_shape[0]:
+            raise ShapeError(
+                f"layer {self.name} (dense) expects {self.in_features} inputs, "
+                f"the layer below gives shape {in_shape}"
+            )
+        self.in_features = in_shape[0]
+        return (self.out_features,)
+
+    def param_shapes(self):
+        shapes = {"weight": (self.out_features, self.in_shape[0])}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
+    def fan_in(self) -> int:
+        return self.in_shape[0]
+
+    def fan_out(self) -> int:
+        return self.out_features
+
+    def spec(self):
+        return {"type": self.kind, "name": self.name, "out_features": self.out_features,
+                "bias": self.bias}
+
+    def forward(self, params, x, train=True):
+        return dense_forward(x, params["weight"], params.get("bias"))
+
+    def input_grad(self, out_grad, weight, cache):
+        return dense_input_grad(out_grad, weight)
+
+    def weight_grad(self, out_grad, cache):
+        return dense_weight_grad(out_grad, cache)
+
+    def bias_grad(self, out_grad):
+        return dense_bias_grad(out_grad)
+
+
+@register_layer
+class Flatten(Layer):
+    """(C, H, W) -> (C*H*W,), row-major."""
+
+    kind = "flatten"
+
+    def _output_shape(self, in_shape):
+        return (prod(in_shape),)
+
+    def forward(self, params, x, train=True):
+        return flatten_forward(x, len(self.in_shape)), x.shape
+
+    def backward(self, params, cache, out_grad, need_input_grad=True):
+        return flatten_backward(out_grad, cache), {}

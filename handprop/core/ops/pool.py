@@ -25,26 +25,27 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ShapeError
-from .conv import _pair
-from .windows import Windows, scatter_add, scatter_targets, streams, window_table, window_view
+from ..layers import Layer, int_pair, pair, register_layer
+from .windows import IndexTable, Windows, streams, window_table, window_view
 
 
 class PoolGeometry(NamedTuple):
     """Window layout of a max-pool over one (H, W) plane.
 
-    index : ndarray of int64, shape (out_h*out_w, kh*kw): flat plane position of every
-        window entry, row-major inside the window.
+    entries : IndexTable of shape (out_h*out_w, kh*kw): flat plane position of every
+        window entry, row-major inside the window (``index`` is its array).
     in_hw, out_hw, kernel, stride : (int, int)
     inverse : ndarray of int64, shape (H*W,), or None (see :func:`max_pool2d_geometry`)
     covers_all : bool
-    windows : Windows, the same table tap-major (see ``_index.py``)
+    windows : Windows, the same table tap-major (see ``windows.py``)
     overlapping : bool, whether some input lies in more than one window
-    starts, offsets : ndarray of int64, shapes (out_h*out_w,) and (kh*kw,): the flat
-        plane position of each window's first entry, and each tap's offset from it
-        (``index[l, t] = starts[l] + offsets[t]``)
+    starts : IndexTable of shape (out_h*out_w,): the flat plane position of each
+        window's first entry
+    offsets : ndarray of int64, shape (kh*kw,): each tap's offset from the window's
+        first entry (``index[l, t] = starts[l] + offsets[t]``)
     """
 
-    index: np.ndarray
+    entries: IndexTable
     in_hw: tuple[int, int]
     out_hw: tuple[int, int]
     kernel: tuple[int, int]
@@ -53,8 +54,12 @@ class PoolGeometry(NamedTuple):
     covers_all: bool
     windows: Windows
     overlapping: bool
-    starts: np.ndarray
+    starts: IndexTable
     offsets: np.ndarray
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.entries.index
 
 
 @lru_cache(maxsize=256)
@@ -70,8 +75,9 @@ def max_pool2d_geometry(
     Overlapping windows need a scatter-add instead (``inverse`` is None).
     """
     windows = window_table(in_hw, kernel, stride, op="max_pool2d")
-    index = np.ascontiguousarray(windows.index.T)
-    index.setflags(write=False)
+    plane = in_hw[0] * in_hw[1]
+    entries = IndexTable(windows.index.T, plane)
+    index = entries.index
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
     inverse = None
     covers_all = False
@@ -80,12 +86,11 @@ def max_pool2d_geometry(
         inverse[index.ravel()] = np.arange(index.size)
         covers_all = index.size == inverse.size
         inverse.setflags(write=False)
-    starts, offsets = index[:, 0].copy(), index[0].copy()
-    starts.setflags(write=False)
+    offsets = index[0].copy()
     offsets.setflags(write=False)
     return PoolGeometry(
-        index, in_hw, windows.out_hw, kernel, stride, inverse, covers_all, windows, overlapping,
-        starts, offsets,
+        entries, in_hw, windows.out_hw, kernel, stride, inverse, covers_all, windows, overlapping,
+        IndexTable(index[:, 0], plane), offsets,
     )
 
 
@@ -136,8 +141,8 @@ def max_pool2d_forward(
     if x.ndim < 3:
         raise ShapeError(f"max_pool2d: input must be (..., C, H, W), got shape {x.shape}")
     if geometry is None:
-        kernel = _pair(kernel)
-        stride = kernel if stride is None else _pair(stride)
+        kernel = pair(kernel)
+        stride = kernel if stride is None else pair(stride)
         geometry = max_pool2d_geometry(x.shape[-2:], kernel, stride)
     lead = x.shape[:-2]
     stream = streams(x.shape)
@@ -154,8 +159,7 @@ def max_pool2d_forward(
         windows = tap_major.transpose(*range(1, tap_major.ndim), 0)
     # Where each winner sits in the input: its plane's offset plus its window's start
     # (a cached table) plus its tap's offset.
-    plane = geometry.in_hw[0] * geometry.in_hw[1]
-    first = scatter_targets(geometry.starts, winner.size // len(geometry.starts), plane)
+    first = geometry.starts.targets(winner.size // geometry.starts.index.size)
     position = first + geometry.offsets.take(winner.ravel())
     if not stream:
         out = x.ravel()[position]  # argmax's winner, the first NaN if any: the max
@@ -203,8 +207,7 @@ def max_pool2d_scatter(per_entry: np.ndarray, cache: MaxPool2dCache) -> np.ndarr
     came from, ``(*lead, C, H, W)`` (e.g. ``routing * G`` is the routed gradient)."""
     geometry = cache.geometry
     if geometry.inverse is None:  # overlapping windows: add up
-        height, width = geometry.in_hw
-        return scatter_add(per_entry, geometry.index, height * width).reshape(cache.in_shape)
+        return geometry.entries.scatter_add(per_entry).reshape(cache.in_shape)
     flat = per_entry.reshape(*per_entry.shape[:-2], -1)
     if not geometry.covers_all:
         flat = np.concatenate([flat, np.zeros((*flat.shape[:-1], 1), flat.dtype)], axis=-1)
@@ -259,3 +262,41 @@ def max_pool2d_upsample(out_grad: np.ndarray, cache: MaxPool2dCache) -> np.ndarr
     grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
     per_entry = np.broadcast_to(grad, cache.windows.shape)
     return max_pool2d_scatter(per_entry, cache)
+
+
+@register_layer
+class MaxPool2d(Layer):
+    """Max-pooling; exact backward routes each window's gradient to one winner."""
+
+    kind = "max_pool2d"
+
+    def __init__(self, kernel_size: int | tuple[int, int] = 2,
+                 stride: int | tuple[int, int] | None = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.kernel_size = int_pair(self.name, "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else int_pair(self.name, "stride", stride)
+
+    def _output_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ShapeError(
+                f"layer {self.name} (max_pool2d) needs (C, H, W) inputs, got shape {in_shape}"
+            )
+        channels, height, width = in_shape
+        kh, kw = self.kernel_size
+        if height < kh or width < kw:
+            raise ShapeError(
+                f"layer {self.name} (max_pool2d): window {kh}x{kw} does not fit input shape "
+                f"{in_shape}"
+            )
+        self.geometry = max_pool2d_geometry((height, width), self.kernel_size, self.stride)
+        return (channels, *self.geometry.out_hw)
+
+    def spec(self):
+        return {"type": self.kind, "name": self.name, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride)}
+
+    def forward(self, params, x, train=True):
+        return max_pool2d_forward(x, geometry=self.geometry)
+
+    def backward(self, params, cache, out_grad, need_input_grad=True):
+        return max_pool2d_backward(out_grad, cache), {}

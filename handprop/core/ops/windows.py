@@ -16,13 +16,17 @@ chosen by the size of a sample:
 :func:`scatter_windows` is the transpose (each pixel receives the sum of the window
 entries that read it), one ``np.bincount`` through the same table.
 
+Index tables are read-only and built once per geometry (memoised, they are pure
+functions of the shapes); an :class:`IndexTable` also keeps, per number of leading
+planes, the flattened targets a scatter needs -- the cache lives on the table that owns
+it, so there is no global state to lock.
+
 The choice depends only on the shape of one sample, never on the batch size or on
 leading replica axes, so a replicated run computes exactly what its single runs do.
 """
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 from math import prod
 from typing import NamedTuple
@@ -35,21 +39,64 @@ from ..errors import ShapeError
 STREAM_MIN = 192
 
 
+class IndexTable:
+    """Flat positions inside planes of ``size`` values, read only.
+
+    ``index`` : ndarray of int64, any shape, entries in [0, size).
+    :meth:`targets` gives the same positions offset by ``size`` for each of ``rows``
+    leading planes (what ``np.bincount`` needs), built once per ``rows`` and kept here.
+    """
+
+    def __init__(self, index: np.ndarray, size: int) -> None:
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        index.setflags(write=False)
+        self.index, self.size = index, int(size)
+        self._targets: dict[int, np.ndarray] = {}
+
+    def targets(self, rows: int) -> np.ndarray:
+        """``index`` offset by ``size`` for each of ``rows`` leading planes, flattened."""
+        found = self._targets.get(rows)
+        if found is None:  # two threads may both build it: same values, no harm
+            offsets = np.arange(rows, dtype=np.int64).reshape((rows,) + (1,) * self.index.ndim)
+            found = (offsets * self.size + self.index).ravel()
+            found.setflags(write=False)
+            if len(self._targets) >= 16:  # batch sizes vary little; keep the table small
+                self._targets.clear()
+            self._targets[rows] = found
+        return found
+
+    def scatter_add(self, values: np.ndarray) -> np.ndarray:
+        """Sum ``values`` into ``size`` slots per leading plane, at positions ``index``.
+
+        values (*lead, *index.shape) -> (*lead, size), dtype of ``values``:
+        ``out[m, index[k]] += values[m, k]`` for every leading position m and every k,
+        in order of k (accumulated in float64).
+        """
+        rows = values.size // self.index.size
+        out = np.bincount(self.targets(rows), weights=values.ravel(), minlength=rows * self.size)
+        lead = values.shape[: values.ndim - self.index.ndim]
+        return out.reshape(*lead, self.size).astype(values.dtype, copy=False)
+
+
 class Windows(NamedTuple):
     """Where the windows of a conv or pool sit in one (H, W) plane.
 
-    index : ndarray of int64, shape (kh*kw, out_h*out_w)
+    table : IndexTable of shape (kh*kw, out_h*out_w)
         Flat position of tap t of window l in the zero-padded plane of shape
         ``(H + 2*ph, W + 2*pw)``; taps and windows both in row-major order.
     in_hw, kernel, stride, padding, out_hw : (int, int)
     """
 
-    index: np.ndarray
+    table: IndexTable
     in_hw: tuple[int, int]
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     out_hw: tuple[int, int]
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.table.index
 
 
 @lru_cache(maxsize=256)
@@ -75,9 +122,9 @@ def window_table(
         )
     row = np.arange(out_h)[None, None, :, None] * sh + np.arange(kh)[:, None, None, None]
     col = np.arange(out_w)[None, None, None, :] * sw + np.arange(kw)[None, :, None, None]
-    index = (row * (width + 2 * pw) + col).reshape(kh * kw, out_h * out_w).astype(np.int64)
-    index.setflags(write=False)
-    return Windows(index, (height, width), (kh, kw), (sh, sw), (ph, pw), (out_h, out_w))
+    index = (row * (width + 2 * pw) + col).reshape(kh * kw, out_h * out_w)
+    table = IndexTable(index, (height + 2 * ph) * (width + 2 * pw))
+    return Windows(table, (height, width), (kh, kw), (sh, sw), (ph, pw), (out_h, out_w))
 
 
 def streams(x_shape: tuple[int, ...]) -> bool:
@@ -152,54 +199,6 @@ def scatter_windows(values: np.ndarray, windows: Windows) -> np.ndarray:
     order; a view into a padded buffer when there is padding)
     """
     (height, width), (ph, pw) = windows.in_hw, windows.padding
-    padded_hw = (height + 2 * ph, width + 2 * pw)
-    planes = scatter_add(values, windows.index, padded_hw[0] * padded_hw[1])
-    planes = planes.reshape(*values.shape[:-2], *padded_hw)
+    planes = windows.table.scatter_add(values)
+    planes = planes.reshape(*values.shape[:-2], height + 2 * ph, width + 2 * pw)
     return planes[..., ph : ph + height, pw : pw + width] if ph or pw else planes
-
-
-_TARGETS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-_TARGETS_LOCK = threading.Lock()  # training may run two halves of a batch in two threads
-
-
-def scatter_targets(index: np.ndarray, rows: int, size: int) -> np.ndarray:
-    """``index`` offset by ``size`` for each of ``rows`` leading rows, flattened (cached).
-
-    Keyed by the identity of ``index`` (a cached, read-only table); the entry keeps a
-    reference to it so that the id cannot be reused while the entry lives.
-    """
-    key = (id(index), rows, size)
-    hit = _TARGETS.get(key)
-    if hit is not None and hit[0] is index:
-        return hit[1]
-    offsets = np.arange(rows, dtype=np.int64).reshape((rows,) + (1,) * index.ndim) * size
-    targets = (offsets + index).ravel()
-    targets.setflags(write=False)
-    with _TARGETS_LOCK:
-        if len(_TARGETS) >= 64:  # forget the oldest entry
-            del _TARGETS[next(iter(_TARGETS))]
-        _TARGETS[key] = (index, targets)
-    return targets
-
-
-def scatter_add(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
-    """Sum ``values`` into ``size`` slots per leading row, at positions ``index``.
-
-    Parameters
-    ----------
-    values : ndarray, shape (*lead, *index.shape)
-    index : ndarray of int, entries in [0, size)
-    size : int
-
-    Returns
-    -------
-    ndarray, shape (*lead, size), dtype of ``values``.
-        ``out[m, index[k]] += values[m, k]`` for every leading position m and every k,
-        in order of k (accumulated in float64).
-    """
-    rows = values.size // index.size
-    targets = scatter_targets(index, rows, size)
-    out = np.bincount(targets, weights=values.ravel(), minlength=rows * size)
-    return out.reshape(*values.shape[: values.ndim - index.ndim], size).astype(
-        values.dtype, copy=False
-    )
