@@ -21,16 +21,16 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.io import atomic_write_text, write_json
 from ..core.spec import dump_toml
-from .stats import bootstrap_ci, paired_summary
-from .study import (
+from .lockstep import train_group
+from .records import (
     alignment_matrices,
     collect,
     cost_matrix,
     final_alignment,
     rounded,
-    train_group,
     versions,
 )
+from .stats import bootstrap_ci, paired_summary
 
 RECORD_VERSION = 1
 # BioTorch (Sanfiz & Akrout 2021), LeNet on MNIST, top-1 error %.

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
-from .study import collect, cost_matrix, final_alignment
+from .records import collect, cost_matrix, final_alignment
 
 RECORD_VERSION = 1
 CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
@@ -211,7 +211,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """
     from ..core.presets import seed_net
     from ..training.loop import TrainConfig
-    from .study import rounded, train_group, versions
+    from .lockstep import train_group
+    from .records import rounded, versions
 
     runs = spec["runs"]  # [{"protocol", "run", "seed"}]
     datasets = [_article_split(r["seed"]) if r["protocol"] == "article" else

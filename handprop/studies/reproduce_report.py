@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..core.io import atomic_write_text, write_json
+from .records import alignment_matrices, cost_matrix
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
-from .study import alignment_matrices, cost_matrix
 
 BROKEN, ORIGINAL = "seed-broken", "seed-original"
 
