@@ -373,22 +373,21 @@ def _setup_reproduce(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..studies.reproduce import load_config, main_study, validate_config
+    from ..studies.reproduce import ReproduceStudy
 
-    config = load_config(args.config)
+    config = ReproduceStudy.load_config(args.config)
     if args.quick:
         config.epochs, config.seeds, config.folds = 5, 2, 2
     _override(config, args, ("seeds", "first_seed", "epochs", "folds", "probe"))
-    return _run_study(main_study, validate_config, config, args)
+    return _run_study(ReproduceStudy, config, args)
 
 
-def _run_study(main_study: Callable, validate_config: Callable, config: Any,
-               args: argparse.Namespace) -> int:
+def _run_study(study: Any, config: Any, args: argparse.Namespace) -> int:
     """Check a study's resolved config and options, run it, say where the results are."""
-    validate_config(config, "command line")
+    study.validate_config(config, "command line")
     _check_backend(args)
-    main_study(config, args.out, args.backend, args.jobs, args.scheduler,
-               show_progress=False if args.quiet else None)
+    study(config, args.out, args.backend, args.jobs, args.scheduler,
+          show_progress=False if args.quiet else None).run()
     print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
     return 0
 
@@ -444,14 +443,14 @@ def _setup_compare(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..studies.compare import load_config, main_study, validate_config
+    from ..studies.compare import CompareStudy
 
-    config = load_config(args.config)
+    config = CompareStudy.load_config(args.config)
     if args.quick:
         config.epochs, config.seeds, config.probe = 2, 2, 64
     _override(config, args, ("seeds", "first_seed", "data", "net", "epochs", "batch_size",
                               "optimizer", "lr", "momentum", "probe"))
-    return _run_study(main_study, validate_config, config, args)
+    return _run_study(CompareStudy, config, args)
 
 
 # -- demo ------------------------------------------------------------------------------
