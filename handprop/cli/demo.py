@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("the article's interactive version: the seed net on four built-in images "
           "(0, 1, 1, 0), online SGD")
 
-    def on_epoch(epoch: int, history) -> None:
+    def on_epoch(epoch: int, history: Any) -> None:
         if (epoch + 1) % max(args.epochs // 10, 1) == 0 or epoch == 0:
             print(f"  epoch {epoch + 1:>4}  cost {history.cost[-1]:.6f}")
 

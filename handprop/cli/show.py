@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import ConfigError
 from .common import command
-from .train import add_train_args, prepare_run, restore_run, train_run
+from .train import TrainRun, add_train_args, prepare_run, restore_run, train_run
 
 SHOW_WHAT = ("kernels", "maps", "misclassified", "cost", "all")
 
@@ -23,7 +25,7 @@ def _setup_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("pictures"), help="folder for the PNGs")
 
 
-def _network_and_cost(args: argparse.Namespace):
+def _network_and_cost(args: argparse.Namespace) -> tuple[TrainRun, np.ndarray]:
     """The checkpoint's run and its cost history, or a run trained now from the flags."""
     if args.checkpoint is not None:
         run, state = restore_run(args.checkpoint, None, to_train=False, net_name=args.net,
@@ -33,7 +35,8 @@ def _network_and_cost(args: argparse.Namespace):
     return run, train_run(run, args.quiet).cost
 
 
-def _draw(args: argparse.Namespace, run, cost, x, y) -> list[Path]:
+def _draw(args: argparse.Namespace, run: TrainRun, cost: np.ndarray, x: np.ndarray,
+          y: np.ndarray) -> list[Path]:
     """The asked-for pictures; the paths written."""
     from ..pictures import show
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
 from .common import Command, command_source
 
+if TYPE_CHECKING:
+    from ..studies.study import Study
 
-def _config_help(study) -> str:
+
+def _config_help(study: type[Study]) -> str:
     if study.default_config_text() is None:
         return f"TOML file with a [{study.name}] table (default: the built-in defaults)"
     return (f"TOML file with a [{study.name}] table "
@@ -30,7 +33,7 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def setup_study(study, p: argparse.ArgumentParser) -> None:
+def setup_study(study: type[Study], p: argparse.ArgumentParser) -> None:
     """``--config``, ``--out``, ``--quick``, one flag per config option, the backend."""
     p.add_argument("--config", type=Path, help=_config_help(study))
     p.add_argument("--out", type=Path, default=Path(study.default_out), help="results folder")
@@ -42,7 +45,7 @@ def setup_study(study, p: argparse.ArgumentParser) -> None:
     _add_backend_args(p)
 
 
-def _override(config: Any, study, args: argparse.Namespace) -> None:
+def _override(config: Any, study: type[Study], args: argparse.Namespace) -> None:
     """Flags given on the command line replace the config's values."""
     for flag in study.flags():
         value = getattr(args, flag.field)
@@ -64,7 +67,7 @@ def _check_backend(args: argparse.Namespace) -> None:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
 
 
-def run_study(study, args: argparse.Namespace) -> int:
+def run_study(study: type[Study], args: argparse.Namespace) -> int:
     """Resolve the config (file, ``--quick``, flags), check it and the backend, run the
     study, say where the results are."""
     config = study.load_config(args.config)

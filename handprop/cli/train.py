@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from ..core.errors import ConfigError, ShapeError
 from ..core.presets import NET_DEFAULTS
 from ..core.spec import build_net
 from .common import EXIT_DIVERGED, command, versions, write_results
+
+if TYPE_CHECKING:
+    from ..training.loop import History, TrainConfig, TrainState
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -74,7 +77,7 @@ def _check_compatible(net, data) -> None:
         )
 
 
-def _train_config(args: argparse.Namespace, defaults: dict[str, Any]):
+def _train_config(args: argparse.Namespace, defaults: dict[str, Any]) -> TrainConfig:
     """The flags, with the network's defaults where a flag was not given."""
     from ..training.loop import TrainConfig
 
@@ -119,7 +122,7 @@ def prepare_run(args: argparse.Namespace) -> TrainRun:
 
 # -- a run from a checkpoint -----------------------------------------------------------
 
-def _saved_config(path: Path, saved: dict[str, Any], epochs: int | None):
+def _saved_config(path: Path, saved: dict[str, Any], epochs: int | None) -> TrainConfig:
     """The checkpoint's training config, extended to ``epochs`` when that is possible."""
     from ..training.loop import TrainConfig
 
@@ -132,7 +135,8 @@ def _saved_config(path: Path, saved: dict[str, Any], epochs: int | None):
 
 
 def restore_run(path: Path, epochs: int | None, to_train: bool = True,
-                net_name: str | None = None, fc: Sequence[int] | None = None):
+                net_name: str | None = None, fc: Sequence[int] | None = None
+                ) -> tuple[TrainRun, TrainState]:
     """A run rebuilt from a checkpoint, and the training state to continue from.
 
     ``net_name``/``fc``: the network the user asked for; by default the checkpoint's own.
@@ -166,7 +170,7 @@ def restore_run(path: Path, epochs: int | None, to_train: bool = True,
     return TrainRun(net, data, config, rule, recipe), state
 
 
-def save_checkpoint(path: Path, run: TrainRun, state) -> None:
+def save_checkpoint(path: Path, run: TrainRun, state: TrainState) -> None:
     from ..training.checkpoint import save_checkpoint as save
 
     save(path, run.net, {"kind": "train", "recipe": run.recipe,
@@ -176,7 +180,8 @@ def save_checkpoint(path: Path, run: TrainRun, state) -> None:
 
 # -- training --------------------------------------------------------------------------
 
-def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=None):
+def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None,
+              state: TrainState | None = None) -> History:
     """Train with a progress bar; checkpoint after every epoch when asked."""
     from ..studies.progress import ProgressBar
     from ..training.loop import fit
@@ -189,7 +194,7 @@ def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=
     def progress(epoch: int, total: int, cost: float) -> None:
         bar.update(epoch, f"cost {cost:.4g}")
 
-    def on_epoch(epoch: int, history) -> None:
+    def on_epoch(epoch: int, history: History) -> None:
         if checkpoint is not None:
             # Looked up at call time, so tests can interrupt right after a save.
             save_checkpoint(checkpoint, run, history.state)
@@ -201,7 +206,8 @@ def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None, state=
         bar.close()
 
 
-def _print_outcome(run: TrainRun, history, evaluation, checkpoint: Path | None) -> None:
+def _print_outcome(run: TrainRun, history: History, evaluation: Any,
+                   checkpoint: Path | None) -> None:
     from ..training.loop import prediction_table
 
     net, data = run.net, run.data
@@ -220,7 +226,7 @@ def _print_outcome(run: TrainRun, history, evaluation, checkpoint: Path | None) 
         print(f"checkpoint: {checkpoint}")
 
 
-def _results(run: TrainRun, history, evaluation) -> dict[str, Any]:
+def _results(run: TrainRun, history: History, evaluation: Any) -> dict[str, Any]:
     """What ``--json`` writes."""
     net, data, config = run.net, run.data, run.config
     diverged = history.diverged[0]

@@ -13,6 +13,7 @@ gradients are handprop's hand-written backward passes.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -158,7 +159,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- sklearn API ---------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> HandpropClassifier:
         """Build the network for the data and train it.
 
         Parameters
@@ -206,7 +207,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = np.asarray(history.cost, dtype=np.float64).copy()
         return self
 
-    def _images(self, X) -> np.ndarray:
+    def _images(self, X: ArrayLike) -> np.ndarray:
         """``X`` checked against what was fitted, as the network's input."""
         check_is_fitted(self)
         X, shape_4d = flatten_4d(X)
@@ -220,7 +221,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
             )
         return scaled(X, self.scale).reshape(X.shape[0], *self.input_shape_)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities.
 
         Parameters
@@ -239,7 +240,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         out = np.asarray(self.net_.predict(images), dtype=np.float64)
         return probabilities(out, self.net_.loss)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`.
 
         Parameters
@@ -253,7 +254,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class labels: ``classes_[argmax(predict_proba(X))]``.
 
         Parameters

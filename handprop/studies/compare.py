@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
+from ..core.network import Network
 from .compare_report import BIOTORCH_LENET_MNIST as BIOTORCH_LENET_MNIST
 from .lockstep import train_group
 from .records import collect, cost_matrix, final_alignment, rounded, versions
@@ -86,7 +87,7 @@ def load_config(path: str | Path | None = None) -> CompareConfig:
     return CompareStudy.load_config(path)
 
 
-def _network(config: CompareConfig, data):
+def _network(config: CompareConfig, data: Any) -> Network:
     from ..core.spec import build_net
 
     return build_net(config.net, None, data.input_shape, data.num_classes)
@@ -233,22 +234,26 @@ class CompareStudy(Study):
         return {"net": self.net.name, "train_images": int(self.data.x_train.shape[0]),
                 "test_images": int(self.data.x_test.shape[0])}
 
-    def findings(self, records, summary: dict[str, Any]) -> dict[str, Any]:
+    def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
+                 ) -> dict[str, Any]:
         from .compare_report import literature
 
         return literature(summary, records)
 
-    def write_figures(self, records, summary: dict[str, Any]) -> list[Path]:
+    def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
+                      ) -> list[Path]:
         from .compare_report import write_figures
 
         return write_figures(self.out, self.config, records, summary)
 
-    def report(self, summary, findings, meta, figures) -> str:
+    def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
+               figures: list[Path]) -> str:
         from .compare_report import markdown
 
         return markdown(self.config, summary, findings, meta, figures)
 
-    def terminal_summary(self, summary, findings, meta) -> str:
+    def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
+                         meta: dict[str, Any]) -> str:
         from .compare_report import terminal_table
 
         return terminal_table(summary, findings, meta)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .records import alignment_matrices, cost_matrix
+
+if TYPE_CHECKING:
+    from .compare import CompareConfig
 
 # BioTorch (Sanfiz & Akrout 2021), LeNet on MNIST, top-1 error %.
 BIOTORCH_LENET_MNIST = {"exact": 0.91, "usf": 0.94, "brsf": 0.91, "frsf": 0.97, "fa": 1.70,
@@ -78,7 +81,7 @@ def literature(summary: dict[str, Any], records: dict[str, list[dict]]) -> dict[
     return result
 
 
-def write_figures(out: Path, config, records: dict[str, list[dict]],
+def write_figures(out: Path, config: CompareConfig, records: dict[str, list[dict]],
                   summary: dict[str, Any]) -> list[Path]:
     """Test error per rule, cost curves, and the alignment grids (update to the exact
     gradient; feedback B to forward W)."""
@@ -126,7 +129,8 @@ def terminal_table(summary: dict[str, Any], lit: dict[str, Any], meta: dict[str,
     return "\n".join(lines)
 
 
-def _test_error_section(config, summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+def _test_error_section(config: CompareConfig, summary: dict[str, Any],
+                        meta: dict[str, Any]) -> list[str]:
     """The report's opening (the protocol) and its test-error table."""
     lines = [
         "# handprop compare: learning rules against exact back-propagation", "",
@@ -208,8 +212,8 @@ def _literature_section(summary: dict[str, Any], lit: dict[str, Any]) -> list[st
     return lines
 
 
-def markdown(config, summary: dict[str, Any], lit: dict[str, Any], meta: dict[str, Any],
-             figures: list[Path]) -> str:
+def markdown(config: CompareConfig, summary: dict[str, Any], lit: dict[str, Any],
+             meta: dict[str, Any], figures: list[Path]) -> str:
     """The text of ``report.md``."""
     lines = (_test_error_section(config, summary, meta) + _alignment_section(summary)
              + _literature_section(summary, lit))

@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..core.network import Network
+    from ..training.loop import TrainConfig
 
 
 @dataclass
@@ -22,9 +26,10 @@ class GroupResult:
     seconds: float
 
 
-def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: np.ndarray,
-                test_labels: np.ndarray, config, probe: int, out: str | Path, job_id: str,
-                weight_metrics: bool = True, counts: list[int] | None = None) -> GroupResult:
+def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
+                test_x: np.ndarray, test_labels: np.ndarray, config: TrainConfig, probe: int,
+                out: str | Path, job_id: str, weight_metrics: bool = True,
+                counts: list[int] | None = None) -> GroupResult:
     """Train the replicas of ``net`` in lockstep with ``rule_name``.
 
     Alignment with the exact gradient is logged before training and after every epoch

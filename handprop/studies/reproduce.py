@@ -30,6 +30,8 @@ from .runner import Job
 from .study import Study, option, register_study
 
 RECORD_VERSION = 1
+# Records by (experiment, rule, protocol).
+Records = dict[tuple[str, str, str], list[dict]]
 CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
 
 
@@ -265,7 +267,7 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
 
 # -- aggregation -----------------------------------------------------------------------
 
-def load_records(jobs: list[Job]) -> dict[tuple[str, str, str], list[dict]]:
+def load_records(jobs: list[Job]) -> Records:
     """Records with the study's current settings, by (experiment, rule, protocol)."""
     found: dict[tuple[str, str, str], list[dict]] = {}
     for job in jobs:
@@ -278,8 +280,7 @@ def load_records(jobs: list[Job]) -> dict[tuple[str, str, str], list[dict]]:
     return found
 
 
-def summarize(records: dict[tuple[str, str, str], list[dict]], config: ReproduceConfig
-              ) -> dict[str, Any]:
+def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
     """The numbers of ``summary.json``: per experiment and rule."""
     summary: dict[str, Any] = {}
     for experiment in config.experiments:
@@ -340,28 +341,30 @@ class ReproduceStudy(Study):
     def build_jobs(self) -> list[Job]:
         return build_jobs(self.config, self.out)
 
-    def load_records(self, jobs: list[Job]) -> dict[tuple[str, str, str], list[dict]]:
+    def load_records(self, jobs: list[Job]) -> Records:
         return load_records(jobs)
 
-    def summarize(self, records: dict[tuple[str, str, str], list[dict]]) -> dict[str, Any]:
+    def summarize(self, records: Records) -> dict[str, Any]:
         return summarize(records, self.config)
 
-    def findings(self, records, summary: dict[str, Any]) -> dict[str, Any]:
+    def findings(self, records: Records, summary: dict[str, Any]) -> dict[str, Any]:
         from .reproduce_report import evaluate_claims
 
         return evaluate_claims(records, self.config)
 
-    def write_figures(self, records, summary: dict[str, Any]) -> list[Path]:
+    def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
         from .reproduce_report import write_figures
 
         return write_figures(self.out, self.config, records)
 
-    def report(self, summary, findings, meta, figures) -> str:
+    def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
+               figures: list[Path]) -> str:
         from .reproduce_report import markdown
 
         return markdown(self.config, summary, findings, meta, figures)
 
-    def terminal_summary(self, summary, findings, meta) -> str:
+    def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
+                         meta: dict[str, Any]) -> str:
         from .reproduce_report import terminal_summary
 
         return terminal_summary(summary, findings, meta)

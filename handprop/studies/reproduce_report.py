@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .records import alignment_matrices, cost_matrix
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
+
+if TYPE_CHECKING:
+    from .reproduce import Experiment, Records, ReproduceConfig
 
 BROKEN, ORIGINAL = "seed-broken", "seed-original"
 
@@ -130,7 +133,8 @@ def _heldout_comparison(records, experiment) -> dict[str, Any] | None:
             "original_accuracy": float(np.mean([original[i] for i in common])), **test}
 
 
-def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
+def evaluate_claims(records: Records, config: ReproduceConfig
+                    ) -> dict[str, list[dict[str, Any]]]:
     """The article's claims, by experiment (matched on the dense widths)."""
     claims: dict[str, list[dict[str, Any]]] = {}
     for experiment in config.experiments:
@@ -173,7 +177,7 @@ def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
     return claims
 
 
-def write_figures(out: Path, config, records) -> list[Path]:
+def write_figures(out: Path, config: ReproduceConfig, records: Records) -> list[Path]:
     from ..pictures.plots import alignment_grid, curves, grouped_points
 
     figures = []
@@ -231,7 +235,7 @@ def terminal_summary(summary: dict[str, Any], claims: dict[str, list], meta: dic
     return "\n".join(lines)
 
 
-def _introduction(config, meta) -> list[str]:
+def _introduction(config: ReproduceConfig, meta: dict[str, Any]) -> list[str]:
     """The report's opening: the protocol, the two accuracy measures, alignment, time."""
     lines = ["# handprop reproduce: the article's original vs broken back-propagation", ""]
     if meta.get("interrupted"):
@@ -273,7 +277,8 @@ def _introduction(config, meta) -> list[str]:
     ]
 
 
-def _experiment_section(experiment, rules: dict[str, Any], items: list[dict]) -> list[str]:
+def _experiment_section(experiment: Experiment, rules: dict[str, Any],
+                        items: list[dict]) -> list[str]:
     """One experiment: its claims beside the data, its rules' numbers, their alignment."""
     lines = [f"### {experiment.name} (dense {experiment.fc[0]}/{experiment.fc[1]})", ""]
     if experiment.claim:
@@ -305,7 +310,8 @@ def _experiment_section(experiment, rules: dict[str, Any], items: list[dict]) ->
     return lines
 
 
-def markdown(config, summary, claims, meta, figures: list[Path]) -> str:
+def markdown(config: ReproduceConfig, summary: dict[str, Any], claims: dict[str, list],
+             meta: dict[str, Any], figures: list[Path]) -> str:
     """The text of ``report.md``."""
     lines = _introduction(config, meta)
     for experiment in config.experiments:
