@@ -23,7 +23,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.io import atomic_write_text
-from .progress import ProgressBar, format_seconds
+from .progress import ProgressBar
 
 BACKENDS = ("loky", "sequential", "dask")
 
@@ -238,7 +238,3 @@ def _dask_client(scheduler: str | None):
         return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-
-
-def describe_time(seconds: float) -> str:
-    return format_seconds(seconds)
