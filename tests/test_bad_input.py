@@ -227,6 +227,7 @@ def test_case_count():
     assert len(CASES) >= 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["train", "--net", "resnet"]])
 def test_real_entry_point(argv, tmp_path):
     """The installed command behaves the same: one line, exit 2, no traceback."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import handprop.cli as cli
+import handprop.cli.train as cli_train
 from handprop import __version__
 from handprop.cli import main
 from handprop.core.presets import lenet, seed_net
@@ -82,14 +82,14 @@ def test_cli_resumed_run_is_bit_identical(tmp_path, case):
 
 def _interrupt_after(monkeypatch, epochs: int) -> None:
     """Make the CLI's next training run stop like Ctrl-C right after saving epoch N."""
-    save = cli._save_checkpoint
+    save = cli_train.save_checkpoint
 
     def save_then_interrupt(path, run, state):
         save(path, run, state)
         if state.epoch == epochs:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(cli_train, "save_checkpoint", save_then_interrupt)
 
 
 @pytest.mark.parametrize("flags", [["--schedule", "cosine"],

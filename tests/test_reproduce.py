@@ -259,11 +259,11 @@ def test_claim_at_an_epoch_beyond_the_run_is_not_judged(quick):
 def test_rules_are_paired_same_weights_and_data(tmp_path, monkeypatch):
     """For a seed, every rule's run starts from the weights ``seed_net(fc).init(seed)`` and
     trains on the same images in the same order."""
-    import handprop.studies.study
+    import handprop.studies.lockstep
     from handprop.core.presets import seed_net
 
     seen: dict[str, dict] = {}
-    original = handprop.studies.study.train_group
+    original = handprop.studies.lockstep.train_group
 
     def spy(net, rule_name, x, labels, test_x, test_labels, *args, **kwargs):
         seen[args[3]] = {  # (config, probe, out, job_id)
@@ -271,7 +271,7 @@ def test_rules_are_paired_same_weights_and_data(tmp_path, monkeypatch):
             "labels": labels.copy(), "test_x": test_x.copy(), "rule": rule_name}
         return original(net, rule_name, x, labels, test_x, test_labels, *args, **kwargs)
 
-    monkeypatch.setattr(handprop.studies.study, "train_group", spy)
+    monkeypatch.setattr(handprop.studies.lockstep, "train_group", spy)
     config = write_config(tmp_path / "pair.toml", """
 [reproduce]
 rules = ["exact", "seed-original", "seed-broken", "broken-upstream"]

@@ -152,6 +152,7 @@ def interrupt_argv(out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_finished_work_and_resume_completes(tmp_path):
     out = tmp_path / "study"
     argv = interrupt_argv(out, "--jobs", "1")
@@ -170,6 +171,7 @@ def test_sigterm_keeps_finished_work_and_resume_completes(tmp_path):
     assert temporary_files(out) == []
 
 
+@pytest.mark.slow
 def test_sigterm_with_worker_processes(tmp_path):
     """The default backend (loky, one process per core): same guarantees."""
     out = tmp_path / "study"
@@ -195,6 +197,7 @@ def unreachable(tmp_path_factory):
         process.communicate()
 
 
+@pytest.mark.slow
 def test_dask_backend_gives_the_local_results(local_run, unreachable, tmp_path):
     # (``unreachable`` only starts the background check of the next test)
     distributed = pytest.importorskip("dask.distributed")
@@ -220,6 +223,7 @@ def test_dask_backend_gives_the_local_results(local_run, unreachable, tmp_path):
     assert summary["experiments"] == load(local_run / "summary.json")["experiments"]
 
 
+@pytest.mark.slow
 def test_unreachable_dask_scheduler_is_a_one_line_error(unreachable):
     process, start, out = unreachable
     _, stderr = process.communicate(timeout=90)

@@ -12,67 +12,30 @@ gradients are handprop's hand-written backward passes.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from math import isqrt, prod
-from typing import Any
-
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..core.errors import DivergedError
 from ..core.network import Network
-from ..core.ops.losses import log_softmax
-from ..core.presets import NET_DEFAULTS, PRESETS
 from ..core.spec import network_from_spec
-from ..rules import parse_rule
 from ..rules.base import LearningRule
-from ..training.loop import TrainConfig, fit
+from ..training.loop import fit as fit_network
+from .sklearn_build import (
+    build_network,
+    check_params,
+    dense_fallback_spec,
+    flatten_4d,
+    fresh_rule,
+    is_seed_preset,
+    probabilities,
+    scaled,
+    train_config,
+)
 
 __all__ = ["HandpropClassifier", "dense_fallback_spec"]
-
-# Smallest square image side each image preset can take (below it, a shape error):
-# small: two 2x2 pools after padded 3x3 convs; lenet: pool, unpadded 5x5 conv, pool.
-_MIN_SIDE = {"small": 4, "lenet": 12}
-_SEED_SHAPE = (1, 8, 8)
-_HIDDEN = 32
-
-
-def dense_fallback_spec(input_shape: tuple[int, ...], classes: int) -> dict[str, Any]:
-    """The network used when the features are not an image: flatten, dense 32 + relu,
-    dense ``classes`` (softmax cross-entropy, PyTorch initialisation).
-
-    Parameters
-    ----------
-    input_shape : tuple of int
-        Shape of one sample, e.g. ``(1, 1, n_features)``.
-    classes : int
-        Number of output units.
-
-    Returns
-    -------
-    dict
-        A spec for :func:`handprop.core.spec.network_from_spec`.
-    """
-    return {
-        "name": "dense",
-        "input_shape": list(input_shape),
-        "loss": "softmax_ce",
-        "init": "torch",
-        "layers": [
-            {"type": "flatten", "name": "flatten"},
-            {"type": "dense", "name": "fc1", "out_features": _HIDDEN},
-            {"type": "activation", "name": "act1", "activation": "relu"},
-            {"type": "dense", "name": "fc2", "out_features": classes},
-        ],
-    }
-
-
-def _stable_softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis via a max-shifted log-softmax (no overflow)."""
-    return np.exp(log_softmax(logits))
 
 
 class HandpropClassifier(ClassifierMixin, BaseEstimator):
@@ -190,167 +153,13 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.input_tags.string = False
         tags.target_tags.required = True
-        tags.classifier_tags.multi_class = not self._is_seed_preset()
+        tags.classifier_tags.multi_class = not is_seed_preset(self.net)
         tags.classifier_tags.multi_label = False
         tags.non_deterministic = False  # everything random is drawn from ``seed``
         return tags
 
-    def _is_seed_preset(self) -> bool:
-        if isinstance(self.net, Mapping):
-            return self.net.get("preset") == "seed"
-        return self.net == "seed"
-
-    # -- input handling ------------------------------------------------------------
-    @staticmethod
-    def _flatten_4d(X):
-        """(n, C, H, W) -> (n, C*H*W) and the image shape; anything else unchanged."""
-        if getattr(X, "ndim", None) == 4 and not hasattr(X, "tocsr"):
-            X = np.asarray(X)
-            return X.reshape(X.shape[0], -1), tuple(int(s) for s in X.shape[1:])
-        return X, None
-
-    def _scaled(self, X: np.ndarray) -> np.ndarray:
-        if self.scale is None:
-            return X
-        return X / self.scale
-
-    def _check_params(self) -> None:
-        if self.scale is not None:
-            ok = isinstance(self.scale, int | float | np.number) and not isinstance(
-                self.scale, bool
-            )
-            if not ok or not np.isfinite(self.scale) or self.scale <= 0:
-                raise ValueError(f"scale must be a positive number or None, got {self.scale!r}")
-        if not (isinstance(self.net, Mapping) or self.net in PRESETS):
-            raise ValueError(
-                f"net must be one of {', '.join(map(repr, PRESETS))} or a network spec "
-                f"dict, got {self.net!r}"
-            )
-        if not isinstance(self.rule, str | LearningRule):
-            raise ValueError(f"rule must be a rule name or a LearningRule, got {self.rule!r}")
-
-    def _explicit_shape(self, n_features: int, shape_4d) -> tuple[int, int, int] | None:
-        """The (C, H, W) given by ``image_shape`` or a 4-D X, checked; else None."""
-        shape = None
-        if self.image_shape is not None:
-            try:
-                shape = tuple(int(s) for s in self.image_shape)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"image_shape must be (C, H, W) or (H, W), got {self.image_shape!r}"
-                ) from None
-            if len(shape) == 2:
-                shape = (1, *shape)
-            if len(shape) != 3 or min(shape) < 1:
-                raise ValueError(
-                    f"image_shape must be (C, H, W) or (H, W) of positive integers, "
-                    f"got {self.image_shape!r}"
-                )
-            if prod(shape) != n_features:
-                raise ValueError(
-                    f"image_shape {shape} holds {prod(shape)} values but X has "
-                    f"{n_features} features"
-                )
-        if shape_4d is not None:
-            if shape is not None and shape != shape_4d:
-                raise ValueError(f"image_shape {shape} does not match 4-D X of shape {shape_4d}")
-            shape = shape_4d
-        return shape
-
-    @staticmethod
-    def _square(n_features: int, min_side: int) -> tuple[int, int, int] | None:
-        side = isqrt(n_features)
-        if side * side == n_features and side >= min_side:
-            return (1, side, side)
-        return None
-
-    # -- building the network ------------------------------------------------------
-    def _build(self, n_features: int, n_classes: int, shape_4d) -> tuple[Network, str]:
-        """The untrained network and the ``NET_DEFAULTS`` key of its hyperparameters."""
-        explicit = self._explicit_shape(n_features, shape_4d)
-        flat_shape = (1, 1, n_features)
-        if isinstance(self.net, Mapping):
-            spec = dict(self.net)
-            preset = spec.get("preset")
-            if preset in ("small", "lenet"):
-                shape = explicit or self._square(n_features, _MIN_SIDE[preset])
-                if shape is None:
-                    raise ValueError(
-                        f"preset {preset!r}: cannot infer an image shape from {n_features} "
-                        "features; give image_shape"
-                    )
-                spec.setdefault("input_shape", list(shape))
-                spec.setdefault("classes", n_classes)
-            elif preset is None and "input_shape" not in spec:
-                spec["input_shape"] = list(explicit or self._square(n_features, 1) or flat_shape)
-            net = network_from_spec(spec)
-            defaults = preset if preset in NET_DEFAULTS else "small"
-        elif self.net == "seed":
-            shape = explicit or self._square(n_features, 1) or flat_shape
-            if shape != _SEED_SHAPE:
-                raise ValueError(
-                    f"net='seed' takes 8x8 images (64 features), got samples of shape {shape}"
-                )
-            net = PRESETS["seed"]()
-            defaults = "seed"
-        else:
-            shape = explicit or self._square(n_features, _MIN_SIDE[self.net])
-            if shape is None:
-                net = network_from_spec(dense_fallback_spec(flat_shape, n_classes))
-            else:
-                net = PRESETS[self.net](input_shape=shape, classes=n_classes)
-            defaults = self.net
-        if prod(net.input_shape) != n_features:
-            raise ValueError(
-                f"network {net.name!r} takes samples of shape {net.input_shape} "
-                f"({prod(net.input_shape)} values) but X has {n_features} features"
-            )
-        if explicit is not None and net.input_shape != explicit:
-            raise ValueError(
-                f"network {net.name!r} takes samples of shape {net.input_shape}, "
-                f"the data has shape {explicit}"
-            )
-        outputs = net.output_shape
-        if len(outputs) != 1:
-            raise ValueError(f"network {net.name!r} must end in a flat output, got {outputs}")
-        if outputs[0] == 1 and n_classes > 2:
-            raise ValueError(
-                f"network {net.name!r} has a single output unit (a binary classifier) but "
-                f"y has {n_classes} classes; use net='small' or 'lenet' for multiclass"
-            )
-        if outputs[0] != 1 and outputs[0] != n_classes:
-            raise ValueError(
-                f"network {net.name!r} has {outputs[0]} output units but y has "
-                f"{n_classes} classes"
-            )
-        return net, defaults
-
-    def _fresh_rule(self) -> LearningRule:
-        """An unbound copy of ``rule`` (the parameter itself is never modified)."""
-        return parse_rule(self.rule) if isinstance(self.rule, str) else copy.deepcopy(self.rule)
-
-    def _config(self, defaults_key: str) -> TrainConfig:
-        defaults = NET_DEFAULTS[defaults_key]
-        optimizer = self.optimizer if self.optimizer is not None else defaults["optimizer"]
-        if self.momentum is not None:
-            momentum = self.momentum
-        elif optimizer == defaults["optimizer"]:
-            momentum = defaults["momentum"]
-        else:
-            momentum = None
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size if self.batch_size is not None else defaults["batch_size"],
-            optimizer=optimizer,
-            lr=self.lr if self.lr is not None else defaults["lr"],
-            momentum=momentum,
-            shuffle=True,
-            seed=self.seed,
-            dtype=self.dtype,
-        ).validate()
-
     # -- sklearn API ---------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> HandpropClassifier:
         """Build the network for the data and train it.
 
         Parameters
@@ -364,8 +173,8 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : HandpropClassifier
         """
-        self._check_params()
-        X, shape_4d = self._flatten_4d(X)
+        check_params(self.net, self.rule, self.scale)
+        X, shape_4d = flatten_4d(X)
         X, y = validate_data(
             self, X, y, dtype=(np.float64, np.float32), ensure_all_finite=True,
             ensure_min_samples=1,
@@ -377,13 +186,14 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
                 "Classifier can't train when only one class is present: y has the single "
                 f"class {self.classes_[0]!r}; a classifier needs at least 2 classes"
             )
-        net, defaults_key = self._build(X.shape[1], len(self.classes_), shape_4d)
-        config = self._config(defaults_key)
-        rule = self._fresh_rule()
+        net, defaults_key = build_network(self.net, self.image_shape, X.shape[1],
+                                          len(self.classes_), shape_4d)
+        config = train_config(defaults_key, self.get_params(deep=False))
+        rule = fresh_rule(self.rule)
         net.init(config.seed, scheme=config.init, dtype=config.dtype)
         rule.bind(net, config.seed)
-        images = self._scaled(X).reshape(X.shape[0], *net.input_shape)
-        history = fit(net, images, encoded.astype(np.int64), config, rule=rule)
+        images = scaled(X, self.scale).reshape(X.shape[0], *net.input_shape)
+        history = fit_network(net, images, encoded.astype(np.int64), config, rule=rule)
         if history.diverged[0] is not None:
             where = history.diverged[0]
             raise DivergedError(
@@ -397,9 +207,10 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = np.asarray(history.cost, dtype=np.float64).copy()
         return self
 
-    def _images(self, X) -> np.ndarray:
+    def _images(self, X: ArrayLike) -> np.ndarray:
+        """``X`` checked against what was fitted, as the network's input."""
         check_is_fitted(self)
-        X, shape_4d = self._flatten_4d(X)
+        X, shape_4d = flatten_4d(X)
         X = validate_data(
             self, X, reset=False, dtype=(np.float64, np.float32), ensure_all_finite=True
         )
@@ -408,9 +219,9 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
                 f"X has samples of shape {shape_4d}, but the network was fitted on "
                 f"{self.input_shape_}"
             )
-        return self._scaled(X).reshape(X.shape[0], *self.input_shape_)
+        return scaled(X, self.scale).reshape(X.shape[0], *self.input_shape_)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities.
 
         Parameters
@@ -425,19 +236,11 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
             ``[1 - p, p]``; other multi-output networks (l2/bce losses) give their
             outputs clipped to >= 0 and normalised.
         """
-        images = self._images(X)
+        images = self._images(X)  # first: it raises NotFittedError before net_ is read
         out = np.asarray(self.net_.predict(images), dtype=np.float64)
-        if out.shape[-1] == 1:
-            p = np.clip(out[:, 0], 0.0, 1.0)
-            return np.column_stack([1.0 - p, p])
-        if self.net_.loss == "softmax_ce":
-            return _stable_softmax(out)
-        out = np.clip(out, 0.0, None)
-        total = out.sum(axis=1, keepdims=True)
-        uniform = np.full_like(out, 1.0 / out.shape[1])
-        return np.divide(out, total, out=uniform, where=total > 0)
+        return probabilities(out, self.net_.loss)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`.
 
         Parameters
@@ -451,7 +254,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class labels: ``classes_[argmax(predict_proba(X))]``.
 
         Parameters
@@ -491,7 +294,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
             net.set_params(saved_net["params"])
             self.net_ = net
             if isinstance(saved_rule, dict) and "state" in saved_rule:
-                rule = self._fresh_rule()
+                rule = fresh_rule(self.rule)
                 rule.bind(net, self.train_config_.seed)
                 rule.load_state(saved_rule["state"])
                 self.rule_ = rule

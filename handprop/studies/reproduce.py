@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,13 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
-from .study import collect, cost_matrix, final_alignment
+from .records import collect, cost_matrix, final_alignment
+from .runner import Job
+from .study import Study, option, register_study
 
 RECORD_VERSION = 1
+# Records by (experiment, rule, protocol).
+Records = dict[tuple[str, str, str], list[dict]]
 CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
 
 
@@ -44,39 +47,28 @@ class ReproduceConfig:
     """Everything that defines a reproduce study (defaults: configs/reproduce.toml)."""
 
     experiments: list[Experiment]
-    rules: list[str]
-    seeds: int = 10
-    first_seed: int = 0
-    epochs: int = 500
+    rules: list[str] = option(default_factory=list, help="comma-separated rules")
+    seeds: int = option(10, help="number of paired seeds")
+    first_seed: int = option(0)
+    epochs: int = option(500)
     lr: float = 0.09
     momentum: float = 0.0009
-    folds: int = 5
-    probe: int = 32
-    extra: dict[str, Any] = field(default_factory=dict)
+    folds: int = option(5, help="k of the held-out k-fold CV (0: none)")
+    probe: int = option(32, help="images in the alignment probe batch")
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["experiments"] = [asdict(e) for e in self.experiments]
-        return data
+        return asdict(self)
 
 
-def default_config_text() -> str:
-    return resources.files("handprop.studies").joinpath("configs/reproduce.toml").read_text()
-
-
-def config_from_dict(data: dict[str, Any], source: str = "config") -> ReproduceConfig:
-    """Validate a ``[reproduce]`` table into a ReproduceConfig."""
-    allowed = {"experiments", "rules", "seeds", "first_seed", "epochs", "lr", "momentum",
-               "folds", "probe"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in [reproduce]: {', '.join(unknown)}")
+def _experiments(items: Any, source: str) -> list[Experiment]:
+    """The ``[[reproduce.experiments]]`` tables, checked."""
     experiments = []
-    for i, item in enumerate(data.get("experiments", []), start=1):
+    for i, item in enumerate(items, start=1):
         if not isinstance(item, dict) or "fc" not in item:
             raise ConfigError(f"{source}: experiment {i} needs fc = [W3, W4]")
         fc = item["fc"]
@@ -95,29 +87,21 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> ReproduceC
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: experiment names must be unique, got {names}")
-    config = ReproduceConfig(experiments=experiments, rules=list(data.get("rules", [])))
-    for key in ("seeds", "first_seed", "epochs", "folds", "probe"):
-        if key in data:
-            setattr(config, key, data[key])
-    for key in ("lr", "momentum"):
-        if key in data:
-            setattr(config, key, data[key])
-    return validate_config(config, source)
+    return experiments
+
+
+def _check_int(config: ReproduceConfig, name: str, source: str, minimum: int = 1) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
     from ..rules import RULES
 
-    def positive_int(name: str, minimum: int = 1) -> None:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
-
-    positive_int("seeds")
-    positive_int("first_seed", 0)
-    positive_int("epochs")
-    positive_int("probe")
-    positive_int("folds", 0)
+    for name, minimum in (("seeds", 1), ("first_seed", 0), ("epochs", 1), ("probe", 1),
+                          ("folds", 0)):
+        _check_int(config, name, source, minimum)
     if config.folds == 1 or (config.folds and 360 % config.folds):
         raise ConfigError(
             f"{source}: folds must be 0 (no cross-validation) or divide the 360 images into "
@@ -141,19 +125,7 @@ def validate_config(config: ReproduceConfig, source: str = "config") -> Reproduc
 
 def load_config(path: str | Path | None = None) -> ReproduceConfig:
     """The default study, or the ``[reproduce]`` table of a TOML file."""
-    import tomllib
-
-    from ..core.spec import load_toml
-
-    if path is None:
-        data = tomllib.loads(default_config_text())
-        source = "configs/reproduce.toml"
-    else:
-        data = load_toml(path)
-        source = str(path)
-    if "reproduce" not in data or not isinstance(data["reproduce"], dict):
-        raise ConfigError(f"{source}: no [reproduce] table")
-    return config_from_dict(data["reproduce"], source)
+    return ReproduceStudy.load_config(path)
 
 
 # -- data ------------------------------------------------------------------------------
@@ -202,6 +174,42 @@ def _padded(arrays: list[np.ndarray]) -> np.ndarray:
                      for a in arrays])
 
 
+def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result,
+            replicas: int) -> dict[str, Any]:
+    """The record of replica ``r`` (one run) of a trained group."""
+    from .records import rounded, versions
+
+    history, evaluation = result.history, result.evaluation
+    diverged = history.diverged[r]
+    tested = len(data.y_test)  # the group's test sets are padded to the longest
+    correct = (evaluation.predicted[r, :tested] == data.y_test).tolist()
+    return {
+        "version": RECORD_VERSION,
+        "fingerprint": spec["fingerprint"],
+        "experiment": spec["experiment"],
+        "fc": list(spec["fc"]),
+        "rule": spec["rule"],
+        "protocol": run["protocol"],
+        "run": run["run"],
+        "seed": run["seed"],
+        "cost": rounded(history.cost_list(r)),
+        "diverged": diverged,
+        "train_images": len(data.y_train),
+        "test_accuracy": None if diverged else float(np.mean(correct)),
+        "test_correct": None if diverged else correct,
+        "test_index": data.info.get("test_index"),
+        "test_raw": rounded(evaluation.raw[r, :tested, 0].tolist()),
+        "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
+        "alignment_probe": f"first {spec['probe']} training images, after every epoch "
+                           "(entry 0: before training)",
+        "config": {**{key: spec[key] for key in CONFIG_KEYS}, "protocol": run["protocol"],
+                   "folds": spec["folds"] if run["protocol"] == "cv" else None},
+        "seconds_for_job": result.seconds,
+        "replicas_in_job": replicas,
+        "versions": versions(),
+    }
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train every run of one (experiment, rule) in lockstep and write their records.
 
@@ -211,7 +219,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """
     from ..core.presets import seed_net
     from ..training.loop import TrainConfig
-    from .study import rounded, train_group, versions
+    from .lockstep import train_group  # looked up per call: tests spy on it
 
     runs = spec["runs"]  # [{"protocol", "run", "seed"}]
     datasets = [_article_split(r["seed"]) if r["protocol"] == "article" else
@@ -221,62 +229,19 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     net = seed_net(tuple(spec["fc"])).init(replicas=seeds)
     config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
                          lr=spec["lr"], momentum=spec["momentum"], seed=seeds[0])
-    counts = [len(d.y_train) for d in datasets]
     result = train_group(net, spec["rule"], _padded([d.x_train for d in datasets]),
                          _padded([d.y_train for d in datasets]),
                          _padded([d.x_test for d in datasets]),
                          _padded([d.y_test for d in datasets]), config, spec["probe"],
-                         spec["out"], spec["job_id"], weight_metrics=False, counts=counts)
-    history, evaluation = result.history, result.evaluation
+                         spec["out"], spec["job_id"], weight_metrics=False,
+                         counts=[len(d.y_train) for d in datasets])
     for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
-        diverged = history.diverged[r]
-        tested = len(data.y_test)
-        correct = (evaluation.predicted[r, :tested] == data.y_test).tolist()
-        record = {
-            "version": RECORD_VERSION,
-            "fingerprint": spec["fingerprint"],
-            "experiment": spec["experiment"],
-            "fc": list(spec["fc"]),
-            "rule": spec["rule"],
-            "protocol": run["protocol"],
-            "run": run["run"],
-            "seed": run["seed"],
-            "cost": rounded(history.cost_list(r)),
-            "diverged": diverged,
-            "train_images": counts[r],
-            "test_accuracy": None if diverged else float(np.mean(correct)),
-            "test_correct": None if diverged else correct,
-            "test_index": data.info.get("test_index"),
-            "test_raw": rounded(evaluation.raw[r, :tested, 0].tolist()),
-            "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
-            "alignment_probe": f"first {spec['probe']} training images, after every epoch "
-                               "(entry 0: before training)",
-            "config": {**{key: spec[key] for key in CONFIG_KEYS}, "protocol": run["protocol"],
-                       "folds": spec["folds"] if run["protocol"] == "cv" else None},
-            "seconds_for_job": result.seconds,
-            "replicas_in_job": len(runs),
-            "versions": versions(),
-        }
-        write_json(Path(spec["outputs"][r]), record)
+        write_json(Path(spec["outputs"][r]), _record(spec, r, run, data, result, len(runs)))
     return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
 
 
-def save_config(config: ReproduceConfig, path: Path) -> None:
-    """The resolved config as TOML (pass it back with ``--config`` to rerun the study)."""
-    from ..core.io import atomic_write_text
-    from ..core.spec import dump_toml
-
-    data = config.to_dict()
-    data.pop("extra", None)
-    data["experiments"] = [{"name": e["name"], "fc": list(e["fc"]), "claim": e["claim"]}
-                           for e in data["experiments"]]
-    atomic_write_text(path, "# resolved config of this study\n" + dump_toml("reproduce", data))
-
-
-def build_jobs(config: ReproduceConfig, out: Path) -> list:
+def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
     """One job per (experiment, rule): its article runs and its cross-validation folds."""
-    from .runner import Job
-
     runs = [{"protocol": "article", "run": seed, "seed": seed} for seed in config.seed_list]
     runs += [{"protocol": "cv", "run": fold, "seed": config.first_seed + fold}
              for fold in range(config.folds)]
@@ -302,7 +267,7 @@ def build_jobs(config: ReproduceConfig, out: Path) -> list:
 
 # -- aggregation -----------------------------------------------------------------------
 
-def load_records(jobs: list) -> dict[tuple[str, str, str], list[dict]]:
+def load_records(jobs: list[Job]) -> Records:
     """Records with the study's current settings, by (experiment, rule, protocol)."""
     found: dict[tuple[str, str, str], list[dict]] = {}
     for job in jobs:
@@ -315,8 +280,7 @@ def load_records(jobs: list) -> dict[tuple[str, str, str], list[dict]]:
     return found
 
 
-def summarize(records: dict[tuple[str, str, str], list[dict]], config: ReproduceConfig
-              ) -> dict[str, Any]:
+def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
     """The numbers of ``summary.json``: per experiment and rule."""
     summary: dict[str, Any] = {}
     for experiment in config.experiments:
@@ -347,24 +311,60 @@ def summarize(records: dict[tuple[str, str, str], list[dict]], config: Reproduce
     return summary
 
 
-def main_study(config: ReproduceConfig, out: Path, backend: str = "loky",
-               n_jobs: int | None = None, scheduler: str | None = None,
-               show_progress: bool | None = None) -> dict[str, Any]:
-    """Run (or resume) the study and write summary.json, plots and report.md."""
-    from .reproduce_report import write_reproduce_outputs
-    from .runner import run_study
+# -- the study ---------------------------------------------------------------------
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.toml")
-    jobs = build_jobs(config, out)
-    run = run_study(jobs, out, backend, n_jobs, scheduler, show_progress, "reproduce")
-    interrupted = run.interrupted
-    records = load_records(jobs)
-    summary = summarize(records, config)
-    meta = {"seconds": run.seconds, "jobs": run.jobs, "skipped_jobs": run.skipped,
-            "finished_jobs": run.finished, "interrupted": interrupted,
-            "backend": backend, "config": config.to_dict()}
-    write_reproduce_outputs(out, config, records, summary, meta)
-    if interrupted:
-        raise KeyboardInterrupt
-    return {"summary": summary, "meta": meta}
+@register_study
+class ReproduceStudy(Study):
+    """The article's experiments: the skeleton with this module's jobs, summary and the
+    claims of :mod:`.reproduce_report`."""
+
+    name = "reproduce"
+    help = "the article's experiments, many seeds, statistics, plots, report"
+    config_class = ReproduceConfig
+    default_out = "results"
+    quick = {"epochs": 5, "seeds": 2, "folds": 2}
+    quick_help = "a smoke run: 5 epochs, 2 seeds, 2 folds"
+    flag_order = ("seeds", "first_seed", "epochs", "rules", "folds", "probe")
+    order = 40
+    summary_key, findings_key = "experiments", "claims"
+
+    @classmethod
+    def config_from_table(cls, table: dict[str, Any], source: str) -> ReproduceConfig:
+        experiments = _experiments(table.get("experiments", []), source)
+        return super().config_from_table({**table, "experiments": experiments}, source)
+
+    @classmethod
+    def validate_config(cls, config: ReproduceConfig, source: str = "config"
+                        ) -> ReproduceConfig:
+        return validate_config(config, source)
+
+    def build_jobs(self) -> list[Job]:
+        return build_jobs(self.config, self.out)
+
+    def load_records(self, jobs: list[Job]) -> Records:
+        return load_records(jobs)
+
+    def summarize(self, records: Records) -> dict[str, Any]:
+        return summarize(records, self.config)
+
+    def findings(self, records: Records, summary: dict[str, Any]) -> dict[str, Any]:
+        from .reproduce_report import evaluate_claims
+
+        return evaluate_claims(records, self.config)
+
+    def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
+        from .reproduce_report import write_figures
+
+        return write_figures(self.out, self.config, records)
+
+    def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
+               figures: list[Path]) -> str:
+        from .reproduce_report import markdown
+
+        return markdown(self.config, summary, findings, meta, figures)
+
+    def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
+                         meta: dict[str, Any]) -> str:
+        from .reproduce_report import terminal_summary
+
+        return terminal_summary(summary, findings, meta)

@@ -1,4 +1,5 @@
-"""The reproduce study's outputs: summary.json, PNG figures, report.md, terminal summary.
+"""The reproduce study's findings and outputs: the article's claims judged, PNG figures,
+report.md and the terminal summary (the skeleton in :mod:`.study` writes them).
 
 Each of the article's claims (seed-spec section 5) is put next to what the runs say,
 with paired statistics over seeds: the mean difference (broken minus original) with a
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.io import atomic_write_text, write_json
+from .records import alignment_matrices, cost_matrix
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
-from .study import alignment_matrices, cost_matrix
+
+if TYPE_CHECKING:
+    from .reproduce import Experiment, Records, ReproduceConfig
 
 BROKEN, ORIGINAL = "seed-broken", "seed-original"
 
@@ -130,7 +133,8 @@ def _heldout_comparison(records, experiment) -> dict[str, Any] | None:
             "original_accuracy": float(np.mean([original[i] for i in common])), **test}
 
 
-def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
+def evaluate_claims(records: Records, config: ReproduceConfig
+                    ) -> dict[str, list[dict[str, Any]]]:
     """The article's claims, by experiment (matched on the dense widths)."""
     claims: dict[str, list[dict[str, Any]]] = {}
     for experiment in config.experiments:
@@ -173,7 +177,7 @@ def evaluate_claims(records, config) -> dict[str, list[dict[str, Any]]]:
     return claims
 
 
-def write_figures(out: Path, config, records) -> list[Path]:
+def write_figures(out: Path, config: ReproduceConfig, records: Records) -> list[Path]:
     from ..pictures.plots import alignment_grid, curves, grouped_points
 
     figures = []
@@ -231,7 +235,8 @@ def terminal_summary(summary: dict[str, Any], claims: dict[str, list], meta: dic
     return "\n".join(lines)
 
 
-def _markdown(config, summary, claims, meta, figures: list[Path]) -> str:
+def _introduction(config: ReproduceConfig, meta: dict[str, Any]) -> list[str]:
+    """The report's opening: the protocol, the two accuracy measures, alignment, time."""
     lines = ["# handprop reproduce: the article's original vs broken back-propagation", ""]
     if meta.get("interrupted"):
         lines += ["**Interrupted**: this report covers the runs that finished.", ""]
@@ -256,7 +261,7 @@ def _markdown(config, summary, claims, meta, figures: list[Path]) -> str:
             f"{360 // config.folds}; every image is held out exactly once per rule), same "
             "training protocol. Rules are compared on the same images with an exact McNemar "
             "test.")
-    lines += [
+    return lines + [
         "",
         "Alignment: after every epoch (and before the first) the rule's gradient and the exact "
         f"gradient are computed on the same fixed probe batch (the first {config.probe} "
@@ -270,49 +275,50 @@ def _markdown(config, summary, claims, meta, figures: list[Path]) -> str:
         "## The article's claims against the data",
         "",
     ]
-    for experiment in config.experiments:
-        lines += [f"### {experiment.name} (dense {experiment.fc[0]}/{experiment.fc[1]})", ""]
-        if experiment.claim:
-            lines += [f"The article: *{experiment.claim}*.", ""]
-        items = claims.get(experiment.name, [])
-        if items:
-            lines += ["| claim | what the data say | verdict |", "|---|---|---|"]
-            lines += [f"| {c['statement']} | {c['data']} | {c['verdict']} |" for c in items]
-            lines.append("")
-        rules = summary[experiment.name]["rules"]
-        lines += ["| rule | runs | diverged | final cost (mean) | final cost (median) | test10 "
-                  "mean | seeds at 10/10 | CV accuracy |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for rule, row in rules.items():
-            lines.append(
-                f"| {rule} | {row['runs']} | {row['diverged']} | {_fmt(row['final_cost_mean'])} | "
-                f"{_fmt(row['final_cost_median'])} | {_pct(row['test_accuracy_mean'])} | "
-                f"{row['test_all_correct']} | {_pct(row['heldout_accuracy_mean'])} |")
+
+
+def _experiment_section(experiment: Experiment, rules: dict[str, Any],
+                        items: list[dict]) -> list[str]:
+    """One experiment: its claims beside the data, its rules' numbers, their alignment."""
+    lines = [f"### {experiment.name} (dense {experiment.fc[0]}/{experiment.fc[1]})", ""]
+    if experiment.claim:
+        lines += [f"The article: *{experiment.claim}*.", ""]
+    if items:
+        lines += ["| claim | what the data say | verdict |", "|---|---|---|"]
+        lines += [f"| {c['statement']} | {c['data']} | {c['verdict']} |" for c in items]
         lines.append("")
-        align_rows = [(rule, layer, m) for rule, row in rules.items()
-                      for layer, m in row["alignment"].items()]
-        if align_rows:
-            lines += ["Alignment with the exact gradient at the last epoch (mean over seeds):", "",
-                      "| rule | layer | angle (deg) | cosine | same sign |",
-                      "|---|---|---|---|---|"]
-            lines += [f"| {rule} | {layer} | {_deg(m.get('angle_deg_final_mean'))} | "
-                      f"{_fmt(m.get('cosine_final_mean'))} | "
-                      f"{_pct(m.get('sign_agreement_final_mean'))} |"
-                      for rule, layer, m in align_rows]
-            lines.append("")
+    lines += ["| rule | runs | diverged | final cost (mean) | final cost (median) | test10 "
+              "mean | seeds at 10/10 | CV accuracy |",
+              "|---|---|---|---|---|---|---|---|"]
+    for rule, row in rules.items():
+        lines.append(
+            f"| {rule} | {row['runs']} | {row['diverged']} | {_fmt(row['final_cost_mean'])} | "
+            f"{_fmt(row['final_cost_median'])} | {_pct(row['test_accuracy_mean'])} | "
+            f"{row['test_all_correct']} | {_pct(row['heldout_accuracy_mean'])} |")
+    lines.append("")
+    align_rows = [(rule, layer, m) for rule, row in rules.items()
+                  for layer, m in row["alignment"].items()]
+    if align_rows:
+        lines += ["Alignment with the exact gradient at the last epoch (mean over seeds):", "",
+                  "| rule | layer | angle (deg) | cosine | same sign |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {rule} | {layer} | {_deg(m.get('angle_deg_final_mean'))} | "
+                  f"{_fmt(m.get('cosine_final_mean'))} | "
+                  f"{_pct(m.get('sign_agreement_final_mean'))} |"
+                  for rule, layer, m in align_rows]
+        lines.append("")
+    return lines
+
+
+def markdown(config: ReproduceConfig, summary: dict[str, Any], claims: dict[str, list],
+             meta: dict[str, Any], figures: list[Path]) -> str:
+    """The text of ``report.md``."""
+    lines = _introduction(config, meta)
+    for experiment in config.experiments:
+        lines += _experiment_section(experiment, summary[experiment.name]["rules"],
+                                     claims.get(experiment.name, []))
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}]({path.name})" for path in figures]
     lines += ["", "Cost curves: broken net red, original blue (as in the article), exact black; "
               "lines are means over seeds, bands 95% bootstrap intervals of the mean.", ""]
     return "\n".join(lines)
-
-
-def write_reproduce_outputs(out: Path, config, records, summary, meta) -> dict[str, Any]:
-    claims = evaluate_claims(records, config)
-    figures = write_figures(out, config, records)
-    write_json(out / "summary.json", {"experiments": summary, "claims": claims, "meta": meta})
-    atomic_write_text(out / "report.md", _markdown(config, summary, claims, meta, figures))
-    text = terminal_summary(summary, claims, meta)
-    atomic_write_text(out / "summary.txt", text + "\n")
-    print(text)
-    return claims

@@ -1,10 +1,11 @@
 """Running a study's jobs: in parallel processes (joblib), with progress, resumable.
 
-A study (``reproduce``, ``compare``) is a list of :class:`Job` s. Each job trains a
-group of runs in lockstep (its replicas) and writes one record file per run,
-atomically. A job whose record files all exist is skipped, so an interrupted study
-resumes where it stopped. Jobs report progress by writing a small text file that the
-parent polls, which gives a progress bar with an ETA across processes.
+A study (``reproduce``, ``compare``; its skeleton is :mod:`.study`) is a list of
+:class:`Job` s. Each job trains a group of runs in lockstep (its replicas) and writes
+one record file per run, atomically. A job whose record files all exist is skipped, so
+an interrupted study resumes where it stopped. Jobs report progress by writing a small
+text file that the parent polls, which gives a progress bar with an ETA across
+processes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.io import atomic_write_text
-from .progress import ProgressBar, format_seconds
+from .progress import ProgressBar
 
 BACKENDS = ("loky", "sequential", "dask")
 
@@ -238,7 +239,3 @@ def _dask_client(scheduler: str | None):
         return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-
-
-def describe_time(seconds: float) -> str:
-    return format_seconds(seconds)

@@ -1,142 +1,242 @@
-"""What the studies (``reproduce``, ``compare``) share: training a group of runs in
-lockstep with alignment logging and progress, and reading their record files back."""
+"""The study skeleton, written once: what ``reproduce``, ``compare`` and any new study do.
+
+A study is a config (a dataclass, defaults in ``configs/<name>.toml``), a list of jobs
+that each train a group of runs and write one record per run, a summary of the records,
+and its outputs: ``config.toml`` (the resolved config), ``summary.json``, ``report.md``,
+``summary.txt`` and figures. :meth:`Study.run` is the template:
+
+    prepare -> save config.toml -> build jobs -> run them (runner.run_study)
+    -> load records -> summarize -> write outputs -> re-raise an interrupt
+
+A subclass supplies only what differs. Registering it (``@register_study``) is all it
+takes to get a ``handprop <name>`` command: the CLI derives the command's flags from
+the config's fields declared with :func:`option`.
+"""
 
 from __future__ import annotations
 
-import json
-import math
-import platform
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+import importlib
+import pkgutil
+import tomllib
+import typing
+from dataclasses import MISSING, asdict
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
+from ..core.errors import ConfigError
+from ..core.io import atomic_write_text, write_json
+from .records import collect
+from .runner import Job, StudyRun, run_study
 
-from ..core.errors import HandpropError
-
-
-def versions() -> dict[str, str]:
-    from .. import __version__
-
-    return {"handprop": __version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+STUDIES: dict[str, type[Study]] = {}
 
 
-def rounded(values: Sequence[float | None], digits: int = 7) -> list[float | None]:
-    """Floats to ``digits`` significant digits (records stay small); NaN/inf -> None."""
-    return [None if v is None or not math.isfinite(v) else float(f"{v:.{digits}g}")
-            for v in values]
+def register_study(study: type[Study]) -> type[Study]:
+    """Class decorator: make ``study`` known (and a ``handprop <study.name>`` command)."""
+    STUDIES[study.name] = study
+    return study
 
 
-@dataclass
-class GroupResult:
-    """A trained group of replicas: its history, alignment log and evaluation."""
+def registered_studies() -> dict[str, type[Study]]:
+    """Every registered study. The modules of this package are imported first, so a new
+    study needs no list to be added to: its file registers it when imported."""
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{info.name}")
+    return dict(STUDIES)
 
-    history: Any
-    alignment: Any
-    evaluation: Any
-    seconds: float
 
+def option(default: Any = MISSING, *, help: str | None = None,
+           default_factory: Any = MISSING) -> Any:
+    """A config field that is also a command-line flag (``first_seed`` -> ``--first-seed``).
 
-def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: np.ndarray,
-                test_labels: np.ndarray, config, probe: int, out: str | Path, job_id: str,
-                weight_metrics: bool = True, counts: list[int] | None = None) -> GroupResult:
-    """Train the replicas of ``net`` in lockstep with ``rule_name``.
-
-    Alignment with the exact gradient is logged before training and after every epoch
-    on a fixed probe batch (the first ``probe`` training images of each replica);
-    progress goes to the study's progress file for the parent's progress bar.
+    ``help`` is the flag's help text. An ``int``/``float`` field takes a number, a ``str``
+    field a string, a ``list[str]`` field a comma-separated list.
     """
-    from ..rules import make_rule
-    from ..training.loop import evaluate, fit, loss_for, targets_for
-    from .alignment import AlignmentLog
-    from .runner import JobProgress
-
-    seeds = list(net.replica_seeds)
-    rule = make_rule(rule_name, net, seeds)
-    loss_name, loss_fn = loss_for(net, config)
-    probe = min(probe, x.shape[1])
-    log = AlignmentLog(None if rule_name == "exact" else rule, x[:, :probe],
-                       targets_for(net, labels[:, :probe], loss_name, net.dtype), loss_fn,
-                       weight_metrics=weight_metrics)
-    log.record(net)  # before training
-    steps_per_epoch = -(-x.shape[1] // config.batch_size)
-    report = JobProgress(out, job_id, config.epochs * steps_per_epoch)
-
-    def on_epoch(epoch: int, history) -> None:
-        log.record(net)
-        report((epoch + 1) * steps_per_epoch)
-
-    start = time.perf_counter()
-    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts)
-    with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
-        evaluation = evaluate(net, test_x, test_labels)
-    return GroupResult(history, log, evaluation, time.perf_counter() - start)
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"flag": True, "help": help})
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """Load one run's JSON record (a corrupt file is an error naming it)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HandpropError(f"corrupt record {path}: {exc}") from None
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A command-line flag derived from a config field."""
+
+    field: str
+    kind: type  # int, float, str or list (comma-separated strings)
+    help: str | None
+
+    @property
+    def name(self) -> str:
+        return "--" + self.field.replace("_", "-")
 
 
-def collect(jobs: list) -> dict[str, list[dict[str, Any]]]:
-    """The records each job has written with its current settings, by job id, in order."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for job in jobs:
-        records = []
-        for path in job.outputs:
-            if path.is_file():
-                record = read_record(path)
-                if record.get("fingerprint") == job.fingerprint:
-                    records.append(record)
-        found[job.id] = records
-    return found
+class Study:
+    """The skeleton. Subclasses set the class attributes and implement the hooks marked
+    "required"; the others have defaults that fit a simple study."""
 
+    name: ClassVar[str]                  # the command, the TOML table, the progress label
+    help: ClassVar[str]                  # one line, for ``handprop --help``
+    config_class: ClassVar[type]         # a dataclass; flags come from its option() fields
+    default_out: ClassVar[str] = "results"
+    quick: ClassVar[dict[str, Any]] = {}  # what ``--quick`` sets
+    quick_help: ClassVar[str] = "a smoke run"
+    flag_order: ClassVar[tuple[str, ...]] = ()  # flags in --help (default: field order)
+    order: ClassVar[int] = 100           # place in ``handprop --help``
+    summary_key: ClassVar[str] = "results"    # summary.json: {summary_key: ..., }
+    findings_key: ClassVar[str] = "findings"  # ... findings_key: ..., "meta": ...}
 
-def cost_matrix(records: list[dict], key: str = "cost") -> np.ndarray:
-    """(runs, epochs) matrix of a per-epoch series, NaN where missing or diverged."""
-    if not records:
-        return np.empty((0, 0))
-    width = max(len(r[key]) for r in records)
-    matrix = np.full((len(records), width), np.nan)
-    for i, record in enumerate(records):
-        values = [np.nan if v is None else v for v in record[key]]
-        matrix[i, : len(values)] = values
-    return matrix
+    def __init__(self, config: Any, out: Path, backend: str = "loky",
+                 n_jobs: int | None = None, scheduler: str | None = None,
+                 show_progress: bool | None = None) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.scheduler = scheduler
+        self.show_progress = show_progress
 
+    # -- the config ----------------------------------------------------------------
 
-def alignment_matrices(records: list[dict], section: str = "gradient",
-                       metric: str = "angle_deg") -> dict[str, np.ndarray]:
-    """{layer: (runs, epochs+1) matrix} of one alignment metric across runs."""
-    per_layer: dict[str, list[list[float]]] = {}
-    for record in records:
-        for layer, metrics in ((record.get("alignment") or {}).get(section) or {}).items():
-            if metric in metrics:
-                per_layer.setdefault(layer, []).append(
-                    [math.nan if v is None else v for v in metrics[metric]])
-    out = {}
-    for layer, rows in per_layer.items():
-        width = max(len(r) for r in rows)
-        out[layer] = np.array([r + [math.nan] * (width - len(r)) for r in rows])
-    return out
+    @classmethod
+    def default_config_text(cls) -> str | None:
+        """The packaged ``configs/<name>.toml``; None when the study ships none (then the
+        dataclass's defaults are the defaults)."""
+        path = resources.files(__package__).joinpath(f"configs/{cls.name}.toml")
+        return path.read_text() if path.is_file() else None
 
+    @classmethod
+    def load_config(cls, path: str | Path | None = None) -> Any:
+        """The default config, or the ``[<name>]`` table of a TOML file, validated."""
+        from ..core.spec import load_toml
 
-def final_alignment(records: list[dict], section: str = "gradient") -> dict[str, dict[str, Any]]:
-    """Per layer, each metric's value after the last epoch, averaged over runs."""
-    per_layer: dict[str, dict[str, list[float]]] = {}
-    for record in records:
-        if record.get("diverged"):
-            continue  # like cost and accuracy: a diverged run has no final state
-        for layer, metrics in ((record.get("alignment") or {}).get(section) or {}).items():
-            slot = per_layer.setdefault(layer, {})
-            for metric, values in metrics.items():
-                finite = [v for v in values if v is not None]
-                if finite:
-                    slot.setdefault(metric, []).append(finite[-1])
-    return {layer: {f"{metric}_final_mean": float(np.mean(v)) for metric, v in metrics.items()}
-            for layer, metrics in per_layer.items()}
+        if path is None:
+            text = cls.default_config_text()
+            data = tomllib.loads(text) if text is not None else {cls.name: {}}
+            source = f"configs/{cls.name}.toml"
+        else:
+            data, source = load_toml(path), str(path)
+        table = data.get(cls.name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: no [{cls.name}] table")
+        unknown = sorted(set(table) - cls.table_keys())
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) in [{cls.name}]: {', '.join(unknown)}")
+        return cls.validate_config(cls.config_from_table(table, source), source)
+
+    @classmethod
+    def table_keys(cls) -> set[str]:
+        """The keys a TOML table may hold: the config's fields, except those marked
+        ``metadata={"toml": False}``."""
+        return {f.name for f in dataclasses.fields(cls.config_class)
+                if f.metadata.get("toml", True)}
+
+    @classmethod
+    def config_from_table(cls, table: dict[str, Any], source: str) -> Any:
+        """The config from a TOML table whose keys are known (lists are copied)."""
+        return cls.config_class(**{key: list(value) if isinstance(value, list) else value
+                                   for key, value in table.items()})
+
+    @classmethod
+    def validate_config(cls, config: Any, source: str = "config") -> Any:
+        """Required: check the config (``source`` names where it came from in errors);
+        return it."""
+        raise NotImplementedError
+
+    @classmethod
+    def flags(cls) -> list[Flag]:
+        """The command-line flags of the config's :func:`option` fields."""
+        hints = typing.get_type_hints(cls.config_class)
+        found = {}
+        for f in dataclasses.fields(cls.config_class):
+            if f.metadata.get("flag"):
+                hint = hints[f.name]
+                kind = list if typing.get_origin(hint) is list else hint
+                found[f.name] = Flag(f.name, kind, f.metadata.get("help"))
+        order = [name for name in cls.flag_order if name in found]
+        return [found[name] for name in order + [n for n in found if n not in order]]
+
+    def save_config(self, path: Path) -> None:
+        """The resolved config as TOML (pass it back with ``--config`` to rerun)."""
+        from ..core.spec import dump_toml
+
+        keys = self.table_keys()
+        data = {key: value for key, value in asdict(self.config).items() if key in keys}
+        atomic_write_text(path, "# resolved config of this study\n" + dump_toml(self.name, data))
+
+    # -- the template --------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) the study and write its outputs. After Ctrl-C/SIGTERM the
+        outputs cover what finished, then the interrupt is raised again."""
+        self.prepare()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.save_config(self.out / "config.toml")
+        jobs = self.build_jobs()
+        run = run_study(jobs, self.out, self.backend, self.n_jobs, self.scheduler,
+                        self.show_progress, self.name)
+        records = self.load_records(jobs)
+        summary = self.summarize(records)
+        meta = self.meta(run)
+        self.write_outputs(records, summary, meta)
+        if run.interrupted:
+            raise KeyboardInterrupt
+        return {"summary": summary, "meta": meta}
+
+    def prepare(self) -> None:
+        """Checks that must fail before anything is written (e.g. that the data loads)."""
+
+    def build_jobs(self) -> list[Job]:
+        """Required: the study's jobs (their targets are ``"module:function"``)."""
+        raise NotImplementedError
+
+    def load_records(self, jobs: list[Job]) -> Any:
+        """The records written with the current settings; by default by job id."""
+        return collect(jobs)
+
+    def summarize(self, records: Any) -> dict[str, Any]:
+        """Required: the numbers of ``summary.json``."""
+        raise NotImplementedError
+
+    def meta(self, run: StudyRun) -> dict[str, Any]:
+        """How the study ran, for ``summary.json`` and the report."""
+        return {"seconds": run.seconds, "jobs": run.jobs, "skipped_jobs": run.skipped,
+                "finished_jobs": run.finished, "interrupted": run.interrupted,
+                "backend": self.backend, **self.extra_meta(), "config": asdict(self.config)}
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Study-specific entries of ``meta`` (before ``config``)."""
+        return {}
+
+    # -- the outputs ---------------------------------------------------------------
+
+    def write_outputs(self, records: Any, summary: dict[str, Any],
+                      meta: dict[str, Any]) -> None:
+        """summary.json, figures, report.md and summary.txt; the summary is printed."""
+        findings = self.findings(records, summary)
+        figures = self.write_figures(records, summary)
+        write_json(self.out / "summary.json",
+                   {self.summary_key: summary, self.findings_key: findings, "meta": meta})
+        atomic_write_text(self.out / "report.md", self.report(summary, findings, meta, figures))
+        text = self.terminal_summary(summary, findings, meta)
+        atomic_write_text(self.out / "summary.txt", text + "\n")
+        print(text)
+
+    def findings(self, records: Any, summary: dict[str, Any]) -> dict[str, Any]:
+        """What the data say about the study's questions (claims, the literature)."""
+        return {}
+
+    def write_figures(self, records: Any, summary: dict[str, Any]) -> list[Path]:
+        """PNG figures in ``self.out``; the paths written (linked from the report)."""
+        return []
+
+    def report(self, summary: dict[str, Any], findings: dict[str, Any],
+               meta: dict[str, Any], figures: list[Path]) -> str:
+        """Required: the Markdown of ``report.md``."""
+        raise NotImplementedError
+
+    def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
+                         meta: dict[str, Any]) -> str:
+        """Required: the text printed at the end and kept in ``summary.txt``."""
+        raise NotImplementedError

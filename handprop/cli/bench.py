@@ -1,0 +1,24 @@
+"""``handprop bench``: speed, and PyTorch's when it is installed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import command, write_results
+
+
+def _setup_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path)
+    p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+
+
+@command("bench", "measure speed (and PyTorch's, when installed)", _setup_bench, order=30)
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..integrations.benchmark import format_bench, run_bench
+
+    results = run_bench(quick=args.quick, with_torch=not args.no_torch)
+    print(format_bench(results))
+    write_results(args.json, results)
+    return 0

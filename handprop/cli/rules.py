@@ -1,0 +1,17 @@
+"""``handprop rules``: the learning rules and how to mix them per layer."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import command
+
+
+@command("rules", "list the learning rules", order=70)
+def cmd_rules(args: argparse.Namespace) -> int:
+    from ..rules import RULES
+
+    for name, (description, _) in RULES.items():
+        print(f"{name:<20} {description}")
+    print("\nper layer: --rule 'conv2=seed-broken,fc3=fa,*=exact'")
+    return 0

@@ -1,0 +1,63 @@
+"""Training a group of runs in lockstep: the replicas of one network with one rule,
+with alignment to the exact gradient logged every epoch and progress reported to the
+study's progress file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..core.network import Network
+    from ..training.loop import TrainConfig
+
+
+@dataclass
+class GroupResult:
+    """A trained group of replicas: its history, alignment log and evaluation."""
+
+    history: Any
+    alignment: Any
+    evaluation: Any
+    seconds: float
+
+
+def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
+                test_x: np.ndarray, test_labels: np.ndarray, config: TrainConfig, probe: int,
+                out: str | Path, job_id: str, weight_metrics: bool = True,
+                counts: list[int] | None = None) -> GroupResult:
+    """Train the replicas of ``net`` in lockstep with ``rule_name``.
+
+    Alignment with the exact gradient is logged before training and after every epoch
+    on a fixed probe batch (the first ``probe`` training images of each replica);
+    progress goes to the study's progress file for the parent's progress bar.
+    """
+    from ..rules import make_rule
+    from ..training.loop import evaluate, fit, loss_for, targets_for
+    from .alignment import AlignmentLog
+    from .runner import JobProgress
+
+    seeds = list(net.replica_seeds)
+    rule = make_rule(rule_name, net, seeds)
+    loss_name, loss_fn = loss_for(net, config)
+    probe = min(probe, x.shape[1])
+    log = AlignmentLog(None if rule_name == "exact" else rule, x[:, :probe],
+                       targets_for(net, labels[:, :probe], loss_name, net.dtype), loss_fn,
+                       weight_metrics=weight_metrics)
+    log.record(net)  # before training
+    steps_per_epoch = -(-x.shape[1] // config.batch_size)
+    report = JobProgress(out, job_id, config.epochs * steps_per_epoch)
+
+    def on_epoch(epoch: int, history) -> None:
+        log.record(net)
+        report((epoch + 1) * steps_per_epoch)
+
+    start = time.perf_counter()
+    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts)
+    with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
+        evaluation = evaluate(net, test_x, test_labels)
+    return GroupResult(history, log, evaluation, time.perf_counter() - start)

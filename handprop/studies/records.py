@@ -1,0 +1,94 @@
+"""A study's run records: what every record carries (versions, rounded floats), and
+reading the records back into matrices for summaries and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import HandpropError
+
+
+def versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"handprop": __version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def rounded(values: Sequence[float | None], digits: int = 7) -> list[float | None]:
+    """Floats to ``digits`` significant digits (records stay small); NaN/inf -> None."""
+    return [None if v is None or not math.isfinite(v) else float(f"{v:.{digits}g}")
+            for v in values]
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Load one run's JSON record (a corrupt file is an error naming it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HandpropError(f"corrupt record {path}: {exc}") from None
+
+
+def collect(jobs: list) -> dict[str, list[dict[str, Any]]]:
+    """The records each job has written with its current settings, by job id, in order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        records = []
+        for path in job.outputs:
+            if path.is_file():
+                record = read_record(path)
+                if record.get("fingerprint") == job.fingerprint:
+                    records.append(record)
+        found[job.id] = records
+    return found
+
+
+def cost_matrix(records: list[dict], key: str = "cost") -> np.ndarray:
+    """(runs, epochs) matrix of a per-epoch series, NaN where missing or diverged."""
+    if not records:
+        return np.empty((0, 0))
+    width = max(len(r[key]) for r in records)
+    matrix = np.full((len(records), width), np.nan)
+    for i, record in enumerate(records):
+        values = [np.nan if v is None else v for v in record[key]]
+        matrix[i, : len(values)] = values
+    return matrix
+
+
+def alignment_matrices(records: list[dict], section: str = "gradient",
+                       metric: str = "angle_deg") -> dict[str, np.ndarray]:
+    """{layer: (runs, epochs+1) matrix} of one alignment metric across runs."""
+    per_layer: dict[str, list[list[float]]] = {}
+    for record in records:
+        for layer, metrics in ((record.get("alignment") or {}).get(section) or {}).items():
+            if metric in metrics:
+                per_layer.setdefault(layer, []).append(
+                    [math.nan if v is None else v for v in metrics[metric]])
+    out = {}
+    for layer, rows in per_layer.items():
+        width = max(len(r) for r in rows)
+        out[layer] = np.array([r + [math.nan] * (width - len(r)) for r in rows])
+    return out
+
+
+def final_alignment(records: list[dict], section: str = "gradient") -> dict[str, dict[str, Any]]:
+    """Per layer, each metric's value after the last epoch, averaged over runs."""
+    per_layer: dict[str, dict[str, list[float]]] = {}
+    for record in records:
+        if record.get("diverged"):
+            continue  # like cost and accuracy: a diverged run has no final state
+        for layer, metrics in ((record.get("alignment") or {}).get(section) or {}).items():
+            slot = per_layer.setdefault(layer, {})
+            for metric, values in metrics.items():
+                finite = [v for v in values if v is not None]
+                if finite:
+                    slot.setdefault(metric, []).append(finite[-1])
+    return {layer: {f"{metric}_final_mean": float(np.mean(v)) for metric, v in metrics.items()}
+            for layer, metrics in per_layer.items()}
