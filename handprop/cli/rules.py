@@ -9,9 +9,11 @@ from .common import command
 
 @command("rules", "list the learning rules", order=70)
 def cmd_rules(args: argparse.Namespace) -> int:
-    from ..rules import RULES
+    from ..rules import FAMILIES, rules_in
+    from ..rules.registry import RULES
 
-    for name, (description, _) in RULES.items():
-        print(f"{name:<20} {description}")
+    for family in FAMILIES:
+        for name in rules_in(family):
+            print(f"{name:<20} {RULES[name].summary}")
     print("\nper layer: --rule 'conv2=seed-broken,fc3=fa,*=exact'")
     return 0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.errors import ConfigError, ShapeError
-from ..core.presets import NET_DEFAULTS
+from ..core.presets import preset_defaults
 from ..core.spec import build_net
 from .common import EXIT_DIVERGED, command, versions, write_results
 
@@ -66,7 +66,7 @@ class TrainRun:
 
 def _defaults(net_name: str) -> dict[str, Any]:
     # A network from a TOML file trains with the small CNN's settings.
-    return NET_DEFAULTS.get(net_name, NET_DEFAULTS["small"])
+    return preset_defaults(net_name)
 
 
 def _check_compatible(net, data) -> None:

@@ -164,21 +164,3 @@ def preset_defaults(name: str) -> dict[str, Any]:
     """The training defaults of preset ``name`` (the small CNN's for anything else,
     e.g. a network from a TOML file)."""
     return dict((PRESETS.get(name) or PRESETS["small"]).defaults)
-
-
-class _DefaultsView(dict):
-    """``NET_DEFAULTS[name]``: each preset's training defaults (read from the registry)."""
-
-    def __missing__(self, name: str) -> dict[str, Any]:
-        if name not in PRESETS:
-            raise KeyError(name)
-        return PRESETS[name].defaults
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return PRESETS[name].defaults if name in PRESETS else default
-
-    def __contains__(self, name: object) -> bool:
-        return name in PRESETS
-
-
-NET_DEFAULTS = _DefaultsView()

@@ -71,7 +71,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
     epochs : int, default=20
         Passes over the training set.
     lr : float, default=None
-        Learning rate; None = the network's default (``NET_DEFAULTS``).
+        Learning rate; None = the network's default (its preset's).
     momentum : float, default=None
         Momentum; None = the network's default when the optimizer is the network's
         default optimizer, else the optimizer's own default.

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.network import Network
 from ..core.ops.losses import log_softmax
-from ..core.presets import NET_DEFAULTS, PRESETS
+from ..core.presets import PRESETS, preset_defaults
 from ..core.spec import network_from_spec
 from ..rules import parse_rule
 from ..rules.base import LearningRule
@@ -92,9 +92,9 @@ def fresh_rule(rule: str | LearningRule) -> LearningRule:
 
 
 def train_config(defaults_key: str, params: Mapping[str, Any]) -> TrainConfig:
-    """The estimator's hyperparameters, the network's defaults (``NET_DEFAULTS``) where
+    """The estimator's hyperparameters, the network's defaults (its preset's) where
     they are None. Momentum defaults only with the network's own optimizer."""
-    defaults = NET_DEFAULTS[defaults_key]
+    defaults = preset_defaults(defaults_key)
     optimizer = params["optimizer"] if params["optimizer"] is not None else defaults["optimizer"]
     if params["momentum"] is not None:
         momentum = params["momentum"]
@@ -188,7 +188,7 @@ def _from_spec(spec: Mapping[str, Any], n_features: int, n_classes: int,
     elif preset is None and "input_shape" not in spec:
         spec["input_shape"] = list(explicit or square_shape(n_features, 1)
                                    or (1, 1, n_features))
-    return network_from_spec(spec), preset if preset in NET_DEFAULTS else "small"
+    return network_from_spec(spec), preset if preset in PRESETS else "small"
 
 
 def _from_preset(name: str, n_features: int, n_classes: int,
@@ -238,8 +238,8 @@ def _check_fits(net: Network, n_features: int, n_classes: int,
 
 def build_network(net: Any, image_shape: Any, n_features: int, n_classes: int,
                   shape_4d: Shape | None) -> tuple[Network, str]:
-    """The untrained network for the data and the ``NET_DEFAULTS`` key of its
-    hyperparameters."""
+    """The untrained network for the data, and the preset whose training defaults go
+    with it."""
     explicit = explicit_shape(image_shape, n_features, shape_4d)
     if isinstance(net, Mapping):
         network, defaults = _from_spec(net, n_features, n_classes, explicit)
