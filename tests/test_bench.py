@@ -55,8 +55,13 @@ def test_quick_bench_reports_every_measurement(quick_results):
     assert set(quick_results["targets"]) == {
         "online_step_us", "ratio_seed_batch32", "ratio_lenet_batch64"
     }
-    for target in quick_results["targets"].values():
-        assert target["met"] in (True, False, None)
+    online = quick_results["targets"]["online_step_us"]
+    assert online["met"] == (online["value"] <= 100.0)
+    for key in ("ratio_seed_batch32", "ratio_lenet_batch64"):
+        target, ratio = quick_results["targets"][key], quick_results.get(key)
+        assert target["value"] == ratio
+        floor = float(target["target"].split()[1].rstrip("x"))
+        assert target["met"] == (None if ratio is None else ratio >= floor), key
 
 
 def test_format_bench_mentions_the_three_measurements(quick_results):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from handprop.core.errors import DataError
+from handprop.core.streams import Stream, generator
 from handprop.training.data import (
     TINY_IMAGES,
     Dataset,
@@ -59,7 +60,7 @@ def test_digits_protocol_is_shuffle_once_then_first_ten_held_out():
     images, labels = _sklearn_zeros_and_ones()
     assert len(images) == 360
     for seed in (0, 7):
-        order = np.random.default_rng(seed).permutation(360)
+        order = generator(seed, Stream.DATA_SPLIT).permutation(360)
         data = load_digits(seed=seed)
         assert np.array_equal(data.x_test, images[order[:10]])
         assert np.array_equal(data.y_test, labels[order[:10]])

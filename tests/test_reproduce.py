@@ -37,12 +37,8 @@ def write_config(path: Path, body: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reproduce") / "quick"
-    code, stdout, stderr = run_cli("reproduce", "--quick", "--out", out, "--quiet")
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
-    return out
+def quick(reproduce_quick) -> Path:
+    return reproduce_quick
 
 
 @pytest.fixture(scope="module")

@@ -82,9 +82,10 @@ def test_grid_search_over_lr_and_rule(digits):
         cv=2,
     )
     grid.fit(X[:300], y[:300])
-    assert set(grid.best_params_) == {"lr", "rule"}
-    assert grid.best_params_["rule"] in ("exact", "fa")
-    assert len(grid.cv_results_["params"]) == 4
+    assert sorted((p["lr"], p["rule"]) for p in grid.cv_results_["params"]) == [
+        (0.01, "exact"), (0.01, "fa"), (0.05, "exact"), (0.05, "fa")]
+    best = int(np.argmax(grid.cv_results_["mean_test_score"]))
+    assert grid.best_params_ == grid.cv_results_["params"][best]
     assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
     assert grid.best_estimator_.score(X[300:], y[300:]) > 0.5  # refit on all 300, chance 0.1
 

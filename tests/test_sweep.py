@@ -15,8 +15,8 @@ import pytest
 from helpers import load_json as load
 from helpers import run_cli
 
-QUICK_RULES = "exact,seed-broken"
-QUICK_JOBS = 3 * 2  # experiments x rules (a job trains both protocols)
+QUICK_RULES = "exact,seed-original,seed-broken,broken-upstream"  # the default rules
+QUICK_JOBS = 3 * 4  # experiments x rules (a job trains both protocols)
 INTERRUPT_EPOCHS = 10
 SAME = ("cost", "test_accuracy", "test_correct", "test_raw", "alignment", "diverged",
         "fingerprint", "seed", "config")
@@ -45,21 +45,18 @@ def jobs_of(out: Path) -> list:
     return build_jobs(load_config(out / "config.toml"), out)
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    """``reproduce --quick --rules exact,seed-broken`` with the default (loky) backend."""
-    out = tmp_path_factory.mktemp("sweep") / "local"
-    code, _, stderr = run_cli("reproduce", "--quick", "--rules", QUICK_RULES, "--out", out,
-                              "--quiet")
-    assert code == 0, stderr
-    return out
+@pytest.fixture
+def local_run(reproduce_quick_copy) -> Path:
+    """``reproduce --quick`` with the default (loky) backend (a private copy of the
+    session's run)."""
+    return reproduce_quick_copy
 
 
 # -- resume ----------------------------------------------------------------------------
 
 def test_second_run_reuses_every_job(local_run):
     records = record_files(local_run)
-    assert len(records) == 3 * 2 * (2 + 2)
+    assert len(records) == QUICK_JOBS * (2 + 2)
     before = mtimes(records)
     contents = {p: p.read_bytes() for p in records}
     summary_before = load(local_run / "summary.json")
@@ -186,12 +183,11 @@ def unreachable(tmp_path_factory):
     the background: it mostly waits for Dask's connect timeout, so it runs beside the Dask
     test instead of after it."""
     out = tmp_path_factory.mktemp("sweep") / "unreachable"
-    start = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "handprop.cli", "reproduce", "--quick", "--rules", "exact",
          "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1", "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    yield process, start, out
+    yield process, out
     if process.poll() is None:
         process.kill()
         process.communicate()
@@ -225,15 +221,13 @@ def test_dask_backend_gives_the_local_results(local_run, unreachable, tmp_path):
 
 @pytest.mark.slow
 def test_unreachable_dask_scheduler_is_a_one_line_error(unreachable):
-    process, start, out = unreachable
+    process, out = unreachable
     _, stderr = process.communicate(timeout=90)
-    elapsed = time.monotonic() - start
     assert process.returncode == 2, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith("handprop: error:") and "tcp://127.0.0.1:1" in lines[0]
     assert "Traceback" not in stderr
-    assert elapsed < 30
     assert not list(out.rglob("*.json"))
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core.article import ARTICLE
 from ..core.presets import seed_net
 from .common import command
 
 
 def _setup_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=ARTICLE.epochs)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -30,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data = load_tiny()
     net = seed_net().init(args.seed)
-    config = TrainConfig(epochs=args.epochs, lr=0.09, momentum=0.0009, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed)  # the article's protocol
     print("the article's interactive version: the seed net on four built-in images "
           "(0, 1, 1, 0), online SGD")
 

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.article import ARTICLE
 from ..core.errors import ConfigError
 from ..core.io import write_json
+from ..core.streams import Stream, generator
 from .records import collect, cost_matrix, final_alignment
 from .runner import Job
 from .study import Study, option, register_study
@@ -50,9 +52,9 @@ class ReproduceConfig:
     rules: list[str] = option(default_factory=list, help="comma-separated rules")
     seeds: int = option(10, help="number of paired seeds")
     first_seed: int = option(0)
-    epochs: int = option(500)
-    lr: float = 0.09
-    momentum: float = 0.0009
+    epochs: int = option(ARTICLE.epochs)
+    lr: float = ARTICLE.lr
+    momentum: float = ARTICLE.momentum
     folds: int = option(5, help="k of the held-out k-fold CV (0: none)")
     probe: int = option(32, help="images in the alignment probe batch")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
@@ -139,7 +141,7 @@ def _article_split(seed: int):
 def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Fold id of every item: classes shuffled, then dealt round-robin, so folds are
     equal in size (when ``folds`` divides the count) and stratified."""
-    rng = np.random.default_rng([seed, 5])
+    rng = generator(seed, Stream.FOLDS)
     order = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
                             for c in np.unique(labels)])
     fold = np.empty(len(labels), dtype=np.int64)
@@ -155,7 +157,7 @@ def _cv_split(base_seed: int, folds: int, fold: int, seed: int):
     images = images.astype(np.float64)
     assignment = equal_stratified_folds(labels, folds, base_seed)
     test = np.flatnonzero(assignment == fold)
-    train = np.random.default_rng(seed).permutation(np.flatnonzero(assignment != fold))
+    train = generator(seed, Stream.DATA_SPLIT).permutation(np.flatnonzero(assignment != fold))
     return Dataset(f"digits-cv{fold}", images[train], labels[train], images[test], labels[test],
                    (0, 1), info={"fold": fold, "folds": folds, "test_index": test.tolist()})
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.article import ARTICLE
 from .records import alignment_matrices, cost_matrix
 from .stats import bootstrap_ci, mcnemar_test, paired_summary
 
@@ -155,7 +156,7 @@ def evaluate_claims(records: Records, config: ReproduceConfig
             items.append(_cost_claim(records, name, None, "higher") | {
                 "statement": "original net has the lower cost (same comparison)"})
             items.append(_accuracy_claim(records, name, ORIGINAL, False))
-        elif fc == (28, 36):
+        elif fc == ARTICLE.fc:  # the widths the article did not record: our default
             items.append(_accuracy_claim(records, name, BROKEN, True))
             items.append(_accuracy_claim(records, name, ORIGINAL, True))
             items.append(_cost_claim(records, name, None, "higher"))

@@ -5,7 +5,8 @@ Every loader returns a :class:`Dataset` of NCHW float images and integer labels
 pixels, matching counts, at least one sample on each side.
 
 The article's protocol (``digits``, the default): the images of 0 and 1 (360), shuffled
-once with the run's seed, the first 10 held out as the test set, raw pixels 0..16.
+once with the run's seed (its data-split stream, :mod:`handprop.core.streams`), the
+first 10 held out as the test set, raw pixels 0..16.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError
+from ..core.streams import Stream, generator
 
 # Four real 8x8 digits (a 0, a 1, a 1, a 0; pixel values 0..16), taken from
 # scikit-learn's digits (images 0, 1, 11 and 10), so the demo needs no scikit-learn.
@@ -144,7 +146,7 @@ def _finish(
     images = images.astype(np.float64)
     if scale:
         images = images / max_value
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, Stream.DATA_SPLIT)
     if split == "first":
         # The article: shuffle once, the first `test_size` images are the test set.
         order = rng.permutation(len(images))
@@ -352,7 +354,7 @@ def load_idx(
         raise DataError(f"IDX test labels {unknown} are outside the classes {tuple(classes)}")
     index_of = {c: i for i, c in enumerate(classes)}
     factor = 1 / max_value if scale else 1.0
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, Stream.DATA_SPLIT)
     order = rng.permutation(len(images))
     data = Dataset(
         "idx",
