@@ -22,7 +22,7 @@ def _config_help(study: type[Study]) -> str:
     if study.default_config_text() is None:
         return f"TOML file with a [{study.name}] table (default: the built-in defaults)"
     return (f"TOML file with a [{study.name}] table "
-            f"(default: handprop/configs/{study.name}.toml)")
+            f"(default: handprop/studies/configs/{study.name}.toml)")
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:

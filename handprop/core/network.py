@@ -301,6 +301,16 @@ class Network:
             tape.append(cache)
         return x, tape
 
+    def trace(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Every layer's output in evaluation mode, by layer name, in order (for pictures
+        and inspection): x (*rep, N, *input_shape) -> [(name, (*rep, N, *shape)), ...]."""
+        self._require_params()
+        x, outputs = self._check_input(x), []
+        for layer, params in zip(self.layers, self._layer_params, strict=True):
+            x, _ = layer.forward(params, x, train=False)
+            outputs.append((layer.name, x))
+        return outputs
+
     def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Evaluation-mode forward pass in chunks of ``batch_size`` samples (no tape)."""
         self._require_params()

@@ -28,9 +28,11 @@ import numpy as np
 from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.io import save_figure
 from ..core.network import Network
+from ..core.ops import Conv2d, Dense, Flatten
 
-# Layers whose outputs feature_maps() draws.
-MAP_KINDS = ("conv2d", "activation", "per_channel_activation", "max_pool2d")
+# Layers whose outputs feature_maps() leaves out: a dense layer's (its activation's
+# output is drawn) and flatten's (the maps above it, laid end to end).
+NOT_DRAWN = (Dense, Flatten)
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white 0
 IMAGE_CMAP = "gray_r"  # digits: ink dark on white
@@ -81,15 +83,6 @@ def _check_images(net: Network, x: Any, what: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise DataError(f"{what}: images contain NaN or inf")
     return x.astype(net.dtype, copy=False)
-
-
-def _layer_params(net: Network) -> list[dict[str, np.ndarray]]:
-    """Each layer's parameters by local name (``weight``, ``bias``), as views."""
-    named = net.unflatten(net.flat)
-    return [
-        {local: named[f"{layer.name}.{local}"] for local in layer.param_shapes()}
-        for layer in net.layers
-    ]
 
 
 def _no_ticks(ax: Any) -> None:
@@ -200,7 +193,7 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     list of (str, ndarray)
         ``("input", x)`` then ``(layer.name, output)`` for every layer, in order; each
         output has shape ``(N, *net.shapes[i + 1])`` (or ``net.shapes[i + 1]`` for one
-        image). The last output equals ``net.forward(x)[0]``.
+        image). The last output equals ``net.predict(x)`` (evaluation mode).
 
     Raises
     ------
@@ -210,11 +203,7 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     net = _check_net(net, "layer_outputs")
     single = isinstance(x, np.ndarray) and x.shape == net.input_shape
     batch = _check_images(net, x[None] if single else x, "layer_outputs")
-    outputs = [("input", batch)]
-    value = batch
-    for layer, params in zip(net.layers, _layer_params(net), strict=True):
-        value, _ = layer.forward(params, value)
-        outputs.append((layer.name, value))
+    outputs = [("input", batch), *net.trace(batch)]
     if single:
         return [(name, value[0]) for name, value in outputs]
     return outputs
@@ -255,7 +244,7 @@ def kernels(net: Network, path: str | Path, max_out: int = 64) -> Path:
     if isinstance(max_out, bool) or not isinstance(max_out, int | np.integer) or max_out < 1:
         raise ConfigError(f"kernels: max_out must be a positive integer, got {max_out!r}")
     convs = [(layer, net.params[f"{layer.name}.weight"])
-             for layer in net.layers if layer.kind == "conv2d"]
+             for layer in net.layers if isinstance(layer, Conv2d)]
     if not convs:
         kinds = ", ".join(f"{layer.name} ({layer.kind})" for layer in net.layers)
         raise ConfigError(f"kernels: network {net.name!r} has no conv2d layer (it has {kinds})")
@@ -360,9 +349,8 @@ def feature_maps(net: Network, image: np.ndarray, path: str | Path,
             "(to pick image i of a batch x, pass x[i])"
         )
     outputs = layer_outputs(net, image)
-    kinds = {layer.name: layer.kind for layer in net.layers}
-    rows = [(name, value) for name, value in outputs
-            if name == "input" or kinds[name] in MAP_KINDS]
+    skipped = {layer.name for layer in net.layers if isinstance(layer, NOT_DRAWN)}
+    rows = [(name, value) for name, value in outputs if name not in skipped]
     if rows[-1][0] != outputs[-1][0]:  # always end with the network's answer
         rows.append(outputs[-1])
     cols = max(3, min(max(value.shape[0] if value.ndim == 3 else 1 for _, value in rows),
