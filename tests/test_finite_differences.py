@@ -21,6 +21,7 @@ from helpers import (
 )
 
 from handprop import lenet, seed_net, small_cnn
+from handprop.core.presets import seed_as_run
 from handprop.core.gradcheck import check_network, numerical_grad
 from handprop.core.ops import (
     activation_backward,
@@ -306,11 +307,12 @@ def test_loss_with_replicas_matches_finite_differences(loss, reduction, pred, ta
     ("build", "input_shape", "batch", "max_entries"),
     [
         (seed_net, (1, 8, 8), 3, None),
+        (seed_as_run, (1, 8, 8), 3, None),
         (small_cnn, (1, 8, 8), 3, 64),
         (lenet, (1, 28, 28), 2, 48),
         (mixed_net, (3, 11, 9), 3, None),
     ],
-    ids=["seed_net", "small_cnn", "lenet", "mixed_net"],
+    ids=["seed_net", "seed_as_run", "small_cnn", "lenet", "mixed_net"],
 )
 def test_network_gradients_match_finite_differences(build, input_shape, batch, max_entries):
     """Network.backward (the chain rule through every layer) gives every parameter's

@@ -31,9 +31,10 @@ from helpers import (
 
 from handprop import Activation, ConfigError, Conv2d, Dense, Flatten, MaxPool2d, Network, seed_net
 from handprop.core.gradcheck import numerical_grad, rel_error
+from handprop.core.presets import seed_as_run
 from handprop.rules import RuleSet, make_rule, parse_rule
 from handprop.rules.base import Exact
-from handprop.rules.seed import BrokenUpstream
+from handprop.rules.seed import BrokenText, BrokenUpstream
 
 TOL = 1e-12
 WEIGHTS = ("conv1.weight", "conv2.weight", "fc3.weight", "fc4.weight", "fc5.weight")
@@ -93,10 +94,17 @@ def ref_layer1(s: dict, p: dict, g1: np.ndarray, block: Block) -> np.ndarray:
     return grad
 
 
-def ref_backward_one(p: dict, image: np.ndarray, r: np.ndarray, b1: Block, b2: Block) -> dict:
+def ref_backward_one(p: dict, image: np.ndarray, r: np.ndarray, b1: Block, b2: Block,
+                     as_run: bool = False) -> dict:
     """Every weight gradient for one image and upstream r (1,), plus ``G1`` (what conv2
-    sends to pool1's output) and ``G2`` (the gradient at pool2's output)."""
-    s = ref_seed_forward(p, image)
+    sends to pool1's output) and ``G2`` (the gradient at pool2's output).
+
+    ``as_run``: the forward pass of the author's code, whose layer 2 applies conv1's
+    second kernel to all four maps; the backward still uses W2 (as the code did)."""
+    forward = p
+    if as_run:
+        forward = {**p, "conv2.weight": np.repeat(p["conv1.weight"][1:2], 4, axis=0)}
+    s = ref_seed_forward(forward, image)
     out: dict = {}
     d5 = r * REF_ACT["sigmoid"][1](s["h5"])
     out["fc5.weight"] = np.outer(d5, s["a4"])
@@ -122,10 +130,11 @@ def ref_backward_one(p: dict, image: np.ndarray, r: np.ndarray, b1: Block, b2: B
     return out
 
 
-def ref_backward(net: Network, x: np.ndarray, R: np.ndarray, b1: Block, b2: Block) -> dict:
+def ref_backward(net: Network, x: np.ndarray, R: np.ndarray, b1: Block, b2: Block,
+                 as_run: bool = False) -> dict:
     """ref_backward_one summed over the batch (G1, G2 stacked per image)."""
     p = {name: net.params[name] for name in WEIGHTS}
-    per_image = [ref_backward_one(p, x[n, 0], R[n], b1, b2) for n in range(x.shape[0])]
+    per_image = [ref_backward_one(p, x[n, 0], R[n], b1, b2, as_run) for n in range(x.shape[0])]
     out = {name: sum(g[name] for g in per_image) for name in WEIGHTS}
     out["G1"] = np.stack([g["G1"] for g in per_image])
     out["G2"] = np.stack([g["G2"] for g in per_image])
@@ -148,6 +157,10 @@ REF_RULES: dict[str, tuple[Block, Block]] = {
     "broken-mask": (Block(kinds=RED2), Block(kinds=RED4)),
     "broken-mask-t": (Block(kinds=RED2, transform="transpose"),
                       Block(kinds=RED4, transform="transpose")),
+    "broken-text": (Block(kinds=GREEN2, transform="transpose"),
+                    Block(kinds=("green", "green", "green", "red"), transform="transpose")),
+    "broken-text:rot180": (Block(kinds=GREEN2),
+                           Block(kinds=("green", "green", "green", "red"))),
 }
 
 
@@ -189,8 +202,12 @@ ALL_CASES = {**CASES, "ties": tie_case}
 
 
 def run(net, x, R, spec):
-    """Gradients of ``spec`` (a rule name, spec string or rule object) and its spy record."""
-    rule = make_rule(spec, net)
+    """Gradients of ``spec`` (a rule name, spec string or rule object; ``name:transform``
+    sets the map transform) and its spy record."""
+    transform = None
+    if isinstance(spec, str) and ":" in spec:
+        spec, transform = spec.split(":")
+    rule = make_rule(spec, net, transform=transform)
     record = spy(rule)
     out, tape = net.forward(x)
     return net.backward(tape, R, rule), record
@@ -477,8 +494,47 @@ def test_replicas_equal_separate_nets(spec):
     grads, _ = run(net, x, R, spec)
     for r, seed in enumerate((3, 4)):
         single = seed_net().init(seed=seed)
-        rule = make_rule(spec, single, seed=seed)
+        name, _, transform = spec.partition(":")
+        rule = make_rule(name, single, seed=seed, transform=transform or None)
         out, tape = single.forward(x[r])
         expected = single.backward(tape, R[r], rule)
         for name in WEIGHTS:
             assert_close(grads[name][r], expected[name], f"replica {r} {name}")
+
+
+def test_broken_text_mixes_lines_inside_one_layer():
+    """broken-text's layout is the article's: layer 1 green, layer 2 green on a, b, c and
+    red on d; lines can be set per channel, and transpose needs square maps."""
+    net, x, R = CASES["normal0"]()
+    rule = make_rule("broken-text", net)
+    assert rule.channel_lines() == {"conv1": ["green", "green"],
+                                    "conv2": ["green", "green", "green", "red"]}
+    assert rule.describe() == "broken-text" and rule.transform_name == "transpose"
+    mixed = make_rule(BrokenText(lines={"conv2": ["exact", "red", "green", "exact"]}), net)
+    assert mixed.channel_lines()["conv2"] == ["exact", "red", "green", "exact"]
+    with pytest.raises(ConfigError, match="one line per channel"):
+        make_rule(BrokenText(lines={"conv2": ["green"]}), net)
+    with pytest.raises(ConfigError, match="no map transform"):
+        make_rule("fa", net, transform="rot180")
+
+
+@pytest.mark.parametrize("case", ["normal0", "lecun1"])
+@pytest.mark.parametrize("spec", ["seed-original", "seed-broken"])
+def test_as_run_network_matches_the_authors_code(spec, case):
+    """On the as-run network (layer 2 forward with W1b on every map) the article's code
+    rules update W2 as if it acted and send the gradient down through it: the loop
+    reference of the author's code, to 1e-12."""
+    net, x, R = CASES[case]()
+    as_run = seed_as_run()
+    as_run.init(0)
+    as_run.set_params(net.get_params())
+    grads, record = run(as_run, x, R, spec)
+    ref = ref_backward(as_run, x, R, *REF_RULES[spec], as_run=True)
+    for name in WEIGHTS:
+        assert_close(grads[name], ref[name], f"as-run {spec} {name}")
+    assert_close(record[CONV2][1], ref["G1"], f"as-run {spec} conv2 sends")
+    # ... and the forward pass is the code's: conv2 acts with W1b, not W2.
+    twin = seed_net().init(0)
+    twin.set_params({**net.get_params(),
+                     "conv2.weight": np.repeat(net.params["conv1.weight"][1:2], 4, axis=0)})
+    assert np.array_equal(twin.forward(x)[0], as_run.forward(x)[0])

@@ -114,6 +114,14 @@ class Layer:
         """Arrays the layer keeps that are not trained (e.g. running statistics)."""
         return {}
 
+    def borrowed(self) -> dict[str, str]:
+        """Parameters of *other* layers this layer reads, ``{local: "layer.param"}``.
+
+        They appear in its ``params`` under the local name; gradients it returns for
+        them are added to the owner's. (The article's as-run network borrows a kernel.)
+        """
+        return {}
+
     def init_state(self, local: str) -> np.ndarray:
         """The starting value of one state array (see :meth:`state_shapes`)."""
         raise NotImplementedError(f"layer {self.name} has no state {local!r}")

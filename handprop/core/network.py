@@ -150,6 +150,15 @@ class Network:
         for lay in self._layout:
             self._slot.append({local: count + k for k, local in enumerate(lay)})
             count += len(lay)
+        by_name = {f"{layer.name}.{local}": slots[local]
+                   for layer, slots in zip(self.layers, self._slot, strict=True)
+                   for local in slots}
+        for layer, slots in zip(self.layers, self._slot, strict=True):
+            for local, target in layer.borrowed().items():
+                if target not in by_name:
+                    raise ConfigError(f"layer {layer.name} borrows {target!r}, which is not a "
+                                      f"parameter of this network ({', '.join(by_name)})")
+                slots[local] = by_name[target]
         weights = [i for i, layer in enumerate(self.layers) if isinstance(layer, WeightLayer)]
         self._last_weight = weights[-1] if weights else -1
         below = np.cumsum([0] + [bool(lay) for lay in self._layout])[:-1]
@@ -221,7 +230,8 @@ class Network:
         self.buffers = NamedViews(buffers, "buffer")
         self._layer_params = [
             {**{local: params[f"{layer.name}.{local}"] for local in lay},
-             **{local: buffers[f"{layer.name}.{local}"] for local in state}}
+             **{local: buffers[f"{layer.name}.{local}"] for local in state},
+             **{local: params[target] for local, target in layer.borrowed().items()}}
             for layer, lay, state in zip(self.layers, self._layout, self._state_layout,
                                          strict=True)]
 
@@ -386,7 +396,12 @@ class Network:
                 step.cache, step.out_grad, step.need_input_grad = tape[i], grad, need_input_grad[i]
                 grad, param_grads = rule.layer_backward(step)
             for local, value in param_grads.items():
-                parts[slots[i][local]] = value.reshape(per_replica)
+                slot = slots[i][local]
+                # A slot may already hold what a layer above that borrows this
+                # parameter (see Layer.borrowed) sent it: add, don't overwrite.
+                earlier = parts[slot]
+                value = value.reshape(per_replica)
+                parts[slot] = value if earlier is None else earlier + value
         if not parts:
             return np.zeros_like(flat)
         for slot, part in enumerate(parts):

@@ -24,6 +24,7 @@ from .article import ARTICLE
 from .errors import ConfigError
 from .network import Network
 from .ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from .ops.asrun import AsRunConv2d
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,30 @@ def seed_net(fc: tuple[int, int] = ARTICLE.fc) -> Network:
         init="normal",
         name="seed",
     )
+
+
+@register_preset("seed-as-run", "the article's network as its code ran it (layer 2 applies "
+                 "conv1's second kernel to all four maps)", optimizer="momentum",
+                 lr=ARTICLE.lr, momentum=ARTICLE.momentum, batch_size=ARTICLE.batch_size,
+                 epochs=ARTICLE.epochs, data="digits")
+def seed_as_run(fc: tuple[int, int] = ARTICLE.fc) -> Network:
+    """:func:`seed_net` as the author's code ran it: layer 2 applies conv1's second kernel
+    W1b to all four maps (seed-spec section 2, "known defect"), so its own kernels
+    W2a..W2d never act in the forward pass. The article's figures come from this network.
+
+    Trained with ``seed-original`` or ``seed-broken`` it reproduces the code's backward
+    pass too: W2 is updated as if it acted and the gradient reaches layer 1 through it.
+    With ``exact`` it gets the true gradient of this forward pass (W1b learns from both
+    of its uses; W2's gradient is 0). See :mod:`handprop.core.ops.asrun`.
+    """
+    net = seed_net(fc)
+    conv2 = net.layers[3]
+    layers = list(net.layers)
+    layers[3] = AsRunConv2d(conv2.out_channels, conv2.kernel_size, conv2.stride, conv2.padding,
+                            conv2.groups, conv2.bias, name=conv2.name, source="conv1",
+                            source_channel=1)
+    return Network(layers, net.input_shape, loss=net.loss, init=net.init_scheme,
+                   name="seed-as-run")
 
 
 @register_preset("lenet", "LeNet-5 for 28x28 images (MNIST-format files)", optimizer="momentum",

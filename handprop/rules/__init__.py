@@ -43,15 +43,32 @@ def parse_rule(spec: str) -> LearningRule:
     return RuleSet(by_block, default)
 
 
-def make_rule(spec: str | LearningRule, net, seed: int | Sequence[int] | None = None
-              ) -> LearningRule:
-    """Parse ``spec`` and bind the rule to ``net`` (drawing any random feedback from ``seed``)."""
+def with_transform(rule: LearningRule, transform: str) -> LearningRule:
+    """Set the map transform (``transpose`` or ``rot180``) of every part of ``rule`` that
+    has one (the article's green and red lines); refuse a rule without any."""
+    parts = [rule, rule.default, *rule.by_block.values()] if isinstance(rule, RuleSet) else [rule]
+    changed = [part for part in parts if hasattr(part, "set_transform")]
+    if not changed:
+        raise ConfigError(f"rule {rule.describe()} has no map transform to set "
+                          "(only the article's green/red-line rules do)")
+    for part in changed:
+        part.set_transform(transform)
+    return rule
+
+
+def make_rule(spec: str | LearningRule, net, seed: int | Sequence[int] | None = None,
+              transform: str | None = None) -> LearningRule:
+    """Parse ``spec`` and bind the rule to ``net`` (drawing any random feedback from
+    ``seed``); ``transform`` sets the article's map transform (see :func:`with_transform`)."""
     if not isinstance(spec, str | LearningRule):
         raise ConfigError(f"a rule must be a rule name or a LearningRule, got {spec!r}")
     rule = parse_rule(spec) if isinstance(spec, str) else spec
+    if transform is not None:
+        with_transform(rule, transform)
     rule.bind(net, seed)
     return rule
 
 
 __all__ = ["FAMILIES", "RULES", "Exact", "LearningRule", "RuleInfo", "RuleSet", "block_names",
-           "make_rule", "parse_rule", "register_rule", "rules_in", "weight_layer_indices"]
+           "make_rule", "parse_rule", "register_rule", "rules_in", "weight_layer_indices",
+           "with_transform"]

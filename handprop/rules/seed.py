@@ -11,11 +11,16 @@ G spread over its window, and U = mask * up(G) (what reaches the activation):
   delta_a = rot180(U) * D, red channels delta_a = (rot180(mask) * up(G)) * D (layer-1
   channels and layer-2 a, b, c green; layer-2 d red), the weight gradient of
   rot180(delta_a), and rot180 of the exact input gradient of delta_a sent down.
-* ``broken-upstream`` / ``broken-mask`` -- the green and red lines as the article's
-  *text* describes them, on top of exact back-propagation, for any conv layer followed
-  by a max-pool: delta = T(U) * D or delta = (T(mask) * up(G)) * D, then the exact
-  weight and input gradients of that delta. T is ``rot180`` (what the code does) or
-  ``transpose`` (what the text says; square maps only).
+* ``broken-text`` -- the broken net as the article's *text* describes it, on top of
+  exact back-propagation (single-winner routing): green (delta = T(U) * D) on layer 1
+  and layer-2 channels a, b, c, red (delta = (T(mask) * up(G)) * D) on channel d, then
+  the exact weight and input gradients of that delta. T is ``transpose`` (what the
+  text says; square maps only) or ``rot180`` (what the code does).
+* ``broken-upstream`` / ``broken-mask`` -- one of the two lines on every channel (or
+  on chosen channels) of any conv layer followed by a max-pool.
+
+Every rule here is a table of *lines* per conv channel: ``exact`` (the article's blue,
+U), ``green`` (T(U)) or ``red`` (T(mask) * up(G)), so lines mix freely inside one layer.
 
 In a block ``conv -> activation -> max-pool`` the pool's backward produces U and the
 activation's multiplies by D, so these rules change the pool step (U -> T(U), or the
@@ -101,21 +106,47 @@ class SeedOriginal(_ConvBlocks):
         index = step.index
         if index in self.pool_index:
             return max_pool2d_backward(step.out_grad, step.cache, ties=True), {}
-        if index in self.conv_index and index in self.conv_below and step.need_input_grad:
-            grad_in, grads = step.exact()
-            return rot180(grad_in), grads
+        if index in self.conv_index:
+            # The code's local gradients: through the layer's own W, rotated when sent
+            # to a conv layer below.
+            layer, out_grad = step.layer, step.out_grad
+            grads = layer.param_grads(out_grad, step.cache)
+            if not step.need_input_grad:
+                return None, grads
+            grad_in = layer.input_grad(out_grad, step.params["weight"], step.cache)
+            return (rot180(grad_in) if index in self.conv_below else grad_in), grads
         return step.exact()
 
 
-class _MapTransformRule(_ConvBlocks):
-    """Replace U, per channel, by T(U) ("green") or T(mask) * up(G) ("red")."""
+LINES = ("exact", "green", "red")
 
-    def __init__(self, transform: str = "rot180",
-                 channels: Mapping[str, Sequence[int]] | None = None) -> None:
+
+class _LineRule(_ConvBlocks):
+    """Replace U, channel by channel, by the channel's line: ``exact`` (U), ``green``
+    (T(U)) or ``red`` (T(mask) * up(G)).
+
+    ``lines``: {conv layer name: one line name per channel}; layers not named get
+    :meth:`default_lines`. ``ties``: route to every tied maximum (the article's code)
+    instead of the single winner.
+    """
+
+    ties = False
+    default_transform = "rot180"
+
+    def __init__(self, transform: str | None = None,
+                 lines: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__()
-        self.transform_name = transform
-        self.transform = _transform(transform)
-        self.channels = {k: tuple(v) for k, v in (channels or {}).items()}
+        self.set_transform(transform or self.default_transform)
+        self.lines = {k: tuple(v) for k, v in (lines or {}).items()}
+
+    def set_transform(self, name: str) -> None:
+        """``rot180`` (what the article's code does) or ``transpose`` (what its text says)."""
+        self.transform = _transform(name)
+        self.transform_name = name
+
+    def default_lines(self, conv: Conv2d) -> tuple[str, ...]:
+        """The lines of a conv layer the constructor did not name."""
+        return ("green",) * conv.out_channels
 
     def bind(self, net, seed=None, blocks=None) -> None:
         super().bind(net, seed, blocks)
@@ -126,73 +157,102 @@ class _MapTransformRule(_ConvBlocks):
                 "followed by a max-pool in its block, so it has no routed gradient U to change"
             )
         conv_names = {net.layers[i].name for i in self.conv_index}
-        unknown = sorted(set(self.channels) - conv_names)
+        unknown = sorted(set(self.lines) - conv_names)
         if unknown:
             raise ConfigError(
-                f"rule {self.name}: channels given for {', '.join(unknown)}, which is not a "
-                f"conv layer this rule applies to ({', '.join(sorted(conv_names))})"
+                f"rule {self.name}: lines given for {', '.join(unknown)}, which is not a "
+                f"conv layer this rule applies to ({', '.join(sorted(conv_names)) or 'none'})"
             )
-        self._channel_masks: dict[int, np.ndarray | None] = {}
-        for pool, conv in self.pool_index.items():
-            channels, height, width = net.shapes[pool]
-            if self.transform_name == "transpose" and height != width:
-                raise ConfigError(
-                    f"rule {self.name}: 'transpose' needs square maps, but layer "
-                    f"{net.layers[pool].name} receives {height}x{width} maps"
-                )
-            chosen = self.channels.get(net.layers[conv].name)
-            if chosen is None:
-                self._channel_masks[pool] = None
-                continue
-            bad = [c for c in chosen if not 0 <= c < channels]
-            if bad:
-                raise ConfigError(
-                    f"rule {self.name}: channel(s) {bad} out of range for layer "
-                    f"{net.layers[conv].name} with {channels} channels"
-                )
-            mask = np.zeros((channels, 1, 1), dtype=bool)
-            mask[list(chosen)] = True
-            self._channel_masks[pool] = mask
+        self._line_masks = {pool: self._masks(net, pool, conv)
+                            for pool, conv in self.pool_index.items()}
 
-    def changed_upstream(self, out_grad: np.ndarray, cache: Any, ties: bool,
-                         red: np.ndarray | bool) -> np.ndarray:
-        """T(U) on green channels, T(mask) * up(G) on red ones (``red`` broadcasts over C)."""
-        if red is False:
-            return self.transform(max_pool2d_backward(out_grad, cache, ties))
-        # U = mask * up(G) and mask itself, from one routing table
-        routing = max_pool2d_routing(cache, ties)
+    def _masks(self, net, pool: int, conv: int) -> dict[str, np.ndarray]:
+        """{line: (C, 1, 1) bool mask of its channels} for one pooled conv layer."""
+        channels, height, width = net.shapes[pool]
+        layer = net.layers[conv]
+        lines = self.lines.get(layer.name) or self.default_lines(layer)
+        if len(lines) != channels or set(lines) - set(LINES):
+            raise ConfigError(f"rule {self.name}: layer {layer.name} needs one line per "
+                              f"channel ({channels}) from {', '.join(LINES)}, got {list(lines)}")
+        if self.transform_name == "transpose" and height != width and set(lines) - {"exact"}:
+            raise ConfigError(f"rule {self.name}: 'transpose' needs square maps, but layer "
+                              f"{net.layers[pool].name} receives {height}x{width} maps")
+        chosen = np.array(lines)
+        return {line: (chosen == line).reshape(channels, 1, 1) for line in LINES
+                if (chosen == line).any()}
+
+    def channel_lines(self) -> dict[str, list[str]]:
+        """{conv layer name: the line of each channel} (after bind)."""
+        out = {}
+        for pool, masks in self._line_masks.items():
+            names = np.empty(len(next(iter(masks.values()))), dtype=object)
+            for line, mask in masks.items():
+                names[mask[:, 0, 0]] = line
+            out[self.net.layers[self.pool_index[pool]].name] = names.tolist()
+        return out
+
+    def changed_upstream(self, out_grad: np.ndarray, cache: Any, pool: int) -> np.ndarray:
+        """What reaches the activation of pool ``pool``'s conv layer, line by line."""
+        masks = self._line_masks[pool]
+        routing = max_pool2d_routing(cache, self.ties)
         grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
-        green = self.transform(max_pool2d_scatter(routing * grad, cache))
-        mask = self.transform(max_pool2d_scatter(routing, cache))
-        red_value = mask * max_pool2d_upsample(out_grad, cache)
-        if red is True:
-            return red_value
-        return np.where(red, red_value, green)
+        upstream = max_pool2d_scatter(routing * grad, cache)  # U
+        values = {"exact": lambda: upstream, "green": lambda: self.transform(upstream),
+                  "red": lambda: (self.transform(max_pool2d_scatter(routing, cache))
+                                  * max_pool2d_upsample(out_grad, cache))}
+        if len(masks) == 1:
+            return values[next(iter(masks))]()
+        result = np.zeros_like(upstream)
+        for line, mask in masks.items():
+            np.copyto(result, values[line](), where=mask)
+        return result
 
     def describe(self) -> str:
-        extra = f"[{self.transform_name}]" if self.transform_name != "rot180" else ""
-        return self.name + extra
+        if self.transform_name == self.default_transform:
+            return self.name
+        return f"{self.name}[{self.transform_name}]"
 
 
-class _TextRule(_MapTransformRule):
-    """The article's text, on top of exact back-propagation (exact single-winner mask)."""
-
-    red_line = False  # the green line changes U, the red one the mask
+class _TextRule(_LineRule):
+    """The article's text, on top of exact back-propagation: only the pool step changes."""
 
     def layer_backward(self, step: Step):
         if step.index not in self.pool_index:
             return step.exact()
-        out_grad, cache = step.out_grad, step.cache
-        changed = self.changed_upstream(out_grad, cache, ties=False, red=self.red_line)
-        selected = self._channel_masks[step.index]
-        if selected is not None:
-            changed = np.where(selected, changed, max_pool2d_backward(out_grad, cache))
-        return changed, {}
+        return self.changed_upstream(step.out_grad, step.cache, step.index), {}
 
 
-@register_rule("broken-upstream", "the article's green line as its text says: T(U) * D, "
+class _OneLine(_TextRule):
+    """One line on every channel, or on ``channels`` ({conv name: indices}; the other
+    channels of those layers stay exact)."""
+
+    line = "green"
+
+    def __init__(self, transform: str | None = None,
+                 channels: Mapping[str, Sequence[int]] | None = None) -> None:
+        super().__init__(transform)
+        self.channels = {k: tuple(v) for k, v in (channels or {}).items()}
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        self.lines = {}
+        for name, chosen in self.channels.items():
+            layer = net.layer(name)
+            count = getattr(layer, "out_channels", 0)
+            bad = [c for c in chosen if not 0 <= c < count]
+            if bad:
+                raise ConfigError(f"rule {self.name}: channel(s) {bad} out of range for layer "
+                                  f"{name} with {count} channels")
+            self.lines[name] = tuple(self.line if c in chosen else "exact"
+                                     for c in range(count))
+        super().bind(net, seed, blocks)
+
+    def default_lines(self, conv: Conv2d) -> tuple[str, ...]:
+        return (self.line,) * conv.out_channels
+
+
+@register_rule("broken-upstream", "the article's green line on every channel: T(U) * D, "
                "T=rot180", family="article")
-class BrokenUpstream(_TextRule):
+class BrokenUpstream(_OneLine):
     """The article's green line as its text says: delta = T(U) * D, then exact gradients.
 
     ``channels``: {conv layer name: channel indices} to change (default: all channels).
@@ -201,48 +261,76 @@ class BrokenUpstream(_TextRule):
     name = "broken-upstream"
 
 
-@register_rule("broken-mask", "the article's red line as its text says: (T(mask) * up(G)) * D",
+@register_rule("broken-mask", "the article's red line on every channel: (T(mask) * up(G)) * D",
                family="article")
-class BrokenMask(_TextRule):
+class BrokenMask(_OneLine):
     """The article's red line as its text says: delta = (T(mask) * up(G)) * D, then exact."""
 
     name = "broken-mask"
-    red_line = True
+    line = "red"
+
+
+def _red_last_channel_of_second_conv(rule: _LineRule, conv: Conv2d) -> tuple[str, ...]:
+    """The article's layout: green everywhere, red on the second conv layer's last
+    channel (the seed net's layer-2 channel d)."""
+    convs = [layer for layer in rule.net.layers if isinstance(layer, Conv2d)]
+    lines = ["green"] * conv.out_channels
+    if len(convs) > 1 and conv is convs[1]:
+        lines[-1] = "red"
+    return tuple(lines)
+
+
+@register_rule("broken-text", "the article's broken net as its text describes it: green on "
+               "layer 1 and layer-2 a, b, c, red on d, T=transpose", family="article")
+class BrokenText(_TextRule):
+    """The broken net as the article's text describes it (see the module notes).
+
+    ``lines``: {conv layer name: a line per channel} overrides the article's layout;
+    ``transform``: ``transpose`` (the text, default) or ``rot180`` (the code).
+    """
+
+    name = "broken-text"
+    default_transform = "transpose"
+
+    def default_lines(self, conv: Conv2d) -> tuple[str, ...]:
+        return _red_last_channel_of_second_conv(self, conv)
 
 
 @register_rule("seed-broken", "the article's broken back-prop net as its code computes it",
                family="article")
-class SeedBroken(_MapTransformRule):
+class SeedBroken(_LineRule):
     """The article's "broken back-prop net" as its code computes it.
 
     ``red``: {conv layer name: channels on the red line}; every other channel of the
     rule's conv blocks is green. Default: the last channel of the network's second conv
-    layer (the article's layer-2 channel d: ``{"conv2": [3]}`` on the seed net); none
-    when the network has a single conv layer.
+    layer (the article's layer-2 channel d: ``{"conv2": [3]}`` on the seed net).
     """
 
     name = "seed-broken"
+    ties = True  # the code marks every tied maximum
 
     def __init__(self, red: Mapping[str, Sequence[int]] | None = None,
-                 transform: str = "rot180") -> None:
-        super().__init__(transform, red)
-        self.default_red = red is None
+                 transform: str | None = None) -> None:
+        super().__init__(transform)
+        self.red = None if red is None else {k: tuple(v) for k, v in red.items()}
+
+    def default_lines(self, conv: Conv2d) -> tuple[str, ...]:
+        if self.red is None:
+            return _red_last_channel_of_second_conv(self, conv)
+        red = self.red.get(conv.name, ())
+        return tuple("red" if c in red else "green" for c in range(conv.out_channels))
 
     def bind(self, net, seed=None, blocks=None) -> None:
-        if self.default_red:
-            convs = [layer for layer in net.layers if isinstance(layer, Conv2d)]
-            owned = blocks is None or (len(convs) > 1 and convs[1].name in blocks)
-            self.channels = ({convs[1].name: (convs[1].out_channels - 1,)}
-                             if len(convs) > 1 and owned else {})
         super().bind(net, seed, blocks)
+        unknown = sorted(set(self.red or {}) - {net.layers[i].name for i in self.conv_index})
+        if unknown:
+            raise ConfigError(f"rule {self.name}: red channels given for "
+                              f"{', '.join(unknown)}, which is not a conv layer it applies to")
 
     def layer_backward(self, step: Step):
         index, layer, out_grad, cache = step.index, step.layer, step.out_grad, step.cache
         if index in self.pool_index:
-            red = self._channel_masks[index]
-            changed = self.changed_upstream(out_grad, cache, ties=True,
-                                            red=False if red is None else red)
-            return changed, {}
+            return self.changed_upstream(out_grad, cache, index), {}
         if index not in self.conv_index:
             return step.exact()
         # The code's weight gradient is that of rot180(delta_a); what it sends down is
