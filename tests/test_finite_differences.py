@@ -21,7 +21,6 @@ from helpers import (
 )
 
 from handprop import lenet, seed_net, small_cnn
-from handprop.core.presets import seed_as_run
 from handprop.core.gradcheck import check_network, numerical_grad
 from handprop.core.ops import (
     activation_backward,
@@ -44,6 +43,7 @@ from handprop.core.ops import (
     per_channel_forward,
     softmax_cross_entropy,
 )
+from handprop.core.presets import seed_as_run
 
 # -- convolution -----------------------------------------------------------------------
 

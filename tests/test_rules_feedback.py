@@ -22,6 +22,7 @@ from helpers import (
     ref_seed_forward,
     spy,
 )
+from torch_twins import torch_twin
 
 from handprop import Activation, Dense, Network, seed_net, small_cnn
 from handprop.core.gradcheck import rel_error
@@ -416,3 +417,73 @@ def test_rule_reduces_training_loss(name, lr, digits):
     assert np.all(np.isfinite(history.cost))
     assert after < before, (name, before, after)
     assert history.cost[-1] < history.cost[0], (name, history.cost)
+
+
+# -- DFA as BioTorch does it, and FA's B initialisation ----------------------------------------
+
+def _biotorch_dfa_reference(net, rule, x, R) -> dict:
+    """Gradients of BioTorch's DFA mechanism, run in torch: every Linear/Conv2d module's
+    input gradient is replaced in a backward hook by the projected output error (``e @ B``,
+    or ``torch.nn.grad.conv2d_input`` of e spread over the output positions). The error e
+    is the gradient at the last weight layer's output (its hook runs first)."""
+    twin = torch_twin(net)
+    modules = {name: module for name, module in twin.named_children()}
+    last = max(rule.matrices)
+    found: dict[str, torch.Tensor] = {}
+    handles = []
+    for index, B in rule.matrices.items():
+        layer, module = net.layers[index], modules[net.layers[index].name]
+        feedback = torch.from_numpy(B)
+
+        def hook(module, grad_input, grad_output, layer=layer, feedback=feedback, index=index):
+            if index == last:
+                found["error"] = grad_output[0]
+            error = found["error"]
+            if grad_input[0] is None:
+                return grad_input
+            if isinstance(module, torch.nn.Linear):
+                return (error @ feedback, *grad_input[1:])
+            spread = error[:, :, None, None].expand(-1, -1, *grad_output[0].shape[2:])
+            sent = torch.nn.grad.conv2d_input(grad_input[0].shape, feedback, spread,
+                                              stride=layer.stride, padding=layer.padding)
+            return (sent, *grad_input[1:])
+
+        handles.append(module.register_full_backward_hook(hook))
+    inputs = torch.from_numpy(x).requires_grad_(True)  # so the first layer's hook fires too
+    twin(inputs).backward(torch.from_numpy(R))
+    for handle in handles:
+        handle.remove()
+    return {name: p.grad.numpy() for name, p in twin.named_parameters()}
+
+
+@pytest.mark.parametrize("net_name", ["small", "seed"])
+def test_dfa_biotorch_matches_biotorchs_hooks(net_name):
+    """dfa-biotorch's gradients equal BioTorch's mechanism run in torch autograd."""
+    net = NETS[net_name]().init(seed=2, scheme="lecun")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, *net.input_shape))
+    R = rng.standard_normal((3, *net.output_shape))
+    rule = make_rule("dfa-biotorch", net, seed=2)
+    out, tape = net.forward(x)
+    grads = net.backward(tape, R, rule)
+    expected = _biotorch_dfa_reference(net, rule, x, R)
+    for key, value in expected.items():
+        assert_close(grads[key], value, f"dfa-biotorch {key}")
+    exact = net.backward(tape, R)
+    last = net.layers[weight_layer_indices(net)[-1]].name
+    assert_close(grads[f"{last}.weight"], exact[f"{last}.weight"], "output layer stays exact")
+
+
+def test_fa_draws_b_with_the_scheme_actually_used_or_glorot():
+    """fa's B follows the init the network was drawn with (not its default scheme), and
+    fa-glorot draws Glorot-uniform B whatever the init."""
+    normal = small_cnn().init(seed=0, scheme="normal")
+    he = small_cnn().init(seed=0, scheme="he")
+    b_normal = make_rule("fa", normal, seed=0).feedback()["fc3.weight"]
+    b_he = make_rule("fa", he, seed=0).feedback()["fc3.weight"]
+    fan_in = he.params["fc3.weight"].shape[1]
+    assert abs(b_normal.std() - 1) < 0.1
+    assert abs(b_he.std() - sqrt(2 / fan_in)) < 0.2 * sqrt(2 / fan_in)
+    glorot = make_rule("fa-glorot", he, seed=0).feedback()["fc3.weight"]
+    bound = sqrt(6 / sum(he.params["fc3.weight"].shape))
+    assert np.abs(glorot).max() <= bound and np.abs(glorot).max() > 0.9 * bound

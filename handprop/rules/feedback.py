@@ -14,12 +14,20 @@ and send the gradient down through another matrix B of W's shape:
   once (Glorot-uniform) and fixed.
 * ``brsf`` -- batchwise random-magnitude sign-concordant feedback: as frsf, but M is
   redrawn before every batch.
+* ``fa-glorot`` -- feedback alignment with B drawn Glorot-uniform whatever the forward
+  initialisation (BioTorch's default).
 * ``dfa`` -- direct feedback alignment (Nokland 2016): the output error e (the gradient
   at the last weight layer's output) is sent straight to every hidden layer through a
   fixed random matrix B_l (K x D_l, Glorot-uniform): the gradient at the output of hidden
   layer l's activation is ``e @ B_l`` (for a conv layer, one value per channel and
-  position), then multiplied by the activation's derivative. The output layer learns
-  with its exact gradient.
+  position, injected *before* pooling), then multiplied by the activation's derivative.
+  The output layer learns with its exact gradient.
+* ``dfa-biotorch`` -- direct feedback alignment as BioTorch implements it: every weight
+  layer's *input* gradient is replaced by the projected error, ``e @ B_l`` for a dense
+  layer (B_l: K x in) and, for a conv layer, the input gradient of a convolution with a
+  conv-shaped B_l (K, C_in, kh, kw) of e spread over every output position. The error
+  therefore enters each block *after* its pooling and passes back through the pool and
+  the activation exactly; the output layer's input gradient is projected too.
 
 Random matrices are drawn per replica from the rule's own stream of the run's seed
 (:mod:`handprop.core.streams`, sub-stream: the layer), so a run's feedback depends only
@@ -37,6 +45,8 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.layers import ActivationLayer
 from ..core.network import Step
+from ..core.ops.conv import Conv2d, Conv2dCache, conv2d_geometry, conv2d_input_grad
+from ..core.ops.dense import Dense
 from ..core.streams import Stream, generator
 from .base import LearningRule, block_names, replica_seeds, weight_layer_indices
 from .registry import register_rule
@@ -92,15 +102,28 @@ class _FeedbackRule(LearningRule):
                family="random-feedback")
 class FeedbackAlignment(_FeedbackRule):
     """B random and fixed, distributed like the layer's initial weights (drawn with the
-    scheme the network was initialised with)."""
+    scheme the network was initialised with), or Glorot-uniform (``b_init="glorot"``)."""
 
     name = "fa"
 
+    def __init__(self, b_init: str = "forward") -> None:
+        super().__init__()
+        if b_init not in ("forward", "glorot"):
+            raise ConfigError(f"rule fa: b_init must be 'forward' or 'glorot', got {b_init!r}")
+        self.b_init = b_init
+
     def setup(self) -> None:
         scheme = self.net.init_used or self.net.init_scheme
-        self.matrices = {i: self._draw(i, Stream.FEEDBACK_FA,
-                                       lambda layer, rng: layer.init_param("weight", rng, scheme))
-                         for i in self.owned}
+
+        def draw(layer, rng):
+            if self.b_init == "glorot":
+                return _glorot_uniform(layer, rng)
+            return layer.init_param("weight", rng, scheme)
+
+        self.matrices = {i: self._draw(i, Stream.FEEDBACK_FA, draw) for i in self.owned}
+
+    def describe(self) -> str:
+        return "fa-glorot" if self.b_init == "glorot" else self.name
 
     def feedback_matrix(self, index, weight):
         return self.matrices[index]
@@ -111,6 +134,10 @@ class FeedbackAlignment(_FeedbackRule):
     def load_state(self, state: Mapping[str, Any]) -> None:
         for i in self.matrices:
             self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
+
+
+register_rule("fa-glorot", "feedback alignment with Glorot-uniform B (BioTorch's default)",
+              family="random-feedback", factory=lambda: FeedbackAlignment("glorot"))
 
 
 @register_rule("usf", "uniform sign symmetry: B = s * sign(W) (Liao et al. 2016, Xiao et al. "
@@ -250,3 +277,62 @@ def _activation_of(net, index: int) -> int:
             return j
     raise ConfigError(f"rule dfa: layer {net.layers[index].name} has no activation in its block "
                       "(DFA injects the error at a hidden layer's activation output)")
+
+
+@register_rule("dfa-biotorch", "direct feedback alignment as BioTorch does it: the projected "
+               "error replaces each weight layer's input gradient", family="random-feedback")
+class DirectFeedbackAlignmentInput(LearningRule):
+    """DFA with the error injected at each weight layer's input (see the module notes)."""
+
+    name = "dfa-biotorch"
+
+    def bind(self, net, seed=None, blocks=None) -> None:
+        super().bind(net, seed, blocks)
+        seeds = replica_seeds(net, seed)
+        weights = weight_layer_indices(net)
+        self.output_size = prod(net.shapes[weights[-1] + 1])
+        self.matrices: dict[int, np.ndarray] = {}  # weight layer index -> B
+        self.geometry: dict[int, Any] = {}
+        for i in weights:
+            layer = net.layers[i]
+            if layer.name not in self.blocks:
+                continue
+            if isinstance(layer, Conv2d):
+                shape = (self.output_size, layer.in_shape[0], *layer.kernel_size)
+                receptive = prod(layer.kernel_size)
+                fans = (shape[1] * receptive, shape[0] * receptive)  # torch's xavier fans
+                self.geometry[i] = conv2d_geometry(layer.in_shape, layer.kernel_size,
+                                                   layer.stride, layer.padding, 1)
+            elif isinstance(layer, Dense):
+                shape, fans = (self.output_size, layer.in_shape[0]), (layer.in_shape[0],
+                                                                      self.output_size)
+            else:
+                raise ConfigError(f"rule dfa-biotorch: no projection for layer {layer.name}")
+            bound = sqrt(6 / sum(fans))
+            draws = [generator(s, Stream.FEEDBACK_DFA, i).uniform(-bound, bound, size=shape)
+                     for s in seeds]
+            self.matrices[i] = _stack(draws, net.rep_shape, net.dtype)
+
+    def layer_backward(self, step: Step):
+        matrix = self.matrices.get(step.index)
+        if matrix is None:
+            return step.exact()
+        layer = step.layer
+        grads = layer.param_grads(step.out_grad, step.cache)
+        if not step.need_input_grad:
+            return None, grads
+        rep = self.net.rep_shape
+        error = step.output_error.reshape(*rep, -1, self.output_size)
+        if step.index not in self.geometry:  # dense: e @ B
+            return error @ matrix, grads
+        geometry = self.geometry[step.index]
+        spread = np.broadcast_to(error[..., None, None], (*error.shape, *geometry.out_hw))
+        fake = Conv2dCache(None, geometry, (*error.shape[:-1], *layer.in_shape))
+        return conv2d_input_grad(np.ascontiguousarray(spread), matrix, fake), grads
+
+    def state(self) -> dict[str, Any]:
+        return {f"B{i}": m for i, m in self.matrices.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for i in self.matrices:
+            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)

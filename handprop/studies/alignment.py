@@ -1,10 +1,16 @@
 """How close is a learning rule to back-propagation? Alignment diagnostics.
 
-* gradient alignment: per parameter array, the cosine (and angle) between the rule's
-  gradient and the exact gradient computed on the same forward pass, and the fraction
-  of entries with the same sign;
+* gradient alignment: per weight array, the cosine (and angle) between the rule's update
+  and the exact gradient computed on the same forward pass, and the fraction of entries
+  with the same sign (counted where at least one of the two is nonzero);
+* signal alignment: per hidden activation, the angle between the gradient the rule sends
+  to that activation's output and the exact gradient of the same activation (what
+  Lillicrap et al. 2016 measured: the hidden-layer signal, not the weight update);
 * weight alignment (rules with feedback matrices B): the angle between B and W, the norm
   ratio |B| / |W|, and the fraction of entries where sign(B) == sign(W).
+
+Measuring runs the forward pass in training mode on a probe batch; any state it would
+change (batch norm's running statistics) is put back, so probing never alters training.
 
 All functions keep replica axes: with R replicas every number is an array of shape (R,).
 """
@@ -16,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.network import Network
-from ..rules.base import LearningRule
+from ..core.layers import ActivationLayer, WeightLayer
+from ..core.network import Network, Step
+from ..rules.base import LearningRule, block_names
 
 METRICS = ("cosine", "angle_deg", "sign_agreement")
 
@@ -29,16 +36,64 @@ def _rows(array: np.ndarray, rep_ndim: int) -> np.ndarray:
 def compare_arrays(a: np.ndarray, b: np.ndarray, rep_ndim: int = 0) -> dict[str, np.ndarray]:
     """Cosine, angle (degrees) and sign agreement of ``a`` and ``b``, per replica.
 
-    The cosine of a zero array is undefined and reported as NaN.
+    Sign agreement is the fraction of entries with the same sign among those where at
+    least one of the two is nonzero (two zeros say nothing). Undefined values (a zero
+    array's cosine, agreement with no nonzero entry) are NaN.
     """
     a = _rows(np.asarray(a, dtype=np.float64), rep_ndim)
     b = _rows(np.asarray(b, dtype=np.float64), rep_ndim)
     norm = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    nonzero = (a != 0) | (b != 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.where(norm > 0, (a * b).sum(axis=-1) / norm, np.nan)
+        same = ((np.sign(a) == np.sign(b)) & nonzero).sum(axis=-1) / nonzero.sum(axis=-1)
     angle = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
-    same_sign = (np.sign(a) == np.sign(b)).mean(axis=-1)
-    return {"cosine": cosine, "angle_deg": angle, "sign_agreement": same_sign}
+    return {"cosine": cosine, "angle_deg": angle, "sign_agreement": same}
+
+
+class _Recording(LearningRule):
+    """Runs ``inner`` and keeps the gradient arriving at the output of chosen layers."""
+
+    def __init__(self, inner: LearningRule, indices: set[int]) -> None:
+        super().__init__()
+        self.inner, self.indices, self.arrived = inner, indices, {}
+
+    def layer_backward(self, step: Step):
+        if step.index in self.indices:
+            self.arrived[step.index] = step.out_grad
+        return self.inner.layer_backward(step)
+
+
+def hidden_activations(net: Network) -> list[int]:
+    """Indices of the activation layers of every block but the output layer's."""
+    owners = block_names(net)
+    last = owners[-1]
+    return [i for i, layer in enumerate(net.layers)
+            if isinstance(layer, ActivationLayer) and owners[i] not in (None, last)]
+
+
+def alignment_pass(net: Network, rule: LearningRule, x: np.ndarray, targets: np.ndarray,
+                   loss_fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """Rule vs exact on the same forward pass of batch ``x`` (*rep, N, *input_shape):
+    ``(gradient, signal)``, each ``{name: {metric: (*rep,)}}``: per weight array, and per
+    hidden activation layer (the gradient arriving at its output)."""
+    saved = net.buffer_flat.copy()
+    try:
+        out, tape = net.forward(x)
+    finally:
+        net.buffer_flat[...] = saved  # probing must not move running statistics
+    _, out_grad = loss_fn(out, targets)
+    hidden = set(hidden_activations(net))
+    exact, changed = _Recording(LearningRule(), hidden), _Recording(rule, hidden)
+    exact_grads = net.backward(tape, out_grad, exact)
+    rule_grads = net.backward(tape, out_grad, changed)
+    rep_ndim = len(net.rep_shape)
+    gradient = {name: compare_arrays(rule_grads[name], exact_grads[name], rep_ndim)
+                for name in weight_names(net)}
+    signal = {net.layers[i].name: compare_arrays(changed.arrived[i], exact.arrived[i], rep_ndim)
+              for i in sorted(hidden) if i in changed.arrived and changed.arrived[i] is not None}
+    return gradient, signal
 
 
 def gradient_alignment(
@@ -54,13 +109,8 @@ def gradient_alignment(
     x : (*rep, N, *input_shape); targets: what ``loss_fn`` compares the output with.
     Returns ``{param: {"cosine": (*rep,), "angle_deg": ..., "sign_agreement": ...}}``.
     """
-    out, tape = net.forward(x)
-    _, out_grad = loss_fn(out, targets)
-    exact = net.backward(tape, out_grad)
-    changed = net.backward(tape, out_grad, rule)
-    names = params or weight_names(net)
-    rep_ndim = len(net.rep_shape)
-    return {name: compare_arrays(changed[name], exact[name], rep_ndim) for name in names}
+    gradient, _ = alignment_pass(net, rule, x, targets, loss_fn)
+    return {name: gradient[name] for name in params or gradient}
 
 
 def weight_alignment(net: Network, rule: LearningRule) -> dict[str, dict[str, np.ndarray]]:
@@ -84,8 +134,8 @@ def weight_alignment(net: Network, rule: LearningRule) -> dict[str, dict[str, np
 
 
 def weight_names(net: Network) -> list[str]:
-    """The weight (not bias) parameter names, in network order."""
-    return [name for name in net.params if name.endswith(".weight")]
+    """The weight matrices' parameter names (conv, dense, ...), in network order."""
+    return [f"{layer.name}.weight" for layer in net.layers if isinstance(layer, WeightLayer)]
 
 
 class AlignmentLog:
@@ -103,22 +153,19 @@ class AlignmentLog:
         self.loss_fn = loss_fn
         self.weight_metrics = weight_metrics
         self.gradient: dict[str, dict[str, list[np.ndarray]]] = {}
+        self.signal: dict[str, dict[str, list[np.ndarray]]] = {}
         self.weights: dict[str, dict[str, list[np.ndarray]]] = {}
 
     def record(self, net: Network) -> None:
         if self.rule is None:
             return
         with np.errstate(all="ignore"):
-            grads = gradient_alignment(net, self.rule, self.x, self.targets, self.loss_fn)
-            for name, metrics in grads.items():
-                slot = self.gradient.setdefault(name, {m: [] for m in metrics})
-                for metric, value in metrics.items():
-                    slot[metric].append(np.atleast_1d(value))
+            gradient, signal = alignment_pass(net, self.rule, self.x, self.targets,
+                                              self.loss_fn)
+            _append(self.gradient, gradient)
+            _append(self.signal, signal)
             if self.weight_metrics:
-                for name, metrics in weight_alignment(net, self.rule).items():
-                    slot = self.weights.setdefault(name, {m: [] for m in metrics})
-                    for metric, value in metrics.items():
-                        slot[metric].append(np.atleast_1d(value))
+                _append(self.weights, weight_alignment(net, self.rule))
 
     @staticmethod
     def _column(store: dict[str, dict[str, list[np.ndarray]]], replica: int) -> dict[str, Any]:
@@ -128,4 +175,13 @@ class AlignmentLog:
 
     def as_lists(self, replica: int = 0) -> dict[str, Any]:
         return {"gradient": self._column(self.gradient, replica),
+                "signal": self._column(self.signal, replica),
                 "weights": self._column(self.weights, replica)}
+
+
+def _append(store: dict[str, dict[str, list[np.ndarray]]],
+            rows: dict[str, dict[str, np.ndarray]]) -> None:
+    for name, metrics in rows.items():
+        slot = store.setdefault(name, {m: [] for m in metrics})
+        for metric, value in metrics.items():
+            slot[metric].append(np.atleast_1d(value))

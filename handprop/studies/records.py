@@ -79,16 +79,22 @@ def alignment_matrices(records: list[dict], section: str = "gradient",
 
 
 def final_alignment(records: list[dict], section: str = "gradient") -> dict[str, dict[str, Any]]:
-    """Per layer, each metric's value after the last epoch, averaged over runs."""
-    per_layer: dict[str, dict[str, list[float]]] = {}
+    """Per layer, each metric's value after the last epoch, averaged over the runs where
+    it is defined (``<metric>_final_mean``, or None), and how many runs it was undefined
+    in (``<metric>_final_undefined``). An earlier epoch's value never stands in."""
+    per_layer: dict[str, dict[str, list[float | None]]] = {}
     for record in records:
         if record.get("diverged"):
             continue  # like cost and accuracy: a diverged run has no final state
         for layer, metrics in ((record.get("alignment") or {}).get(section) or {}).items():
             slot = per_layer.setdefault(layer, {})
             for metric, values in metrics.items():
-                finite = [v for v in values if v is not None]
-                if finite:
-                    slot.setdefault(metric, []).append(finite[-1])
-    return {layer: {f"{metric}_final_mean": float(np.mean(v)) for metric, v in metrics.items()}
-            for layer, metrics in per_layer.items()}
+                slot.setdefault(metric, []).append(values[-1] if values else None)
+    out: dict[str, dict[str, Any]] = {}
+    for layer, metrics in per_layer.items():
+        row = out.setdefault(layer, {})
+        for metric, finals in metrics.items():
+            defined = [v for v in finals if v is not None and math.isfinite(v)]
+            row[f"{metric}_final_mean"] = float(np.mean(defined)) if defined else None
+            row[f"{metric}_final_undefined"] = len(finals) - len(defined)
+    return out
