@@ -257,3 +257,13 @@ def test_a_failure_while_drawing_leaves_no_file(trained, tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError, match="exploded"):
         show.kernels(net, tmp_path / "k.png")
     assert_nothing_written(tmp_path)
+
+
+def test_line_diagram_draws_the_article_rules(tmp_path):
+    from handprop.pictures.lines import line_diagram
+
+    path = line_diagram(seed_net(), ["seed-broken", "broken-text"], tmp_path / "lines.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ConfigError, match="no per-channel lines"):
+        line_diagram(seed_net(), ["fa"], tmp_path / "fa.png")
+    assert not (tmp_path / "fa.png").exists()
