@@ -192,3 +192,18 @@ def test_deterministic():
     assert mean_interval(a, method="BCa") == mean_interval(a, method="BCa")
     c = paired_comparison(np.arange(20.0), np.arange(20.0)[::-1], lower_is_better=True)
     assert c == paired_comparison(np.arange(20.0), np.arange(20.0)[::-1], lower_is_better=True)
+
+
+def test_power_at_matches_seeds_needed():
+    """The power at the seeds seeds_needed asks for reaches 80%, one seed fewer does not
+    (above the sign-flip floor), and no power is claimed where the exact test cannot
+    reach p < 0.05."""
+    from handprop.studies.statistics import power_at, seeds_needed
+
+    for dz in (0.5, 0.8, 1.2):
+        n = seeds_needed(dz)
+        assert power_at(dz, n) >= 0.8
+        if n - 1 > 5:
+            assert power_at(dz, n - 1) < 0.8
+    assert power_at(2.0, 5) == 0.0
+    assert math.isnan(power_at(float("nan"), 10))

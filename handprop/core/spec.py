@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, HandpropError
-from .layers import layer_types
+from .layers import Layer, layer_types
 from .network import Network
 from .presets import PRESETS
 
@@ -78,39 +78,38 @@ def network_from_spec(spec: Mapping[str, Any]) -> Network:
     layers_spec = spec["layers"]
     if not isinstance(layers_spec, list) or not layers_spec:
         raise ConfigError("network spec: 'layers' must be a non-empty list of tables")
-    layers = []
-    for position, item in enumerate(layers_spec, start=1):
-        if not isinstance(item, Mapping) or "type" not in item:
-            raise ConfigError(f"network spec: layer {position} needs a 'type'")
-        kind, known = item["type"], layer_types()
-        if kind not in known:
-            raise ConfigError(
-                f"network spec: layer {position} has unknown type {kind!r}; choose from "
-                f"{', '.join(known)}"
-            )
-        cls = known[kind]
-        kwargs = {k: v for k, v in item.items() if k != "type"}
-        kwargs.setdefault("name", f"{kind}{position}")
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        extra = sorted(set(kwargs) - accepted)
-        if extra:
-            raise ConfigError(
-                f"network spec: layer {kwargs['name']} ({kind}) does not take "
-                f"{', '.join(extra)} (it takes {', '.join(sorted(accepted))})"
-            )
-        try:
-            layers.append(cls(**kwargs))
-        except HandpropError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"network spec: layer {kwargs['name']} ({kind}): {exc}") from None
-    return Network(
-        layers,
-        input_shape=spec["input_shape"],
-        loss=spec.get("loss", "softmax_ce"),
-        init=spec.get("init", "he"),
-        name=spec.get("name", "net"),
-    )
+    layers = [layer_from_spec(item, position)
+              for position, item in enumerate(layers_spec, start=1)]
+    for key, kind in (("loss", str), ("init", str), ("name", str)):
+        if key in spec and not isinstance(spec[key], kind):
+            raise ConfigError(f"network spec: {key} must be a string, got {spec[key]!r}")
+    return Network(layers, input_shape=spec["input_shape"], loss=spec.get("loss", "softmax_ce"),
+                   init=spec.get("init", "he"), name=spec.get("name", "net"))
+
+
+def layer_from_spec(item: Any, position: int = 1) -> Layer:
+    """One layer from its table: ``{"type": kind, "name": ..., <constructor arguments>}``
+    (``position`` names the layer in errors and gives the default name)."""
+    if not isinstance(item, Mapping) or "type" not in item:
+        raise ConfigError(f"network spec: layer {position} needs a 'type'")
+    kind, known = item["type"], layer_types()
+    if kind not in known:
+        raise ConfigError(f"network spec: layer {position} has unknown type {kind!r}; choose "
+                          f"from {', '.join(known)}")
+    cls = known[kind]
+    kwargs = {k: v for k, v in item.items() if k != "type"}
+    kwargs.setdefault("name", f"{kind}{position}")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    extra = sorted(set(kwargs) - accepted)
+    if extra:
+        raise ConfigError(f"network spec: layer {kwargs['name']} ({kind}) does not take "
+                          f"{', '.join(extra)} (it takes {', '.join(sorted(accepted))})")
+    try:
+        return cls(**kwargs)
+    except HandpropError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"network spec: layer {kwargs['name']} ({kind}): {exc}") from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -195,6 +195,22 @@ def seeds_needed(dz: float, *, power: float = 0.8, alpha: float = 0.05) -> int |
         n += 1
 
 
+def power_at(dz: float, n: int, *, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test at ``alpha`` with ``n`` seeds to detect the
+    standardized effect ``dz`` (noncentral t, ``scipy.stats.nct``); NaN when undefined.
+    (The exact sign-flip test the reports use has at most this power; with
+    2 / 2^n >= alpha it has none.)"""
+    if n < 2 or dz is None or math.isnan(dz):
+        return math.nan
+    if 2.0 / 2.0**n >= alpha:
+        return 0.0
+    if math.isinf(dz):
+        return 1.0
+    df, nc = n - 1, abs(dz) * math.sqrt(n)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Rule A vs rule B over paired seeds (see :func:`paired_comparison`)."""

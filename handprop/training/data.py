@@ -315,27 +315,7 @@ def load_idx(
     test set), or ``IMAGES,LABELS`` (two file paths, split stratified with ``test_size``).
     Pixels are divided by their maximum possible value (255 for uint8) if ``scale``.
     """
-    parts = spec.split(",")
-    if len(parts) == 2:
-        images, labels = _idx_pair(Path(parts[0]), Path(parts[1]))
-        test_pair = None
-    elif len(parts) == 1:
-        folder = Path(spec)
-        if not folder.is_dir():
-            raise DataError(f"IDX data: {spec} is neither a folder nor IMAGES,LABELS paths")
-        train_images = _find(folder, "train-images-idx3-ubyte")
-        train_labels = _find(folder, "train-labels-idx1-ubyte")
-        if train_images is None or train_labels is None:
-            raise DataError(
-                f"IDX folder {folder} has no train-images-idx3-ubyte[.gz] and "
-                "train-labels-idx1-ubyte[.gz]"
-            )
-        images, labels = _idx_pair(train_images, train_labels)
-        test_images = _find(folder, "t10k-images-idx3-ubyte")
-        test_labels = _find(folder, "t10k-labels-idx1-ubyte")
-        test_pair = _idx_pair(test_images, test_labels) if test_images and test_labels else None
-    else:
-        raise DataError(f"IDX data must be FOLDER or IMAGES,LABELS, got {spec!r}")
+    images, labels, test_pair = _idx_files(spec)
     integer = np.issubdtype(images.dtype, np.integer)
     max_value = float(np.iinfo(images.dtype).max) if integer else 1.0
     chosen = classes is not None
@@ -345,27 +325,50 @@ def load_idx(
     if test_pair is None:
         return _finish("idx", images, labels, classes, seed, "stratified", test_size, scale,
                        max_value)
+    test_images, test_labels = _idx_test_set(test_pair, classes, chosen)
+    factor = 1 / max_value if scale else 1.0
+    order = generator(seed, Stream.DATA_SPLIT).permutation(len(images))
+    data = Dataset("idx", images[order].astype(np.float64) * factor, labels[order],
+                   test_images.astype(np.float64) * factor, test_labels, tuple(classes),
+                   info={"seed": seed, "split": "files", "scaled": scale})
+    return data.validate()
+
+
+def _idx_files(spec: str) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """Training images and labels, and the test pair if the folder has ``t10k-*`` files."""
+    parts = spec.split(",")
+    if len(parts) == 2:
+        images, labels = _idx_pair(Path(parts[0]), Path(parts[1]))
+        return images, labels, None
+    if len(parts) != 1:
+        raise DataError(f"IDX data must be FOLDER or IMAGES,LABELS, got {spec!r}")
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise DataError(f"IDX data: {spec} is neither a folder nor IMAGES,LABELS paths")
+    train_images = _find(folder, "train-images-idx3-ubyte")
+    train_labels = _find(folder, "train-labels-idx1-ubyte")
+    if train_images is None or train_labels is None:
+        raise DataError(f"IDX folder {folder} has no train-images-idx3-ubyte[.gz] and "
+                        "train-labels-idx1-ubyte[.gz]")
+    images, labels = _idx_pair(train_images, train_labels)
+    test_images = _find(folder, "t10k-images-idx3-ubyte")
+    test_labels = _find(folder, "t10k-labels-idx1-ubyte")
+    test_pair = _idx_pair(test_images, test_labels) if test_images and test_labels else None
+    return images, labels, test_pair
+
+
+def _idx_test_set(test_pair: tuple, classes: Sequence[int], chosen: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The test files' images and class indices (the user's class filter applies too)."""
     test_images, test_labels = test_pair
-    if chosen:  # the user's class filter applies to the test files too
+    if chosen:
         keep = np.isin(test_labels, classes)
         test_images, test_labels = test_images[keep], test_labels[keep]
     unknown = sorted(set(np.unique(test_labels).tolist()) - set(classes))
     if unknown:
         raise DataError(f"IDX test labels {unknown} are outside the classes {tuple(classes)}")
     index_of = {c: i for i, c in enumerate(classes)}
-    factor = 1 / max_value if scale else 1.0
-    rng = generator(seed, Stream.DATA_SPLIT)
-    order = rng.permutation(len(images))
-    data = Dataset(
-        "idx",
-        images[order].astype(np.float64) * factor,
-        labels[order],
-        test_images.astype(np.float64) * factor,
-        np.array([index_of[int(v)] for v in test_labels], dtype=np.int64),
-        tuple(classes),
-        info={"seed": seed, "split": "files", "scaled": scale},
-    )
-    return data.validate()
+    return test_images, np.array([index_of[int(v)] for v in test_labels], dtype=np.int64)
 
 
 DATA_NAMES = ("digits", "digits10", "tiny", "idx:PATH")
