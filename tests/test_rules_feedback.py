@@ -23,12 +23,11 @@ from helpers import (
     spy,
 )
 
-from handprop import Activation, Dense, Network, seed_net, small_cnn
+from handprop import Activation, Conv2d, Dense, Network, seed_net, small_cnn
 from handprop.core.gradcheck import rel_error
 from handprop.rules import make_rule
 from handprop.rules.base import weight_layer_indices
 from handprop.studies.alignment import weight_alignment
-from handprop.training.data import load_digits10
 from handprop.training.loop import TrainConfig, fit, loss_for, targets_for
 
 TOL = 1e-12
@@ -37,19 +36,8 @@ NETS = {"small": small_cnn, "seed": seed_net}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one torch thread is faster; the previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """200 training images of digits10 (all ten classes), pixels in [0, 1]."""
-    data = load_digits10(seed=0)
-    return data.x_train[:200], data.y_train[:200]
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest.py)."""
 
 
 def assert_close(actual, expected, what, tol=TOL):
@@ -109,7 +97,7 @@ def test_feedback_rule_sends_through_b(name, net_name):
         B = feedback[f"{layer.name}.weight"]
         assert B.shape == W.shape and not np.allclose(B, W)
         delta, sent, local = record[i]
-        if layer.kind == "conv2d":
+        if isinstance(layer, Conv2d):
             want_sent, want_weight = torch_conv_grads(layer, inputs[i], B, delta)
             bias_axes = (0, 2, 3)
         else:

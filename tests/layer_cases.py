@@ -1,0 +1,141 @@
+"""The exactness tables: cases for every registered layer kind.
+
+``LAYER_CASES[kind]`` lists cases for the layer class registered as ``kind``
+(:data:`handprop.core.layers.LAYERS`): constructor keyword arguments, the per-sample
+input shape, the batch size and how to draw the input. ``test_layer_tables.py`` runs
+every case through the Layer API (``build``, ``init_param``, ``init_state``,
+``forward``, ``backward``) against central finite differences and against the kind's
+torch twin (``torch_twins.TORCH_LAYERS``), with replicas, and through a TOML spec.
+
+A registered kind with no finite-difference case or no parity case fails
+``test_every_layer_kind_has_cases``: a new op adds its cases here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from helpers import away_from_zero, tie_free
+
+from handprop.core.layers import Layer, layer_types
+
+INPUTS = ("normal", "tie_free", "away_from_zero", "shifted")
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One configuration of one layer kind.
+
+    id : short name (the test id is ``kind-id``)
+    kwargs : constructor keyword arguments (as a TOML spec would give them)
+    sample_shape : per-sample input shape; batch : samples per forward pass
+    inputs : how the input is drawn: ``normal``; ``tie_free`` (distinct values 0.01 apart,
+        so no max-pool winner changes under a finite-difference nudge); ``away_from_zero``
+        (|z| > 1e-3, clear of kinks, times 2); ``shifted`` (3 * normal + 1.5)
+    train : the forward mode checked
+    warmup : train-mode forward passes (fresh inputs) before the checked one, so that
+        state such as running statistics has moved away from its initial value
+    param_noise : standard deviation of normal noise added to the drawn parameters (for
+        layers whose initial parameters are constants, e.g. batch norm's ones and zeros)
+    fd, parity : whether the finite-difference / torch-parity test runs this case
+    """
+
+    id: str
+    kwargs: dict[str, Any]
+    sample_shape: tuple[int, ...]
+    batch: int = 2
+    inputs: str = "normal"
+    train: bool = True
+    warmup: int = 0
+    param_noise: float = 0.0
+    fd: bool = True
+    parity: bool = True
+    notes: str = field(default="", compare=False)
+
+
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "leaky_relu:0.2", "tanh", "arctan", "sigmoid"]
+PER_CHANNEL = ["relu", "arctan", "tanh", "leaky_relu:0.2", "sigmoid", "identity", "relu"]
+
+LAYER_CASES: dict[str, list[LayerCase]] = {
+    "conv2d": [
+        LayerCase("k3p1", {"out_channels": 3, "kernel_size": 3, "padding": 1}, (2, 6, 6)),
+        LayerCase("grouped-strided-nobias",
+                  {"out_channels": 4, "kernel_size": [2, 3], "stride": [2, 1],
+                   "padding": [1, 0], "groups": 2, "bias": False}, (2, 7, 6)),
+        LayerCase("1x1-groups3", {"out_channels": 6, "kernel_size": 1, "groups": 3},
+                  (3, 4, 5), batch=3),
+        LayerCase("large-stream", {"out_channels": 3, "kernel_size": 3, "padding": 2},
+                  (4, 10, 10), notes="a large sample: streaming path, full correlation"),
+        LayerCase("large-stride2", {"out_channels": 2, "kernel_size": 2, "stride": 2},
+                  (3, 9, 9), batch=1),
+    ],
+    "dense": [
+        LayerCase("bias", {"out_features": 5}, (7,), batch=3),
+        LayerCase("no-bias-one-sample", {"out_features": 4, "bias": False}, (6,), batch=1),
+    ],
+    "flatten": [LayerCase("maps", {}, (2, 3, 4))],
+    "max_pool2d": [
+        LayerCase("2x2", {"kernel_size": 2}, (2, 6, 8), inputs="tie_free"),
+        LayerCase("3x3s2-overlapping", {"kernel_size": 3, "stride": 2}, (2, 7, 9),
+                  inputs="tie_free"),
+        LayerCase("2x3s1x2", {"kernel_size": [2, 3], "stride": [1, 2]}, (3, 7, 6),
+                  inputs="tie_free"),
+        LayerCase("1x1s2-gaps", {"kernel_size": 1, "stride": 2}, (2, 5, 7), inputs="tie_free"),
+        LayerCase("large-stream", {"kernel_size": 2}, (3, 12, 12), inputs="tie_free"),
+    ],
+    "activation": [
+        LayerCase(name, {"activation": name}, (3, 4, 5), inputs="away_from_zero")
+        for name in ACTIVATIONS
+    ],
+    "per_channel_activation": [
+        LayerCase("maps", {"activations": PER_CHANNEL}, (7, 3, 4), inputs="away_from_zero"),
+        LayerCase("vectors", {"activations": PER_CHANNEL}, (7,), batch=5,
+                  inputs="away_from_zero"),
+        LayerCase("identity-first", {"activations": ["identity", "relu", "tanh"]},
+                  (3, 2, 2), inputs="away_from_zero"),
+    ],
+}
+
+
+def case_params() -> list[tuple[str, LayerCase]]:
+    """Every (kind, case) of the table, in order."""
+    return [(kind, case) for kind, cases in LAYER_CASES.items() for case in cases]
+
+
+def build_layer(kind: str, case: LayerCase) -> Layer:
+    """The registered layer class of ``kind``, made from the case's kwargs and built."""
+    layer = layer_types()[kind](**case.kwargs, name=f"{kind}0")
+    layer.build(case.sample_shape)
+    return layer
+
+
+def draw_input(case: LayerCase, rng: np.random.Generator,
+               lead: tuple[int, ...] = ()) -> np.ndarray:
+    """A float64 input of shape (*lead, batch, *sample_shape), drawn as the case says."""
+    shape = (*lead, case.batch, *case.sample_shape)
+    if case.inputs == "tie_free":
+        return tie_free(rng, shape)
+    if case.inputs == "away_from_zero":
+        return away_from_zero(rng, shape) * 2
+    if case.inputs == "shifted":
+        return 3 * rng.standard_normal(shape) + 1.5
+    assert case.inputs == "normal", case.inputs
+    return rng.standard_normal(shape)
+
+
+def draw_arrays(layer: Layer, case: LayerCase, rng: np.random.Generator
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Parameters drawn by ``layer.init_param`` with the "torch" scheme (uniform weights
+    *and* biases: a zero bias would hide a wrong bias path), plus the case's noise, and
+    the state from ``layer.init_state``; all float64."""
+    params = {}
+    for local, shape in layer.param_shapes().items():
+        value = np.asarray(layer.init_param(local, rng, "torch"), dtype=np.float64)
+        if case.param_noise:
+            value = value + case.param_noise * rng.standard_normal(shape)
+        params[local] = value
+    state = {local: np.array(layer.init_state(local), dtype=np.float64)
+             for local in layer.state_shapes()}
+    return params, state
