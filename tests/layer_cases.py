@@ -85,6 +85,22 @@ LAYER_CASES: dict[str, list[LayerCase]] = {
         LayerCase("1x1s2-gaps", {"kernel_size": 1, "stride": 2}, (2, 5, 7), inputs="tie_free"),
         LayerCase("large-stream", {"kernel_size": 2}, (3, 12, 12), inputs="tie_free"),
     ],
+    "avg_pool2d": [
+        LayerCase("2x2", {"kernel_size": 2}, (2, 6, 8)),
+        LayerCase("3x3s2-pad-include", {"kernel_size": 3, "stride": 2, "padding": 1},
+                  (2, 7, 9)),
+        LayerCase("3x3s2-pad-exclude", {"kernel_size": 3, "stride": 2, "padding": 1,
+                                        "count_include_pad": False}, (2, 7, 9)),
+        LayerCase("2x3s1x2-pad-exclude", {"kernel_size": [2, 3], "stride": [1, 2],
+                                          "padding": [1, 1], "count_include_pad": False},
+                  (3, 7, 6)),
+        LayerCase("5x5s1-pad2-exclude", {"kernel_size": 5, "stride": 1, "padding": 2,
+                                         "count_include_pad": False}, (2, 5, 6), batch=1),
+        LayerCase("1x1s2-gaps", {"kernel_size": 1, "stride": 2}, (2, 5, 7)),
+        LayerCase("large-stream-pad-exclude", {"kernel_size": 3, "stride": 2, "padding": 1,
+                                               "count_include_pad": False}, (3, 12, 12)),
+        LayerCase("large-stream-pad-include", {"kernel_size": 2, "padding": 1}, (4, 9, 9)),
+    ],
     "activation": [
         LayerCase(name, {"activation": name}, (3, 4, 5), inputs="away_from_zero")
         for name in ACTIVATIONS

@@ -25,6 +25,7 @@ from torch import nn
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from handprop.core.layers import Layer
 from handprop.core.network import Network
+from handprop.core.ops.avgpool import AvgPool2d
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -175,6 +176,8 @@ TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
     Dense: lambda layer: nn.Linear(layer.in_shape[0], layer.out_features, bias=layer.bias),
     MaxPool2d: lambda layer: nn.MaxPool2d(layer.kernel_size, layer.stride),
     Flatten: lambda layer: nn.Flatten(),
+    AvgPool2d: lambda layer: nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                          count_include_pad=layer.count_include_pad),
     PerChannelActivation: lambda layer: PerChannel(layer.activations),
     Activation: lambda layer: Elementwise(layer.activation.name),
 }
