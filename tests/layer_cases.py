@@ -101,6 +101,21 @@ LAYER_CASES: dict[str, list[LayerCase]] = {
                                                "count_include_pad": False}, (3, 12, 12)),
         LayerCase("large-stream-pad-include", {"kernel_size": 2, "padding": 1}, (4, 9, 9)),
     ],
+    "batch_norm2d": [
+        LayerCase("train", {}, (3, 4, 5), inputs="shifted", param_noise=0.5),
+        LayerCase("train-initial-params", {}, (2, 3, 3), batch=4,
+                  notes="gamma = 1, beta = 0 as init_param draws them"),
+        LayerCase("train-no-affine", {"affine": False}, (3, 4, 4), inputs="shifted"),
+        LayerCase("train-momentum-eps-warmup", {"momentum": 0.3, "eps": 1e-3}, (2, 5, 4),
+                  batch=3, inputs="shifted", warmup=3, param_noise=0.5),
+        LayerCase("train-one-sample", {}, (3, 3, 4), batch=1, inputs="shifted",
+                  param_noise=0.5),
+        LayerCase("train-large", {}, (6, 10, 10), inputs="shifted", param_noise=0.5),
+        LayerCase("eval-after-warmup", {}, (3, 4, 5), inputs="shifted", train=False, warmup=3,
+                  param_noise=0.5),
+        LayerCase("eval-no-affine", {"affine": False, "momentum": 0.5}, (2, 3, 3),
+                  inputs="shifted", train=False, warmup=2),
+    ],
     "activation": [
         LayerCase(name, {"activation": name}, (3, 4, 5), inputs="away_from_zero")
         for name in ACTIVATIONS

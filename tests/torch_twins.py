@@ -26,6 +26,7 @@ from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelAc
 from handprop.core.layers import Layer
 from handprop.core.network import Network
 from handprop.core.ops.avgpool import AvgPool2d
+from handprop.core.ops.batchnorm import BatchNorm2d
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -178,6 +179,8 @@ TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
     Flatten: lambda layer: nn.Flatten(),
     AvgPool2d: lambda layer: nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
                                           count_include_pad=layer.count_include_pad),
+    BatchNorm2d: lambda layer: nn.BatchNorm2d(layer.in_shape[0], eps=layer.eps,
+                                              momentum=layer.momentum, affine=layer.affine),
     PerChannelActivation: lambda layer: PerChannel(layer.activations),
     Activation: lambda layer: Elementwise(layer.activation.name),
 }
