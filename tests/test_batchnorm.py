@@ -129,3 +129,52 @@ def test_shapes_are_checked() -> None:
     with pytest.raises(ShapeError, match="more than one value per channel"):
         net.forward(np.ones((1, 2, 1, 1)))
     assert net.forward(np.ones((1, 2, 1, 1)), train=False)[0].shape == (1, 2, 1, 1)
+
+
+# -- training ------------------------------------------------------------------------------
+
+def test_fit_with_uneven_replicas_equals_solo_runs(digits) -> None:
+    """Replicas with 12 and 9 samples (online SGD; the second sits out the last steps of
+    each epoch on padding): each ends with the parameters *and running statistics* of a
+    network trained alone on its own samples."""
+    from handprop.training.loop import TrainConfig, fit
+
+    x, y = digits
+    counts, seeds = [12, 9], [0, 1]
+    config = TrainConfig(epochs=2, batch_size=1, optimizer="momentum", lr=0.01, momentum=0.9)
+    xs = np.stack([x[:12], np.concatenate([x[20:29], np.zeros_like(x[:3])])])
+    ys = np.stack([y[:12], np.concatenate([y[20:29], y[:3]])])
+    net = bn_cnn().init(replicas=seeds)
+    fit(net, xs, ys, config, counts=counts)
+    for r, (seed, count) in enumerate(zip(seeds, counts, strict=True)):
+        alone = bn_cnn().init(seed=seed)
+        fit(alone, xs[r, :count], ys[r, :count], config)
+        np.testing.assert_allclose(net.flat[r], alone.flat, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(net.buffer_flat[r], alone.buffer_flat, rtol=0, atol=1e-12)
+
+
+def test_large_batches_with_batch_norm_are_never_split() -> None:
+    """The engine computes large exact-rule batches in two halves, except when a layer's
+    batch statistics couple the samples: then one step is the whole batch's gradient."""
+    from handprop.training.epoch import HALVES_MIN, NumpyEpoch
+    from handprop.training.loop import TrainConfig, loss_for
+    from handprop.training.optim import make_optimizer
+
+    batch = HALVES_MIN // 64
+    config = TrainConfig(batch_size=batch, optimizer="sgd", lr=0.1)
+    engines = {}
+    for build in (small_cnn, bn_cnn):
+        net = build().init(seed=0)
+        engines[build] = NumpyEpoch(net, None, make_optimizer("sgd", 0.1), loss_for(net, config)[1],
+                                    batch)
+    assert engines[small_cnn].halves and not engines[bn_cnn].halves
+    engine = engines[bn_cnn]
+    rng = np.random.default_rng(6)
+    xb, yb = rng.uniform(0, 1, (batch, 1, 8, 8)), rng.integers(0, 10, batch)
+    reference = bn_cnn().init(seed=0)
+    out, tape = reference.forward(xb)
+    grads = reference.backward(tape, loss_for(reference, config)[1](out, yb)[1])
+    engine.step(xb, yb, None)
+    np.testing.assert_allclose(engine.net.flat, reference.flat - 0.1 * grads.flat,
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(engine.net.buffer_flat, reference.buffer_flat)
