@@ -163,16 +163,18 @@ def mixed_net() -> Network:
 
 def bn_cnn(classes: int = 10) -> Network:
     """small_cnn with batch norm after each conv (conv -> batch_norm2d -> relu -> pool),
-    for 8x8 inputs: the network the batch-norm rule and training tests use."""
+    for 8x8 inputs: the network the batch-norm rule and training tests use. The convs
+    have no bias: batch norm subtracts the mean, so a bias in front of it has gradient 0
+    (all-zero gradients leave finite differences nothing to compare)."""
     from handprop.core.ops.batchnorm import BatchNorm2d
 
     return Network(
         [
-            Conv2d(8, 3, padding=1, name="conv1"),
+            Conv2d(8, 3, padding=1, bias=False, name="conv1"),
             BatchNorm2d(name="bn1"),
             Activation("relu", name="act1"),
             MaxPool2d(2, name="pool1"),
-            Conv2d(16, 3, padding=1, name="conv2"),
+            Conv2d(16, 3, padding=1, bias=False, name="conv2"),
             BatchNorm2d(name="bn2"),
             Activation("relu", name="act2"),
             MaxPool2d(2, name="pool2"),

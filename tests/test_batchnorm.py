@@ -61,7 +61,11 @@ def test_initial_parameters_are_ones_and_zeros_whatever_the_scheme(scheme: str) 
 def test_adding_batch_norm_leaves_the_other_initial_weights_unchanged() -> None:
     """init_param draws nothing for batch norm, so every other layer gets the weights it
     would get without it."""
-    with_bn, without = bn_cnn().init(seed=5), small_cnn().init(seed=5)
+    with_bn = bn_cnn()
+    without = Network([layer for layer in with_bn.layers if not isinstance(layer, BatchNorm2d)],
+                      with_bn.input_shape, with_bn.loss, with_bn.init_scheme)
+    with_bn.init(seed=5)
+    without.init(seed=5)
     assert set(with_bn.params) - set(without.params) == {"bn1.weight", "bn1.bias",
                                                           "bn2.weight", "bn2.bias"}
     for name, value in without.params.items():
@@ -178,3 +182,64 @@ def test_large_batches_with_batch_norm_are_never_split() -> None:
     np.testing.assert_allclose(engine.net.flat, reference.flat - 0.1 * grads.flat,
                                rtol=0, atol=1e-12)
     np.testing.assert_array_equal(engine.net.buffer_flat, reference.buffer_flat)
+
+
+# -- probes leave the state alone ------------------------------------------------------------
+
+def _trained_state(net: Network) -> Network:
+    """Move the running statistics away from their initial values (two train passes)."""
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        net.forward(rng.uniform(0, 1, (*net.rep_shape, 8, 1, 8, 8)))
+    return net
+
+
+def test_alignment_probe_keeps_the_running_statistics() -> None:
+    """The alignment probe compares train-mode gradients (batch statistics) and puts the
+    running statistics back: a probed run trains exactly like an unprobed one."""
+    from handprop.core.ops import softmax_cross_entropy
+    from handprop.rules import make_rule
+    from handprop.studies.alignment import AlignmentLog, gradient_alignment
+
+    net = _trained_state(bn_cnn().init(seed=0, replicas=[0, 1]))
+    before = net.buffer_flat.copy()
+    rng = np.random.default_rng(8)
+    x, labels = rng.uniform(0, 1, (2, 6, 1, 8, 8)), rng.integers(0, 10, (2, 6))
+    rule = make_rule("fa", net)
+    metrics = gradient_alignment(net, rule, x, labels, softmax_cross_entropy)
+    AlignmentLog(rule, x, labels, softmax_cross_entropy).record(net)
+    np.testing.assert_array_equal(net.buffer_flat, before)
+    out, tape = net.forward(x)  # the probe's gradients are the train-mode ones
+    exact = net.backward(tape, softmax_cross_entropy(out, labels)[1])
+    changed = net.backward(tape, softmax_cross_entropy(out, labels)[1], rule)
+    cosine = (exact["conv1.weight"] * changed["conv1.weight"]).sum(axis=(1, 2, 3, 4)) / (
+        np.linalg.norm(exact["conv1.weight"].reshape(2, -1), axis=1)
+        * np.linalg.norm(changed["conv1.weight"].reshape(2, -1), axis=1))
+    np.testing.assert_allclose(metrics["conv1.weight"]["cosine"], cosine, rtol=1e-12)
+
+
+def test_gradcheck_of_a_batch_norm_network_keeps_its_state() -> None:
+    """check_network: every parameter of the whole network (batch statistics in train
+    mode) matches finite differences, and the running statistics are left as they were."""
+    from helpers import FD_TOL
+
+    from handprop.core.gradcheck import check_network
+
+    net = _trained_state(bn_cnn().init(seed=2))
+    before = net.buffer_flat.copy()
+    rng = np.random.default_rng(9)
+    results = check_network(net, rng.uniform(0, 1, (3, 1, 8, 8)), rng, max_entries=24)
+    assert {r.name for r in results} == set(net.params)
+    assert max(r.rel_error for r in results) <= FD_TOL
+    np.testing.assert_array_equal(net.buffer_flat, before)
+
+
+def test_layer_outputs_run_in_evaluation_mode() -> None:
+    from handprop.pictures import show
+
+    net = _trained_state(bn_cnn().init(seed=3))
+    before = net.buffer_flat.copy()
+    x = np.random.default_rng(10).uniform(0, 1, (4, 1, 8, 8))
+    outputs = show.layer_outputs(net, x)
+    np.testing.assert_array_equal(outputs[-1][1], net.predict(x))
+    np.testing.assert_array_equal(net.buffer_flat, before)

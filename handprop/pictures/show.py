@@ -30,7 +30,8 @@ from ..core.io import save_figure
 from ..core.network import Network
 
 # Layers whose outputs feature_maps() draws.
-MAP_KINDS = ("conv2d", "activation", "per_channel_activation", "max_pool2d")
+MAP_KINDS = ("conv2d", "activation", "per_channel_activation", "max_pool2d", "avg_pool2d",
+             "batch_norm2d")
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white 0
 IMAGE_CMAP = "gray_r"  # digits: ink dark on white
@@ -84,10 +85,11 @@ def _check_images(net: Network, x: Any, what: str) -> np.ndarray:
 
 
 def _layer_params(net: Network) -> list[dict[str, np.ndarray]]:
-    """Each layer's parameters by local name (``weight``, ``bias``), as views."""
-    named = net.unflatten(net.flat)
+    """Each layer's parameters and state by local name (``weight``, ``bias``,
+    ``running_mean``, ...), as views."""
     return [
-        {local: named[f"{layer.name}.{local}"] for local in layer.param_shapes()}
+        {**{local: net.params[f"{layer.name}.{local}"] for local in layer.param_shapes()},
+         **{local: net.buffers[f"{layer.name}.{local}"] for local in layer.state_shapes()}}
         for layer in net.layers
     ]
 
@@ -200,7 +202,8 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     list of (str, ndarray)
         ``("input", x)`` then ``(layer.name, output)`` for every layer, in order; each
         output has shape ``(N, *net.shapes[i + 1])`` (or ``net.shapes[i + 1]`` for one
-        image). The last output equals ``net.forward(x)[0]``.
+        image). The layers run in evaluation mode (batch norm with its running
+        statistics, which stay as they are): the last output equals ``net.predict(x)``.
 
     Raises
     ------
@@ -213,7 +216,7 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     outputs = [("input", batch)]
     value = batch
     for layer, params in zip(net.layers, _layer_params(net), strict=True):
-        value, _ = layer.forward(params, value)
+        value, _ = layer.forward(params, value, train=False)  # a trained net's view
         outputs.append((layer.name, value))
     if single:
         return [(name, value[0]) for name, value in outputs]

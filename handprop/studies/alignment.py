@@ -54,7 +54,11 @@ def gradient_alignment(
     x : (*rep, N, *input_shape); targets: what ``loss_fn`` compares the output with.
     Returns ``{param: {"cosine": (*rep,), "angle_deg": ..., "sign_agreement": ...}}``.
     """
+    # Train mode (the gradients training uses), but a probe must not move the network's
+    # state: batch norm's running statistics are put back as they were.
+    state = net.buffer_flat.copy()
     out, tape = net.forward(x)
+    net.buffer_flat[...] = state
     _, out_grad = loss_fn(out, targets)
     exact = net.backward(tape, out_grad)
     changed = net.backward(tape, out_grad, rule)
