@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BOTH = ("seed", "small")
+ALL_NETS = ("seed", "small", "bn")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class RuleCase:
     ConfigError)."""
 
     tests: tuple[str, ...]
-    nets: tuple[str, ...] = BOTH
+    nets: tuple[str, ...] = ALL_NETS
 
 
 SEED = "test_rules_seed.py"

@@ -1,11 +1,17 @@
-"""Every registered learning rule has reference tests and runs on the test networks.
+"""Every registered learning rule has reference tests, runs on the test networks, and
+leaves batch norm exact.
 
 The reference tests themselves live in ``test_rules_seed.py`` and
 ``test_rules_feedback.py``; ``rule_cases.py`` maps each rule to them. Here: a rule in
 :data:`handprop.rules.RULES` without an entry fails, an entry naming a missing test (or
 a parametrized test that leaves the rule out) fails, and every rule takes one backward
-step on every test network it applies to, with finite gradients of the parameters'
-shapes.
+step on every test network it applies to (the seed net, small_cnn, and small_cnn with
+batch norm), with finite gradients of the parameters' shapes.
+
+Batch norm is not a weight layer: no rule changes its backward pass (as in BioTorch,
+where feedback alignment and sign symmetry replace only the weights of conv and linear
+layers). Under every rule its input and parameter gradients are its exact ones for the
+gradient that reaches it, and a conv -> batch_norm2d -> relu -> pool network trains.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers import bn_cnn, spy
 from rule_cases import RULE_CASES
 
 from handprop import ConfigError, Network, seed_net, small_cnn
+from handprop.core.ops.batchnorm import BatchNorm2d
 from handprop.rules import RULES, make_rule
+from handprop.training.loop import TrainConfig, fit, loss_for, targets_for
 
-NETS: dict[str, Callable[[], Network]] = {"seed": seed_net, "small": small_cnn}
+NETS: dict[str, Callable[[], Network]] = {"seed": seed_net, "small": small_cnn, "bn": bn_cnn}
 RULE_ARGUMENTS = ("spec", "name")  # what the reference tests call their rule parameter
 ParameterSet = type(pytest.param(None))  # what pytest.param(...) makes
 
@@ -92,3 +101,56 @@ def test_rule_takes_a_backward_step(name: str, net_name: str) -> None:
         assert grad.shape == net.params[key].shape, key
         assert np.all(np.isfinite(grad)), key
     assert np.any(grads.flat != 0), "the rule changed nothing at all"
+
+
+# -- batch norm under every rule ---------------------------------------------------------------
+
+def _applies(name: str, net_name: str) -> bool:
+    return net_name in RULE_CASES.get(name, RULE_CASES["exact"]).nets
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_batch_norm_stays_exact_under_every_rule(name: str) -> None:
+    """What each batch-norm layer sends down and its gamma/beta gradients are its own
+    exact backward pass of the gradient that reached it (train mode, replicas)."""
+    if not _applies(name, "bn"):
+        pytest.skip(f"{name} does not apply to the batch-norm network")
+    net = bn_cnn().init(replicas=[0, 1])
+    rule = make_rule(name, net)
+    record = spy(rule)
+    rng = np.random.default_rng(3)
+    out, tape = net.forward(rng.uniform(0, 1, (2, 4, 1, 8, 8)))
+    rule.begin_step()
+    net.backward(tape, rng.standard_normal(out.shape), rule)
+    norms = [i for i, layer in enumerate(net.layers) if isinstance(layer, BatchNorm2d)]
+    assert norms and all(i in record for i in norms)
+    for i in norms:
+        layer, (out_grad, sent, grads) = net.layers[i], record[i]
+        params = {k: net.params[f"{layer.name}.{k}"] for k in layer.param_shapes()}
+        params.update({k: net.buffers[f"{layer.name}.{k}"] for k in layer.state_shapes()})
+        want_sent, want = layer.backward(params, tape[i], out_grad)
+        np.testing.assert_allclose(sent, want_sent, rtol=0, atol=1e-13, err_msg=layer.name)
+        for key in ("weight", "bias"):
+            np.testing.assert_allclose(grads[key], want[key], rtol=0, atol=1e-13)
+
+
+# DFA only learns at a smaller learning rate (see test_rules_feedback.py).
+@pytest.mark.parametrize("name", list(RULES))
+def test_batch_norm_network_trains_under_every_rule(name: str, digits) -> None:
+    """small_cnn with batch norm (conv -> batch_norm2d -> relu -> pool, twice), 3 epochs
+    on 200 digits10 images, momentum 0.9, batch 32: the training cost falls, and so does
+    the evaluation-mode loss (running statistics) on the same images."""
+    if not _applies(name, "bn"):
+        pytest.skip(f"{name} does not apply to the batch-norm network")
+    x, y = digits
+    net = bn_cnn().init(seed=0)
+    config = TrainConfig(epochs=3, batch_size=32, optimizer="momentum", momentum=0.9, seed=0,
+                         lr=0.01 if name == "dfa" else 0.05)
+    loss_name, loss_fn = loss_for(net, config)
+    targets = targets_for(net, y, loss_name)
+    before = float(loss_fn(net.predict(x), targets)[0])
+    history = fit(net, x, y, config, make_rule(name, net, seed=0))
+    after = float(loss_fn(net.predict(x), targets)[0])
+    assert np.all(np.isfinite(history.cost)) and np.all(np.isfinite(net.buffer_flat))
+    assert history.cost[-1] < history.cost[0], (name, history.cost)
+    assert after < before, (name, before, after)
