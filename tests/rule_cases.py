@@ -27,6 +27,7 @@ class RuleCase:
 
 SEED = "test_rules_seed.py"
 FEEDBACK = "test_rules_feedback.py"
+KP = "test_rules_kolen_pollack.py"
 ARTICLE_TESTS = (f"{SEED}::test_rule_matches_loop_reference",
                  f"{SEED}::test_replicas_equal_separate_nets")
 SIGN_TESTS = (f"{FEEDBACK}::test_feedback_rule_sends_through_b",
@@ -49,6 +50,10 @@ RULE_CASES: dict[str, RuleCase] = {
     "usf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_usf_b_follows_current_w")),
     "frsf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_frsf_magnitude_fixed_sign_follows_w")),
     "brsf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_brsf_redraws_magnitude_every_step")),
+    "kp": RuleCase((f"{KP}::test_one_step_sends_through_b_then_b_learns_the_local_gradient",
+                    f"{KP}::test_w_minus_b_decays_geometrically_under_sgd",
+                    f"{KP}::test_b_changes_only_in_training_steps",
+                    f"{KP}::test_replicas_equal_separate_runs")),
     "dfa": RuleCase((f"{FEEDBACK}::test_dfa_dense_net", f"{FEEDBACK}::test_dfa_seed_net",
                      f"{FEEDBACK}::test_replicas_equal_separate_nets",
                      f"{FEEDBACK}::test_rule_reduces_training_loss")),

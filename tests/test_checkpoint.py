@@ -64,6 +64,7 @@ RESUME = {
     "shuffle": ["--shuffle"],
     "fa": ["--rule", "fa"],
     "brsf": ["--rule", "brsf", "--shuffle"],
+    "kp": ["--rule", "kp", "--shuffle"],  # B learns: its current value is rule state
     "adam": ["--optimizer", "adam", "--lr", "0.01"],
     "nesterov-minibatch": ["--optimizer", "nesterov", "--batch-size", "16", "--lr", "0.05",
                            "--momentum", "0.9", "--shuffle"],
