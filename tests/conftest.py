@@ -1,4 +1,5 @@
-"""Shared fixtures: the expensive study runs happen once per test session."""
+"""Fixtures shared by several test files; the expensive study runs happen once per
+test session."""
 
 from __future__ import annotations
 
@@ -27,3 +28,26 @@ def reproduce_quick_copy(reproduce_quick, tmp_path) -> Path:
     copy = tmp_path / "quick"
     shutil.copytree(reproduce_quick, copy)
     return copy
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny tensors on one torch thread (faster, and immune to a busy
+    machine: two spinning OpenMP workers on two shared cores made it 5x slower); the
+    previous setting is restored for other test files. torch is imported here, not at
+    collection, so files that do not use it never load it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """200 training images of digits10 (all ten classes), pixels in [0, 1]."""
+    from handprop.training.data import load_digits10
+
+    data = load_digits10(seed=0)
+    return data.x_train[:200], data.y_train[:200]

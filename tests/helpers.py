@@ -161,6 +161,35 @@ def mixed_net() -> Network:
     )
 
 
+def bn_cnn(classes: int = 10) -> Network:
+    """small_cnn with batch norm after each conv (conv -> batch_norm2d -> relu -> pool),
+    for 8x8 inputs: the network the batch-norm rule and training tests use. The convs
+    have no bias: batch norm subtracts the mean, so a bias in front of it has gradient 0
+    (all-zero gradients leave finite differences nothing to compare)."""
+    from handprop.core.ops.batchnorm import BatchNorm2d
+
+    return Network(
+        [
+            Conv2d(8, 3, padding=1, bias=False, name="conv1"),
+            BatchNorm2d(name="bn1"),
+            Activation("relu", name="act1"),
+            MaxPool2d(2, name="pool1"),
+            Conv2d(16, 3, padding=1, bias=False, name="conv2"),
+            BatchNorm2d(name="bn2"),
+            Activation("relu", name="act2"),
+            MaxPool2d(2, name="pool2"),
+            Flatten(name="flatten"),
+            Dense(64, name="fc3"),
+            Activation("relu", name="act3"),
+            Dense(classes, name="fc4"),
+        ],
+        input_shape=(1, 8, 8),
+        loss="softmax_ce",
+        init="torch",
+        name="bn_cnn",
+    )
+
+
 # -- rule tests: an independent loop-by-loop reference of the seed net -------------------
 #
 # Written like the article's code: one image, every map handled on its own, explicit 2-D
@@ -292,7 +321,9 @@ def layer_inputs(net: Network, x: np.ndarray) -> list[np.ndarray]:
     for layer in net.layers:
         inputs.append(x)
         params = {local: net.params[f"{layer.name}.{local}"] for local in layer.param_shapes()}
-        x, _ = layer.forward(params, x)
+        state = {local: net.buffers[f"{layer.name}.{local}"].copy()  # leave the net's alone
+                 for local in layer.state_shapes()}
+        x, _ = layer.forward({**params, **state}, x)
     return inputs
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bn_cnn
 
 import handprop.cli.train as cli_train
 from handprop import __version__
@@ -21,6 +22,7 @@ from handprop.training.checkpoint import (
     CheckpointError,
     check_architecture,
     load_checkpoint,
+    restore_network,
     save_checkpoint,
 )
 from handprop.training.data import load_digits
@@ -50,6 +52,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert one["schedule"] == two["schedule"]
     assert first.meta["optimizer_state"] == second.meta["optimizer_state"]
     assert first.meta["rule_state"] == second.meta["rule_state"]
+    assert (first.buffers is None) == (second.buffers is None)
+    if first.buffers is not None:
+        assert np.array_equal(first.buffers, second.buffers), "state buffers differ"
 
 
 # -- resume through the CLI -------------------------------------------------------------
@@ -59,6 +64,7 @@ RESUME = {
     "shuffle": ["--shuffle"],
     "fa": ["--rule", "fa"],
     "brsf": ["--rule", "brsf", "--shuffle"],
+    "kp": ["--rule", "kp", "--shuffle"],  # B learns: its current value is rule state
     "adam": ["--optimizer", "adam", "--lr", "0.01"],
     "nesterov-minibatch": ["--optimizer", "nesterov", "--batch-size", "16", "--lr", "0.05",
                            "--momentum", "0.9", "--shuffle"],
@@ -395,3 +401,96 @@ def test_show_all_from_checkpoint_writes_pngs(checkpoint_file, tmp_path, capsys)
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, name
     printed = capsys.readouterr().out
     assert all(f"wrote {out / name}" in printed for name in expected)
+
+
+# -- state buffers (batch norm's running statistics) ------------------------------------
+
+BN_NET = """
+name = "bn-tiny"
+input_shape = [1, 8, 8]
+loss = "softmax_ce"
+init = "torch"
+
+[[layers]]
+type = "conv2d"
+name = "conv1"
+out_channels = 4
+kernel_size = 3
+padding = 1
+
+[[layers]]
+type = "batch_norm2d"
+name = "bn1"
+
+[[layers]]
+type = "activation"
+name = "act1"
+activation = "relu"
+
+[[layers]]
+type = "max_pool2d"
+name = "pool1"
+kernel_size = 2
+
+[[layers]]
+type = "flatten"
+name = "flatten"
+
+[[layers]]
+type = "dense"
+name = "fc2"
+out_features = 2
+"""
+
+
+def test_cli_resume_restores_running_statistics(tmp_path):
+    """A network with batch norm, from TOML: ``--epochs 4`` vs ``--epochs 2`` then
+    ``--resume``: the same parameters *and* running statistics (saved as buffers)."""
+    spec = tmp_path / "bn.toml"
+    spec.write_text(BN_NET)
+    flags = ["--net", str(spec), "--data", "tiny", "--batch-size", "2", "--shuffle"]
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    _train("--epochs", "4", "--checkpoint", str(whole), *flags)
+    _train("--epochs", "2", "--checkpoint", str(part), *flags)
+    _train("--resume", str(part), "--epochs", "4")
+    _assert_same_run(whole, part)
+    buffers = load_checkpoint(whole).buffers
+    assert buffers.shape == (8,) and not np.array_equal(buffers, [0] * 4 + [1] * 4)
+
+
+def test_buffers_round_trip_and_must_fit(tmp_path):
+    net = bn_cnn().init(0, replicas=[0, 1])
+    net.forward(np.random.default_rng(0).uniform(0, 1, (2, 4, 1, 8, 8)))  # move the stats
+    path = save_checkpoint(tmp_path / "bn.npz", net, {})
+    loaded = load_checkpoint(path)
+    assert np.array_equal(loaded.buffers, net.buffer_flat)
+    fresh = bn_cnn().init(1, replicas=[0, 1])
+    check_architecture(loaded, fresh, "ckpt")
+    restore_network(loaded, fresh)
+    assert np.array_equal(fresh.flat, net.flat)
+    assert np.array_equal(fresh.buffer_flat, net.buffer_flat)
+
+    changes = {
+        "missing": (lambda a: a.pop("buffers"), "holds no buffers"),
+        "shape": (lambda a: a.update(buffers=a["buffers"][:, :-1]), "buffers have shape"),
+    }
+    for name, (change, message) in changes.items():
+        bad = load_checkpoint(_rewrite(path, tmp_path / f"{name}.npz", change))
+        with pytest.raises(CheckpointError, match=message) as info:
+            check_architecture(bad, fresh, "ckpt")
+        _one_line(info.value)
+    nan = _rewrite(path, tmp_path / "nan.npz", lambda a: a["buffers"].__setitem__(0, np.nan))
+    with pytest.raises(CheckpointError, match="buffers are not finite"):
+        load_checkpoint(nan)
+
+
+def test_stateless_checkpoints_have_no_buffers(checkpoint_file):
+    """A network without state writes the files it always did, and they load."""
+    with np.load(checkpoint_file, allow_pickle=False) as archive:
+        assert "buffers" not in archive.files
+    loaded = load_checkpoint(checkpoint_file)
+    assert loaded.buffers is None
+    net = seed_net().init(1)
+    check_architecture(loaded, net, "ckpt")
+    restore_network(loaded, net)
+    assert np.array_equal(net.flat, loaded.params)

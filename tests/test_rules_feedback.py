@@ -24,33 +24,21 @@ from helpers import (
 )
 from torch_twins import torch_twin
 
-from handprop import Activation, Dense, Network, seed_net, small_cnn
+from handprop import Activation, Conv2d, Dense, Network, seed_net, small_cnn
 from handprop.core.gradcheck import rel_error
 from handprop.rules import make_rule
 from handprop.rules.base import weight_layer_indices
 from handprop.studies.alignment import weight_alignment
-from handprop.training.data import load_digits10
 from handprop.training.loop import TrainConfig, fit, loss_for, targets_for
 
 TOL = 1e-12
-FEEDBACK_RULES = ("fa", "usf", "frsf", "brsf")
+FEEDBACK_RULES = ("fa", "fa-glorot", "usf", "frsf", "brsf")
 NETS = {"small": small_cnn, "seed": seed_net}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one torch thread is faster; the previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """200 training images of digits10 (all ten classes), pixels in [0, 1]."""
-    data = load_digits10(seed=0)
-    return data.x_train[:200], data.y_train[:200]
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest.py)."""
 
 
 def assert_close(actual, expected, what, tol=TOL):
@@ -110,7 +98,7 @@ def test_feedback_rule_sends_through_b(name, net_name):
         B = feedback[f"{layer.name}.weight"]
         assert B.shape == W.shape and not np.allclose(B, W)
         delta, sent, local = record[i]
-        if layer.kind == "conv2d":
+        if isinstance(layer, Conv2d):
             want_sent, want_weight = torch_conv_grads(layer, inputs[i], B, delta)
             bias_axes = (0, 2, 3)
         else:
@@ -336,7 +324,7 @@ def test_dfa_seed_net():
 
 # -- replicas --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [*FEEDBACK_RULES, "dfa"])
+@pytest.mark.parametrize("name", [*FEEDBACK_RULES, "dfa", "dfa-biotorch"])
 def test_replicas_equal_separate_nets(name):
     """On small_cnn with replicas=[3, 4], gradients and feedback matrices of replica r equal
     those of a separate net and rule with seed r (after two begin_steps, for brsf)."""
@@ -400,6 +388,7 @@ def test_weight_alignment_usf_and_fa():
 @pytest.mark.parametrize(("name", "lr"), [
     *[(name, 0.05) for name in FEEDBACK_RULES],
     ("dfa", 0.01),
+    ("dfa-biotorch", 0.02),
 ])
 def test_rule_reduces_training_loss(name, lr, digits):
     """small_cnn trained with the rule for 3 epochs on 200 digits10 images (momentum 0.9,

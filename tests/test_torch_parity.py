@@ -41,14 +41,8 @@ from handprop.core.ops import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run this file's tiny tensors on one torch thread (faster, and immune to a busy
-    machine: two spinning OpenMP workers on two shared cores made it 5x slower); the
-    previous setting is restored for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest.py)."""
 
 
 def _t(array: np.ndarray, grad: bool = False) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 ``torch_seed_net`` and ``torch_lenet`` are written out layer by layer from the
 architectures' descriptions (not derived from handprop's layer list), so that a wrong
-preset is caught too; ``torch_twin`` translates any chain of handprop layers.
+preset is caught too; ``torch_twin`` translates any chain of handprop layers, one
+``TORCH_LAYERS`` entry per layer class (the parity table of ``layer_cases.py`` uses the
+same entries).
 
     net = handprop.seed_net().init(0)
     twin = torch_seed_net(net)
@@ -13,13 +15,19 @@ The twins' parameter names are handprop's (``conv1.weight``, ``fc3.weight``, ...
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from handprop.core.layers import Layer
 from handprop.core.network import Network
+from handprop.core.ops.asrun import AsRunConv2d
+from handprop.core.ops.avgpool import AvgPool2d
+from handprop.core.ops.batchnorm import BatchNorm2d
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -64,17 +72,28 @@ class PerChannel(nn.Module):
 
 
 def copy_params(module: nn.Module, net: Network) -> nn.Module:
-    """Copy ``net.params`` into ``module`` (same names and shapes required); float64."""
+    """Copy ``net.params`` (and ``net.buffers``, the layers' state) into ``module``
+    (same names and shapes required); float64."""
     if net.flat is None or net.rep_shape:
         raise ValueError("copy_params needs a network with parameters and no replicas")
     module = module.double()
-    theirs = dict(module.named_parameters())
-    assert set(theirs) == set(net.params), (sorted(theirs), sorted(net.params))
-    with torch.no_grad():
-        for name, value in net.params.items():
-            assert tuple(theirs[name].shape) == value.shape, (name, theirs[name].shape, value.shape)
-            theirs[name].copy_(torch.from_numpy(value.astype("float64")))
+    load_arrays(module, dict(net.params), dict(net.buffers))
     return module
+
+
+def load_arrays(module: nn.Module, params: Mapping[str, np.ndarray],
+                state: Mapping[str, np.ndarray]) -> None:
+    """Copy ``params`` into the module's parameters (exactly these names) and ``state``
+    into its buffers of the same names (torch may keep more, e.g. a batch counter)."""
+    theirs = dict(module.named_parameters())
+    assert set(theirs) == set(params), (sorted(theirs), sorted(params))
+    buffers = dict(module.named_buffers())
+    assert set(state) <= set(buffers), (sorted(buffers), sorted(state))
+    with torch.no_grad():
+        for name, value in [*params.items(), *state.items()]:
+            target = theirs[name] if name in theirs else buffers[name]
+            assert tuple(target.shape) == value.shape, (name, target.shape, value.shape)
+            target.copy_(torch.from_numpy(np.asarray(value, dtype="float64")))
 
 
 class _Named(nn.Module):
@@ -148,26 +167,62 @@ def torch_lenet(net: Network) -> nn.Module:
     return copy_params(twin, net)
 
 
+def _conv2d(layer: Conv2d) -> nn.Module:
+    return nn.Conv2d(layer.in_shape[0], layer.out_channels, layer.kernel_size,
+                     stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                     bias=layer.bias)
+
+
+class AsRunConv(nn.Module):
+    """``as_run_conv2d``: the convolution with kernel ``source_channel`` of the borrowed
+    ``source`` on every output channel; its own ``weight`` does not act (a zero term keeps
+    it in the graph, so torch reports its gradient as 0 rather than None)."""
+
+    def __init__(self, layer: AsRunConv2d, source_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layer = layer
+        self.weight = nn.Parameter(torch.zeros(layer.param_shapes()["weight"]))
+        self.source = nn.Parameter(torch.zeros(source_shape))
+        self.bias = nn.Parameter(torch.zeros(layer.out_channels)) if layer.bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        kernel = self.source[layer.source_channel : layer.source_channel + 1]
+        weight = kernel.expand(layer.out_channels, *kernel.shape[1:])
+        out = torch.nn.functional.conv2d(x, weight, self.bias, layer.stride, layer.padding,
+                                         groups=layer.groups)
+        return out + 0 * self.weight.sum()
+
+
+TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
+    Conv2d: _conv2d,
+    AsRunConv2d: lambda layer: AsRunConv(layer, (2, *layer.param_shapes()["weight"][1:])),
+    Dense: lambda layer: nn.Linear(layer.in_shape[0], layer.out_features, bias=layer.bias),
+    MaxPool2d: lambda layer: nn.MaxPool2d(layer.kernel_size, layer.stride),
+    Flatten: lambda layer: nn.Flatten(),
+    AvgPool2d: lambda layer: nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                          count_include_pad=layer.count_include_pad),
+    BatchNorm2d: lambda layer: nn.BatchNorm2d(layer.in_shape[0], eps=layer.eps,
+                                              momentum=layer.momentum, affine=layer.affine),
+    PerChannelActivation: lambda layer: PerChannel(layer.activations),
+    Activation: lambda layer: Elementwise(layer.activation.name),
+}
+"""The torch twin of every handprop layer class, made from a *built* layer (its
+``in_shape`` known). Parameters and state keep handprop's local names (``weight``,
+``bias``, ``running_mean``, ...). Every registered layer class must have one: see
+``test_layer_tables.py``."""
+
+
+def torch_layer(layer: Layer) -> nn.Module:
+    """The float64 torch module that computes what ``layer`` computes (parameters not
+    copied yet)."""
+    make = TORCH_LAYERS.get(type(layer))
+    if make is None:
+        raise TypeError(f"no torch twin for layer {layer!r}: add one to TORCH_LAYERS")
+    return make(layer).double()
+
+
 def torch_twin(net: Network) -> nn.Module:
-    """A torch module translated layer by layer from any chain of handprop layers."""
-    layers: list[tuple[str, nn.Module]] = []
-    for layer, in_shape in zip(net.layers, net.shapes, strict=False):
-        if isinstance(layer, Conv2d):
-            module: nn.Module = nn.Conv2d(
-                in_shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride,
-                padding=layer.padding, groups=layer.groups, bias=layer.bias,
-            )
-        elif isinstance(layer, Dense):
-            module = nn.Linear(in_shape[0], layer.out_features, bias=layer.bias)
-        elif isinstance(layer, MaxPool2d):
-            module = nn.MaxPool2d(layer.kernel_size, layer.stride)
-        elif isinstance(layer, Flatten):
-            module = nn.Flatten()
-        elif isinstance(layer, PerChannelActivation):
-            module = PerChannel(layer.activations)
-        elif isinstance(layer, Activation):
-            module = Elementwise(layer.activation.name)
-        else:
-            raise TypeError(f"no torch twin for layer {layer!r}")
-        layers.append((layer.name, module))
-    return copy_params(_Named(layers), net)
+    """A torch module translated layer by layer from any chain of handprop layers, with
+    the network's parameters and state copied in."""
+    return copy_params(_Named([(layer.name, torch_layer(layer)) for layer in net.layers]), net)

@@ -143,7 +143,12 @@ def restore_run(path: Path, epochs: int | None, to_train: bool = True,
     A checkpoint for another architecture is refused.
     """
     from ..rules import make_rule
-    from ..training.checkpoint import CheckpointError, check_architecture, load_checkpoint
+    from ..training.checkpoint import (
+        CheckpointError,
+        check_architecture,
+        load_checkpoint,
+        restore_network,
+    )
     from ..training.data import load_data
     from ..training.loop import TrainState
 
@@ -159,7 +164,7 @@ def restore_run(path: Path, epochs: int | None, to_train: bool = True,
         raise CheckpointError(f"{path} is not a training checkpoint ({exc})") from None
     check_architecture(checkpoint, net, str(path))
     net.init(config.seed, scheme=config.init, dtype=config.dtype)
-    net.set_params(net.unflatten(checkpoint.params))
+    restore_network(checkpoint, net)  # parameters and state (e.g. running statistics)
     rule = make_rule(recipe["rule"], net, config.seed)
     rule.load_state({**meta.get("rule_state", {}), **checkpoint.rule})
     state = TrainState.restore(meta["state"], {**meta.get("optimizer_state", {}),

@@ -72,6 +72,10 @@ def check_network(
 ) -> list[ParamCheck]:
     """Compare ``net.backward`` with finite differences for every parameter.
 
+    The forward passes run in train mode (batch norm with batch statistics, which depend
+    on the parameters like any other forward computation); the network's state is left
+    as it was.
+
     Parameters
     ----------
     net : a float64 Network with parameters
@@ -83,6 +87,16 @@ def check_network(
     -------
     list of ParamCheck, one per parameter array, in network order.
     """
+    state = net.buffer_flat.copy()  # train-mode passes move running statistics: restored
+    try:
+        return _check_params(net, x, rng, max_entries, eps)
+    finally:
+        net.buffer_flat[...] = state
+
+
+def _check_params(net: Network, x: np.ndarray, rng: np.random.Generator,
+                  max_entries: int | None, eps: float) -> list[ParamCheck]:
+    """:func:`check_network` without restoring the state."""
     out, tape = net.forward(x)
     upstream = rng.standard_normal(out.shape)
     grads = net.backward(tape, upstream)

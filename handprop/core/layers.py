@@ -90,6 +90,9 @@ class Layer:
     with parameters also ``param_shapes`` (trainable) and ``state_shapes`` (not)."""
 
     kind: ClassVar[str] = "layer"
+    batch_coupled: ClassVar[bool] = False
+    """Whether, in train mode, one sample's output depends on the other samples of its
+    batch (batch statistics): such a batch must not be computed in parts."""
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

@@ -5,9 +5,9 @@
     init = "he"                  # normal | he | lecun | glorot | torch
 
     [[layers]]
-    type = "conv2d"              # conv2d | max_pool2d | dense | flatten |
-    name = "conv1"               # activation | per_channel_activation
-    out_channels = 8
+    type = "conv2d"              # any registered kind (handprop.core.layers.LAYERS):
+    name = "conv1"               # conv2d | max_pool2d | avg_pool2d | batch_norm2d |
+    out_channels = 8             # dense | flatten | activation | per_channel_activation
     kernel_size = 3
     padding = 1
 
@@ -16,6 +16,8 @@
     activation = "relu"
     ...
 
+A layer table's keys are its class's constructor arguments (``name`` defaults to the
+kind and the layer's position); ``docs/examples/bn_cnn.toml`` is a complete example.
 A preset can be named instead: ``preset = "seed"`` (with ``fc = [28, 36]``),
 ``preset = "lenet"`` or ``preset = "small"`` (with ``input_shape``/``classes``).
 Every key is checked: an unknown or ill-typed one is an error naming the layer.

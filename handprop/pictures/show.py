@@ -193,7 +193,8 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     list of (str, ndarray)
         ``("input", x)`` then ``(layer.name, output)`` for every layer, in order; each
         output has shape ``(N, *net.shapes[i + 1])`` (or ``net.shapes[i + 1]`` for one
-        image). The last output equals ``net.predict(x)`` (evaluation mode).
+        image). The layers run in evaluation mode (batch norm with its running
+        statistics, which stay as they are): the last output equals ``net.predict(x)``.
 
     Raises
     ------

@@ -4,6 +4,9 @@ A checkpoint is one ``.npz`` file holding only numeric arrays (loaded with
 ``allow_pickle=False``, so opening an untrusted file cannot run code):
 
 * ``params`` -- the network's flat parameter buffer;
+* ``buffers`` -- the network's state buffer (``net.buffer_flat``: batch norm's running
+  statistics), only for networks that have state (older checkpoints have none, and
+  need none for networks without state);
 * ``optimizer.<name>`` -- the optimizer's arrays (velocity, Adam moments);
 * ``rule.<name>`` -- the learning rule's arrays (random feedback matrices);
 * ``meta.json`` -- UTF-8 JSON as a uint8 array: format version, the network spec, the
@@ -11,7 +14,8 @@ A checkpoint is one ``.npz`` file holding only numeric arrays (loaded with
   state (data shuffles, redrawn feedback) as plain numbers.
 
 Loading refuses, with a one-line reason, a file that is not a checkpoint, is truncated,
-holds objects, comes from a newer format, or describes another architecture.
+holds objects, comes from a newer format, or describes another architecture (including
+state buffers that are missing or do not fit).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Checkpoint:
     params: np.ndarray
     optimizer: dict[str, np.ndarray]
     rule: dict[str, np.ndarray]
+    buffers: np.ndarray | None = None  # the network's state; None when it had none
 
 
 def _split(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -80,6 +85,8 @@ def save_checkpoint(path: str | Path, net: Any, meta: dict[str, Any],
     text = json.dumps(to_jsonable(header), allow_nan=False)
     arrays = {"params": np.asarray(net.flat),
               "meta.json": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    if net.num_state:  # stateless networks keep the files older handprop wrote
+        arrays["buffers"] = np.asarray(net.buffer_flat)
     arrays.update({f"optimizer.{k}": np.asarray(v) for k, v in opt_arrays.items()})
     arrays.update({f"rule.{k}": np.asarray(v) for k, v in rule_arrays.items()})
     buffer = io.BytesIO()
@@ -130,10 +137,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     params = entries.pop("params")
     if not np.issubdtype(params.dtype, np.floating) or not np.all(np.isfinite(params)):
         raise CheckpointError(f"{path}: parameters are not finite floating-point numbers")
+    buffers = entries.pop("buffers", None)
+    if buffers is not None and not (np.issubdtype(buffers.dtype, np.floating)
+                                    and np.all(np.isfinite(buffers))):
+        raise CheckpointError(f"{path}: buffers are not finite floating-point numbers")
     optimizer = {k.removeprefix("optimizer."): v for k, v in entries.items()
                  if k.startswith("optimizer.")}
     rule = {k.removeprefix("rule."): v for k, v in entries.items() if k.startswith("rule.")}
-    return Checkpoint(meta, params, optimizer, rule)
+    return Checkpoint(meta, params, optimizer, rule, buffers)
 
 
 def check_architecture(checkpoint: Checkpoint, net: Any, source: str) -> None:
@@ -148,6 +159,21 @@ def check_architecture(checkpoint: Checkpoint, net: Any, source: str) -> None:
             f"{source}: parameters have shape {checkpoint.params.shape}, the network needs "
             f"{expected}"
         )
+    state = (*net.rep_shape, net.num_state)
+    if checkpoint.buffers is None and net.num_state:
+        raise CheckpointError(f"{source} holds no buffers (layer state such as running "
+                              f"statistics); the network needs {state}")
+    if checkpoint.buffers is not None and checkpoint.buffers.shape != state:
+        raise CheckpointError(f"{source}: buffers have shape {checkpoint.buffers.shape}, "
+                              f"the network needs {state}")
+
+
+def restore_network(checkpoint: Checkpoint, net: Any) -> None:
+    """Copy the checkpoint's parameters and state buffers into ``net`` (initialised, and
+    checked with :func:`check_architecture`)."""
+    net.set_params(net.unflatten(checkpoint.params))
+    if checkpoint.buffers is not None:
+        net.buffer_flat[...] = checkpoint.buffers
 
 
 def _first_difference(saved: Any, current: Any, where: str = "network") -> str:

@@ -11,8 +11,8 @@ An *engine* trains for one epoch per call. For each batch, in the order given::
 With replicas (R independent networks in lockstep) every array has a leading axis R.
 Replica r has ``sizes[r]`` real samples (the rest of its rows are padding): in the
 epoch's last steps, the replicas whose data has run out are *frozen*: their cost counts
-0 and their parameters, optimizer state and rule state stay exactly as they were, so
-each replica ends as it would alone.
+0 and their parameters, state buffers (running statistics), optimizer state and rule
+state stay exactly as they were, so each replica ends as it would alone.
 
 :class:`EpochResult` is what an epoch returns: each replica's summed cost (float64),
 the first step whose cost was not finite (1-based; 0 = none) and how many steps ran.
@@ -85,7 +85,10 @@ class NumpyEpoch:
                  loss_fn: LossFn, batch_size: int, threads: int = 1) -> None:
         self.net, self.rule, self.optimizer = net, rule, optimizer
         self.loss_fn, self.batch_size = loss_fn, batch_size
-        self.halves = rule is None and batch_size * math.prod(net.input_shape) >= HALVES_MIN
+        # Batch statistics (batch norm) are over the whole batch: such a batch is never split.
+        coupled = any(layer.batch_coupled for layer in net.layers)
+        self.halves = (rule is None and not coupled
+                       and batch_size * math.prod(net.input_shape) >= HALVES_MIN)
         self._threads = contextlib.ExitStack()
         self._helper: ThreadPoolExecutor | None = None
         if self.halves and threads > 1:
@@ -124,6 +127,8 @@ class NumpyEpoch:
     def step(self, xb: np.ndarray, yb: np.ndarray, frozen: np.ndarray | None) -> np.ndarray:
         """One optimizer step on one batch; returns its cost (per replica)."""
         net = self.net
+        # A frozen replica only sees padding: its state (running statistics) must not move.
+        kept = net.buffer_flat[frozen] if frozen is not None and net.num_state else None
         if self.halves and xb.shape[len(net.rep_shape)] > 1:
             value, grads = self._in_halves(xb, yb)
         else:
@@ -132,6 +137,8 @@ class NumpyEpoch:
             if self.rule is not None:
                 self.rule.begin_step(None if frozen is None else ~frozen)
             grads = net._backward_flat(tape, out_grad, self.rule)
+        if kept is not None:
+            net.buffer_flat[frozen] = kept
         self.optimizer.step(net.flat, grads, frozen)
         return value
 
