@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .limits import check_int
 from .network import Network
 
 
@@ -83,6 +84,8 @@ def check_network(
     -------
     list of ParamCheck, one per parameter array, in network order.
     """
+    if max_entries is not None:
+        check_int(max_entries, "max_entries", 1, 2**62)
     out, tape = net.forward(x)
     upstream = rng.standard_normal(out.shape)
     grads = net.backward(tape, upstream)
