@@ -76,7 +76,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), _new_file_mode(path))
+            if hasattr(os, "fchmod"):  # POSIX: not mkstemp's 0600
+                os.fchmod(handle.fileno(), _new_file_mode(path))
             _write_all(handle, data)
         os.replace(tmp, path)
     except OSError as exc:
