@@ -7,9 +7,13 @@ The CLI is run in-process (``handprop.cli.main``) for speed; a few cases also ru
 
 from __future__ import annotations
 
+import ast
+import errno
 import gzip
 import io
 import json
+import os
+import re
 import struct
 import subprocess
 import sys
@@ -20,7 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import handprop
+from handprop import Activation, seed_net
 from handprop.cli import main
+from handprop.core.errors import DataError, HandpropError
+from handprop.core.spec import build_net
+from handprop.studies.compare import CompareConfig
+from handprop.studies.compare import validate_config as validate_compare
+from handprop.studies.reproduce import ReproduceStudy
+from handprop.studies.reproduce import validate_config as validate_reproduce
+from handprop.studies.runner import Backend
 from handprop.training.data import write_idx
 
 # -- files the cases need -------------------------------------------------------------
@@ -83,6 +96,48 @@ def _truncated_checkpoint(tmp: Path) -> Path:
     return _write(tmp, "truncated.npz", data[: len(data) // 2])
 
 
+def _with_arrays(tmp: Path, name: str, change: Callable[[dict], None]) -> Path:
+    good = np.load(_checkpoint(tmp), allow_pickle=False)
+    arrays = {k: good[k] for k in good.files}
+    change(arrays)
+    path = tmp / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _regular_file(tmp: Path) -> Path:
+    """A regular file, for paths that would need it to be a folder."""
+    return _write(tmp, "file.txt", "not a folder\n")
+
+
+def _reproduce_toml(tmp: Path, name: str, body: str) -> Path:
+    return _write(tmp, name, "[reproduce]\nrules = ['exact']\n" + body)
+
+
+def _patch_env(name: str, value: str) -> Callable:
+    return lambda monkeypatch, tmp: monkeypatch.setenv(name, value)
+
+
+def _disk_full(monkeypatch, tmp: Path) -> None:
+    """Every atomic write fails as on a full disk."""
+    import handprop.core.io as io_module
+
+    def full(handle, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io_module, "_write_all", full)
+
+
+def _failing_job(monkeypatch, tmp: Path) -> None:
+    """Every reproduce job fails (as a job would on data it cannot use)."""
+    import handprop.studies.reproduce as reproduce_module
+
+    def fail(spec):
+        raise DataError("boom: this job cannot run")
+
+    monkeypatch.setattr(reproduce_module, "run_job", fail)
+
+
 def _zip_without_meta(tmp: Path) -> Path:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -91,7 +146,9 @@ def _zip_without_meta(tmp: Path) -> Path:
 
 
 # -- the table ------------------------------------------------------------------------
-# (id, argv builder taking the tmp folder, words the error message must contain)
+# (id, argv builder taking the tmp folder, words the error message must contain[, setup])
+# setup(monkeypatch, tmp) arranges the fault (an environment variable, a full disk).
+# The cases of issue 9 carry its defect number: "(9.1)" runaway allocation, ...
 
 T = Callable[[Path], list[str]]
 
@@ -101,7 +158,7 @@ CASES: list[tuple[str, T, list[str]]] = [
     ("lr-negative", lambda t: ["train", "--lr", "-1"], ["learning rate", "-1"]),
     ("lr-nan", lambda t: ["train", "--lr", "nan"], ["learning rate", "nan"]),
     ("epochs-zero", lambda t: ["train", "--epochs", "0"], ["epochs", "0"]),
-    ("batch-size-zero", lambda t: ["train", "--batch-size", "0"], ["batch_size", "0"]),
+    ("batch-size-zero", lambda t: ["train", "--batch-size", "0"], ["--batch-size", "0"]),
     ("momentum-negative", lambda t: ["train", "--momentum", "-0.5"], ["momentum", "-0.5"]),
     ("unknown-net", lambda t: ["train", "--net", "resnet"], ["resnet"]),
     ("unknown-data", lambda t: ["train", "--data", "cifar"], ["cifar"]),
@@ -131,7 +188,7 @@ CASES: list[tuple[str, T, list[str]]] = [
     ("reproduce-dask-no-scheduler", lambda t: ["reproduce", "--quick", "--backend", "dask",
                                                "--out", str(t / "r")], ["--scheduler"]),
     ("compare-batch-zero", lambda t: ["compare", "--batch-size", "0", "--out", str(t / "r")],
-     ["batch_size"]),
+     ["--batch-size"]),
     ("jobs-zero", lambda t: ["reproduce", "--quick", "--jobs", "0", "--out", str(t / "r")],
      ["--jobs"]),
     # TOML configs
@@ -196,35 +253,267 @@ CASES: list[tuple[str, T, list[str]]] = [
                                                  "10", "10", "--checkpoint",
                                                  str(_checkpoint(t)), "--out", str(t / "pics")],
      ["architecture"]),
+    # (9.1) runaway allocation: sizes are checked against handprop.core.limits first
+    ("reproduce-billion-seeds", lambda t: ["reproduce", "--quick", "--backend", "sequential",
+                                           "--seeds", "1000000000", "--out", str(t / "r")],
+     ["--seeds", "10000", "1000000000"]),
+    ("compare-billion-seeds", lambda t: ["compare", "--quick", "--seeds", "1000000000",
+                                         "--out", str(t / "r")], ["--seeds", "10000"]),
+    ("config-billion-seeds", lambda t: ["reproduce", "--config", str(_reproduce_toml(
+        t, "s.toml", "seeds = 1000000000\n[[reproduce.experiments]]\nfc = [4, 4]\n"))],
+     ["seeds", "10000"]),
+    ("seeds-beyond-largest-seed", lambda t: ["reproduce", "--quick", "--seeds", "10",
+                                             "--first-seed", "4294967290", "--out",
+                                             str(t / "r")], ["seeds", "4294967295"]),
+    ("train-epochs-500-million", lambda t: ["train", "--epochs", "500000000"],
+     ["--epochs", "1000000"]),
+    ("train-epochs-10-to-the-12", lambda t: ["train", "--epochs", str(10**12)],
+     ["--epochs", "1000000"]),
+    ("demo-epochs-huge", lambda t: ["demo", "--epochs", str(10**12)], ["--epochs"]),
+    ("reproduce-epochs-huge", lambda t: ["reproduce", "--epochs", str(10**9), "--out",
+                                         str(t / "r")], ["--epochs", "1000000"]),
+    ("fc-huge-memory", lambda t: ["train", "--fc", "100000", "100000"],
+     ["--fc 100000 100000", "memory", "budget"]),
+    ("fc-beyond-limit", lambda t: ["train", "--fc", "5", "2000000"], ["--fc", "1000000"]),
+    ("batch-size-huge", lambda t: ["train", "--batch-size", str(10**7)],
+     ["--batch-size", "1000000"]),
+    ("train-over-memory-budget", lambda t: ["train", "--net", "small", "--data", "digits10",
+                                            "--batch-size", "64"],
+     ["--net small", "--batch-size 64", "HANDPROP_MEMORY_BUDGET"],
+     _patch_env("HANDPROP_MEMORY_BUDGET", "1M")),
+    ("reproduce-over-memory-budget", lambda t: ["reproduce", "--quick", "--seeds", "10000",
+                                                "--out", str(t / "r")],
+     ["10002 runs", "memory", "HANDPROP_MEMORY_BUDGET"],
+     _patch_env("HANDPROP_MEMORY_BUDGET", "100M")),
+    ("jobs-too-many", lambda t: ["reproduce", "--quick", "--jobs", "100000", "--out",
+                                 str(t / "r")], ["--jobs", "256"]),
+    ("probe-huge", lambda t: ["reproduce", "--quick", "--probe", str(10**9), "--out",
+                              str(t / "r")], ["--probe", "100000"]),
+    ("gradcheck-batch-huge", lambda t: ["gradcheck", "--batch", "100000"], ["--batch", "1024"]),
+    ("show-limit-huge", lambda t: ["show", "misclassified", "--limit", str(10**9)],
+     ["--limit", "1000"]),
+    # (9.2) one line and exit 2 instead of a traceback
+    ("train-seed-negative", lambda t: ["train", "--seed", "-1"], ["--seed", "-1"]),
+    ("train-seed-2-to-the-70", lambda t: ["train", "--seed", str(2**70)],
+     ["--seed", "4294967295"]),
+    ("demo-seed-negative", lambda t: ["demo", "--seed", "-1"], ["--seed", "-1"]),
+    ("demo-seed-2-to-the-70", lambda t: ["demo", "--seed", str(2**70)], ["--seed"]),
+    ("gradcheck-seed-negative", lambda t: ["gradcheck", "--seed", "-1"], ["--seed", "-1"]),
+    ("gradcheck-seed-2-to-the-70", lambda t: ["gradcheck", "--seed", str(2**70)], ["--seed"]),
+    ("gradcheck-batch-zero", lambda t: ["gradcheck", "--batch", "0"], ["--batch", "0"]),
+    ("gradcheck-entries-negative", lambda t: ["gradcheck", "--entries", "-5"],
+     ["--entries", "-5"]),
+    ("gradcheck-unknown-net-second", lambda t: ["gradcheck", "--net", "seed", "resnet"],
+     ["resnet"]),
+    ("json-is-a-directory", lambda t: ["train", "--json", str(t)], ["--json", "directory"]),
+    ("json-under-a-regular-file", lambda t: ["train", "--json", str(_regular_file(t) / "x.json")],
+     ["--json", "file.txt", "not a directory"]),
+    ("gradcheck-json-is-a-directory", lambda t: ["gradcheck", "--json", str(t)],
+     ["--json", "directory"]),
+    ("checkpoint-under-a-regular-file", lambda t: ["train", "--checkpoint",
+                                                   str(_regular_file(t) / "c.npz")],
+     ["--checkpoint", "not a directory"]),
+    ("out-under-a-regular-file", lambda t: ["reproduce", "--quick", "--out",
+                                            str(_regular_file(t) / "r")],
+     ["--out", "not a directory"]),
+    ("out-in-proc", lambda t: ["reproduce", "--quick", "--out", "/proc/handprop-results"],
+     ["--out", "/proc"]),
+    ("show-out-under-a-regular-file", lambda t: ["show", "kernels", "--out",
+                                                 str(_regular_file(t) / "pics")],
+     ["--out", "not a directory"]),
+    ("scheduler-not-an-address", lambda t: ["reproduce", "--quick", "--backend", "dask",
+                                            "--scheduler", "not a url", "--out", str(t / "r")],
+     ["--scheduler", "not a url", "tcp://"]),
+    ("scheduler-without-dask", lambda t: ["reproduce", "--quick", "--scheduler",
+                                          "tcp://127.0.0.1:8786", "--out", str(t / "r")],
+     ["--scheduler", "--backend dask"]),
+    ("toml-rules-a-number", lambda t: ["reproduce", "--config", str(_write(
+        t, "r.toml", "[reproduce]\nrules = 5\n[[reproduce.experiments]]\nfc = [4, 4]\n"))],
+     ["rules", "list", "5"]),
+    ("toml-experiments-a-number", lambda t: ["reproduce", "--config", str(_reproduce_toml(
+        t, "e.toml", "experiments = 5\n"))], ["experiments", "5"]),
+    ("toml-activation-a-number", lambda t: ["train", "--data", "digits10", "--net", str(_write(
+        t, "a.toml", "input_shape=[1,8,8]\n[[layers]]\ntype='activation'\nactivation=3\n"))],
+     ["activation", "string", "3"]),
+    ("toml-kernel-size-a-string", lambda t: ["train", "--data", "digits10", "--net", str(_write(
+        t, "k.toml", "input_shape=[1,8,8]\n[[layers]]\ntype='conv2d'\nout_channels=2\n"
+        "kernel_size='big'\n"))], ["kernel_size", "big"]),
+    ("toml-compare-lr-a-string", lambda t: ["compare", "--config", str(_write(
+        t, "l.toml", "[compare]\nrules=['exact']\nlr='fast'\n"))], ["lr", "fast"]),
+    ("disk-full", lambda t: ["train", "--epochs", "1", "--json", str(t / "o.json")],
+     ["o.json", "no space left"], _disk_full),
+    ("checkpoint-state-removed", lambda t: ["train", "--resume", str(_with_meta(
+        t, "s.npz", lambda m: m.pop("state")))], ["s.npz", "state"]),
+    ("checkpoint-epoch-a-string", lambda t: ["train", "--resume", str(_with_meta(
+        t, "e.npz", lambda m: m["state"].update(epoch="x")))], ["state.epoch", "'x'"]),
+    ("checkpoint-short-cost", lambda t: ["train", "--resume", str(_with_meta(
+        t, "c.npz", lambda m: m["state"].update(cost=[[]])))], ["state.cost", "1", "0"]),
+    ("checkpoint-short-velocity", lambda t: ["train", "--resume", str(_with_arrays(
+        t, "v.npz", lambda a: a.update({"optimizer.velocity": a["optimizer.velocity"][:5]})))],
+     ["velocity", "(5,)"]),
+    ("checkpoint-velocity-missing", lambda t: ["train", "--resume", str(_with_arrays(
+        t, "m.npz", lambda a: a.pop("optimizer.velocity")))], ["velocity", "missing"]),
+    ("checkpoint-recipe-edited", lambda t: ["train", "--resume", str(_with_meta(
+        t, "r.npz", lambda m: m["recipe"].update(rule=["fa"])))], ["recipe.rule", "string"]),
+    ("checkpoint-config-edited", lambda t: ["train", "--resume", str(_with_meta(
+        t, "g.npz", lambda m: m["config"].update(lr="fast")))], ["lr", "fast"]),
+    ("checkpoint-wrong-buffers", lambda t: ["train", "--resume", str(_with_arrays(
+        t, "b.npz", lambda a: a.update(buffers=np.zeros(3))))], ["buffers", "(3,)"]),
+    # (9.3) a failed study leaves nothing behind (not even config.toml)
+    ("study-whose-jobs-fail", lambda t: ["reproduce", "--quick", "--rules", "exact",
+                                         "--backend", "sequential", "--out", str(t / "r")],
+     ["boom"], _failing_job),
+    # (9.4) names that become paths
+    ("experiment-name-escapes", lambda t: ["reproduce", "--config", str(_reproduce_toml(
+        t, "x.toml", "[[reproduce.experiments]]\nname = '../../escaped'\nfc = [4, 4]\n")),
+        "--out", str(t / "r")], ["name", "../../escaped", "safe"]),
+    ("experiment-name-empty", lambda t: ["reproduce", "--config", str(_reproduce_toml(
+        t, "y.toml", "[[reproduce.experiments]]\nname = ''\nfc = [4, 4]\n")),
+        "--out", str(t / "r")], ["name", "''"]),
+    ("experiment-name-a-number", lambda t: ["reproduce", "--config", str(_reproduce_toml(
+        t, "z.toml", "[[reproduce.experiments]]\nname = 5\nfc = [4, 4]\n"))], ["name", "5"]),
+    # (9.9) flags that would be ignored are refused
+    ("resume-with-other-settings", lambda t: ["train", "--resume", str(_checkpoint(t)),
+                                              "--lr", "100", "--rule", "fa", "--optimizer",
+                                              "adam"],
+     ["--lr 100", "--rule fa", "--optimizer adam", "conflict", "lr 0.09"]),
+    ("resume-with-other-data", lambda t: ["train", "--resume", str(_checkpoint(t)), "--shuffle",
+                                          "--epochs", "3"], ["--shuffle", "conflict"]),
+    ("show-json", lambda t: ["show", "kernels", "--json", str(t / "x.json")], ["--json"]),
+    ("show-checkpoint-with-other-settings", lambda t: ["show", "kernels", "--checkpoint",
+                                                       str(_checkpoint(t)), "--lr", "5",
+                                                       "--out", str(t / "pics")],
+     ["--lr 5", "conflict"]),
+    ("jobs-with-dask", lambda t: ["reproduce", "--quick", "--backend", "dask", "--scheduler",
+                                  "tcp://127.0.0.1:8786", "--jobs", "2", "--out", str(t / "r")],
+     ["--jobs", "dask"]),
+    # (9.12) cosmetics
+    ("unrecognized-option", lambda t: ["--frobnicate"], ["unrecognized", "--frobnicate"]),
+    ("labels-beyond-the-outputs", lambda t: ["train", "--data", "digits10", "--net", str(_write(
+        t, "o.toml", "input_shape=[1,8,8]\n[[layers]]\ntype='flatten'\n[[layers]]\n"
+        "type='dense'\nout_features=3\n"))], ["label 9", "3 classes", "network 'net'"]),
+    ("input-shape-not-integers", lambda t: ["train", "--data", "digits10", "--net", str(_write(
+        t, "i.toml", "input_shape=[1,8.5,8]\n[[layers]]\ntype='flatten'\n"))],
+     ["input_shape", "8.5"]),
 ]
 
 
-@pytest.mark.parametrize(("argv", "words"), [pytest.param(c[1], c[2], id=c[0]) for c in CASES])
-def test_bad_input_is_one_clear_line(argv, words, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("argv", "words", "setup"),
+                         [pytest.param(c[1], c[2], c[3] if len(c) > 3 else None, id=c[0])
+                          for c in CASES])
+def test_bad_input_is_one_clear_line(argv, words, setup, tmp_path, capsys, monkeypatch):
     """Exit status 2, exactly one line on stderr, starting 'handprop: error:', naming the
     problem; nothing on stdout that looks like a traceback; no results written."""
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     args = argv(work)
+    if setup is not None:
+        setup(monkeypatch, work)
     capsys.readouterr()  # drop anything a fixture file builder printed
     before = {p for p in work.rglob("*")}
-    code = main(args + (["--json", str(work / "out.json")] if args[0] == "train" else []))
+    if args[0] == "train" and "--json" not in args:
+        args += ["--json", str(work / "out.json")]
+    code = main(args)
     out, err = capsys.readouterr()
     assert code == 2, (code, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("handprop: error:"), err
+    assert not lines[0].startswith("handprop: error: handprop"), lines[0]
+    assert "''s" not in lines[0], lines[0]
     assert "Traceback" not in out + err
     for word in words:
         assert word.lower() in lines[0].lower(), (word, lines[0])
     after = {p for p in work.rglob("*")}
     created = sorted(str(p.relative_to(work)) for p in after - before)
     assert not created, f"left behind: {created}"
+    assert not list(tmp_path.glob("*.json")), "a result was written outside the work folder"
 
 
 def test_case_count():
     """The issue asks for at least 30 malformed inputs."""
     assert len(CASES) >= 30
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+# -- the library: errors name the problem, never a command-line flag ---------------------
+
+def _seed_config(**changes):
+    from handprop.studies.reproduce import Experiment, ReproduceConfig
+
+    return ReproduceConfig(**{"experiments": [Experiment("a", (4, 4))], "rules": ["exact"],
+                              **changes})
+
+
+def _assign_wrong_shape():
+    net = seed_net().init(0)
+    net.params["fc5.weight"] = np.zeros((2, 2))
+
+
+def _single_image():
+    seed_net().init(0).forward(np.zeros((1, 8, 8)))
+
+
+def _fit_epochs(epochs):
+    from handprop.training.loop import TrainConfig, fit
+
+    net = seed_net().init(0)
+    fit(net, np.zeros((4, 1, 8, 8)), np.array([0, 1, 0, 1]), TrainConfig(epochs=epochs))
+
+
+LIBRARY_CASES = [
+    # (9.10) library sharp edges
+    ("params-wrong-shape", _assign_wrong_shape, ["fc5.weight", "(1, 36)", "(2, 2)"]),
+    ("params-unknown-name", lambda: seed_net().init(0).params.__setitem__("fc9.w", 0),
+     ["fc9.w"]),
+    ("fc-on-lenet", lambda: build_net("lenet", [5, 5]), ["fc", "seed network", "lenet"]),
+    ("fc-on-a-toml-net", lambda: build_net("x.toml", [5, 5]), ["fc", "seed network"]),
+    ("seed-net-fc-zero", lambda: seed_net((0, 5)), ["fc", "positive"]),
+    ("single-image-without-batch-axis", _single_image, ["(1, 8, 8)", "x[None]"]),
+    ("empty-batch", lambda: seed_net().init(0).forward(np.zeros((0, 1, 8, 8))), ["empty"]),
+    ("rules-a-string", lambda: validate_reproduce(_seed_config(rules="exact")),
+     ["rules", "list", "'exact'"]),
+    ("compare-rules-a-string", lambda: validate_compare(CompareConfig(rules="exact")),
+     ["rules", "list"]),
+    ("config-seeds-too-many", lambda: validate_reproduce(_seed_config(seeds=10**9)),
+     ["seeds", "10000"]),
+    ("study-run-validates", lambda: ReproduceStudy(_seed_config(seeds=0), Path("unused")).run(),
+     ["seeds"]),
+    ("init-seed-negative", lambda: seed_net().init(-1), ["seed", "-1"]),
+    ("init-seed-huge", lambda: seed_net().init(2**70), ["seed", "4294967295"]),
+    ("init-too-big-for-memory", lambda: seed_net((100000, 100000)).init(0),
+     ["seed", "memory", "budget"]),
+    ("fit-epochs-huge", lambda: _fit_epochs(500_000_000), ["epochs", "1000000"]),
+    ("activation-not-a-string", lambda: Activation(3), ["activation", "3"]),
+    ("scheduler-address", lambda: Backend("dask", scheduler="not a url"), ["not a url"]),
+]
+
+
+@pytest.mark.parametrize(("call", "words"),
+                         [pytest.param(c[1], c[2], id=c[0]) for c in LIBRARY_CASES])
+def test_library_errors_are_clear_and_name_no_flag(call, words):
+    with pytest.raises(HandpropError) as info:
+        call()
+    message = str(info.value)
+    for word in words:
+        assert word.lower() in message.lower(), (word, message)
+    assert not re.search(r"(^|[\s(])--[a-z]", message), message
+
+
+def test_library_source_names_no_flag_in_errors():
+    """No error raised by the library (core, rules, training, studies, pictures) names a
+    command-line flag: the CLI names its flags itself."""
+    root = Path(handprop.__file__).parent
+    found = []
+    for folder in ("core", "rules", "training", "studies", "pictures"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    for part in ast.walk(node.exc):
+                        if (isinstance(part, ast.Constant) and isinstance(part.value, str)
+                                and re.search(r"(^|\s)--[a-z]", part.value)):
+                            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, found
 
 
 @pytest.mark.slow

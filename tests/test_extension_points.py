@@ -121,10 +121,11 @@ def test_study_flags_keep_their_names_and_order(capsys):
     expected = {
         "reproduce": ["--config", "--out", "--quick", "--seeds", "--first-seed", "--epochs",
                       "--rules", "--folds", "--probe", "--backend", "--scheduler", "--jobs",
-                      "--quiet"],
+                      "--wait-workers", "--progress", "--quiet"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",
-                    "--momentum", "--probe", "--backend", "--scheduler", "--jobs", "--quiet"],
+                    "--momentum", "--probe", "--backend", "--scheduler", "--jobs",
+                    "--wait-workers", "--progress", "--quiet"],
     }
     for name, flags in expected.items():
         assert main([name, "--help"]) == 0

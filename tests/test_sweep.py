@@ -4,10 +4,12 @@ resuming, interrupting (SIGTERM), and the Dask backend."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,12 +196,17 @@ def unreachable(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_dask_backend_gives_the_local_results(local_run, unreachable, tmp_path):
+def test_dask_backend_runs_on_the_workers_and_gives_the_local_results(local_run, unreachable,
+                                                                     tmp_path):
+    """One worker with one thread (where joblib used to run every job in this process):
+    every job runs in the worker's process, and the results are the local ones."""
     # (``unreachable`` only starts the background check of the next test)
     distributed = pytest.importorskip("dask.distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                        dashboard_address=None)
     try:
+        with distributed.Client(cluster) as client:
+            worker_pids = set(client.run(os.getpid).values())
         out = tmp_path / "dask"
         code, _, stderr = run_cli("reproduce", "--quick", "--rules", QUICK_RULES, "--backend",
                                   "dask", "--scheduler", cluster.scheduler_address, "--out",
@@ -207,16 +214,89 @@ def test_dask_backend_gives_the_local_results(local_run, unreachable, tmp_path):
     finally:
         cluster.close()
     assert code == 0, stderr
+    assert f"dask: 1 worker (1 thread) connected to {cluster.scheduler_address}" in stderr
+    assert len(worker_pids) == 1 and os.getpid() not in worker_pids
     local, remote = record_files(local_run), record_files(out)
     assert [p.relative_to(local_run) for p in local] == [p.relative_to(out) for p in remote]
     for a, b in zip(local, remote, strict=True):
         first, second = load(a), load(b)
+        assert second["pid"] in worker_pids, b  # trained in the worker, not in this process
         for key in SAME:
             assert first[key] == second[key], (a, key)
     summary = load(out / "summary.json")
     assert summary["meta"]["backend"] == "dask"
     assert summary["meta"]["finished_jobs"] == QUICK_JOBS
     assert summary["experiments"] == load(local_run / "summary.json")["experiments"]
+
+
+def _lines(stream, into: queue.Queue) -> None:
+    for line in stream:
+        into.put(line)
+
+
+def _wait_for(lines: queue.Queue, seen: list[str], text: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        for line in seen:
+            if text in line:
+                return line
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"no {text!r} within {seconds} s: {seen}") from None
+
+
+@pytest.mark.slow
+def test_dask_no_workers_warning_then_workers_then_a_lost_scheduler(tmp_path):
+    """A cluster without workers: the count (0) is printed, then a warning after
+    --wait-workers; a worker joins and runs the jobs (its PID is in the records); the
+    scheduler goes away: one line, exit 2, and a report of what finished."""
+    distributed = pytest.importorskip("dask.distributed")
+    cluster = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    out = tmp_path / "dask"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handprop.cli", "reproduce", "--quick", "--epochs", "30",
+         "--rules", "exact", "--backend", "dask", "--scheduler", cluster.scheduler_address,
+         "--wait-workers", "1", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        _wait_for(lines, seen, "dask: 0 workers (0 threads) connected", 60)
+        _wait_for(lines, seen, "handprop: warning: no Dask worker connected", 30)
+        cluster.scale(1)
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(1, timeout=60)
+            worker_pids = set(client.run(os.getpid).values())
+        deadline = time.monotonic() + 90
+        while not any(job.is_done() for job in jobs_of(out)):
+            assert process.poll() is None, "the study ended before the scheduler was lost"
+            assert time.monotonic() < deadline, "no job finished within 90 s"
+            time.sleep(0.1)
+    finally:
+        cluster.close()  # the scheduler goes away
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.2)  # the reader thread drains the pipe
+    while not lines.empty():
+        seen.append(lines.get())
+    errors = [line for line in seen if line.startswith("handprop: error:")]
+    assert code == 2, seen
+    assert len(errors) == 1 and "lost the Dask scheduler" in errors[0], seen
+    assert not any("Traceback" in line for line in seen), "".join(seen)
+    summary = load(out / "summary.json")
+    jobs = jobs_of(out)
+    finished = [job for job in jobs if job.is_done()]
+    assert 1 <= summary["meta"]["finished_jobs"] == len(finished) < len(jobs)
+    assert summary["meta"]["interrupted"] is True
+    assert "lost the Dask scheduler" in (out / "report.md").read_text()
+    for path in record_files(out):
+        assert load(path)["pid"] in worker_pids and load(path)["pid"] != process.pid
 
 
 @pytest.mark.slow
@@ -228,7 +308,7 @@ def test_unreachable_dask_scheduler_is_a_one_line_error(unreachable):
     assert len(lines) == 1, stderr
     assert lines[0].startswith("handprop: error:") and "tcp://127.0.0.1:1" in lines[0]
     assert "Traceback" not in stderr
-    assert not list(out.rglob("*.json"))
+    assert not out.exists()  # not even config.toml: nothing ran
 
 
 def test_dask_without_scheduler_is_refused(tmp_path):

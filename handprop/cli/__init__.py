@@ -7,6 +7,9 @@ atomically, so a failed or interrupted command leaves no half-written file.
 Exit status: 0 done, 1 a check failed (gradcheck), 2 bad input, 3 training diverged
 (results up to the divergence are still written), 130 interrupted.
 
+A reader that goes away (``handprop train | head -1``) does not stop the command: its
+output is dropped from then on, its files are still written, and it exits quietly.
+
 Each command lives in its own module of this package and registers itself there
 (:func:`.common.command`); a study gets its command from :mod:`.studies`. A new command
 is one new module: :func:`load_commands` imports every module here.
@@ -29,6 +32,7 @@ from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    ClosedPipeGuard,
     Command,
     Parser,
     all_commands,
@@ -68,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _terminate)
+    streams = _guard_streams()
     try:
         return args.handprop_run(args)
     except HandpropError as exc:
@@ -77,10 +82,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("handprop: interrupted\n")
         return EXIT_INTERRUPTED
     except MemoryError:
-        sys.stderr.write("handprop: error: out of memory (try a smaller batch or dataset)\n")
+        # The sizes a user gives are checked against handprop.core.limits first; this is
+        # what the estimate missed.
+        sys.stderr.write("handprop: error: out of memory\n")
         return EXIT_USAGE
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _release_streams(streams)
+
+
+def _guard_streams() -> dict[str, Any]:
+    """Standard output and error, when they are the process's own, wrapped so that a
+    closed pipe drops output instead of raising (see :class:`.common.ClosedPipeGuard`)."""
+    guarded = {}
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and stream is getattr(sys, f"__{name}__"):
+            setattr(sys, name, ClosedPipeGuard(stream))
+            guarded[name] = stream
+    return guarded
+
+
+def _release_streams(guarded: dict[str, Any]) -> None:
+    for name, stream in guarded.items():
+        guard = getattr(sys, name)
+        if isinstance(guard, ClosedPipeGuard):
+            guard.flush()  # a pipe closed after the last write shows here
+        setattr(sys, name, stream)
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .common import command, write_results
+from .common import command, output_file, write_results
 
 
 def _setup_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=output_file)
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
 

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 
 from ..core.article import ARTICLE
+from ..core.limits import MAX_EPOCHS, MAX_SEED
 from ..core.presets import seed_net
-from .common import command
+from .common import command, format_number, int_in
 
 
 def _setup_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=ARTICLE.epochs)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=ARTICLE.epochs)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
 
 
 def _ascii(image: np.ndarray) -> list[str]:
@@ -37,7 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def on_epoch(epoch: int, history: Any) -> None:
         if (epoch + 1) % max(args.epochs // 10, 1) == 0 or epoch == 0:
-            print(f"  epoch {epoch + 1:>4}  cost {history.cost[-1]:.6f}")
+            print(f"  epoch {epoch + 1:>4}  cost {format_number(history.cost[-1])}")
 
     history = fit(net, data.x_train, data.y_train, config, on_epoch=on_epoch)
     evaluation = evaluate(net, data.x_test, data.y_test)

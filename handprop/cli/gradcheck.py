@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.limits import MAX_CHECK_BATCH, MAX_CHECK_ENTRIES, MAX_SEED
 from ..core.spec import build_net
-from .common import EXIT_FAILED, command, versions, write_results
+from .common import EXIT_FAILED, command, int_in, output_file, versions, write_results
 
 THRESHOLD = 1e-6  # largest relative error accepted (measured: about 1e-9)
 
@@ -17,21 +17,20 @@ THRESHOLD = 1e-6  # largest relative error accepted (measured: about 1e-9)
 def _setup_gradcheck(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", nargs="+", default=["seed", "lenet"],
                    help="networks to check (default: seed lenet)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--init", default="lecun",
                    help="initialisation of the checked point (default lecun: unsaturated)")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--entries", type=int, help="random entries per parameter (default: all "
-                   "for small nets, 64 for large ones)")
-    p.add_argument("--json", type=Path)
+    p.add_argument("--batch", type=int_in(1, MAX_CHECK_BATCH), default=2)
+    p.add_argument("--entries", type=int_in(1, MAX_CHECK_ENTRIES),
+                   help="random entries per parameter (default: all for small nets, 64 for "
+                        "large ones)")
+    p.add_argument("--json", type=output_file)
 
 
-def _check_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def _check_one(net: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Check one network, print its table; its results for ``--json``."""
     from ..core.gradcheck import check_network
 
-    net = build_net(name, None)
-    net.init(args.seed, scheme=args.init, dtype="float64")
     rng = np.random.default_rng(args.seed + 1)
     x = rng.standard_normal((args.batch, *net.input_shape))
     # Every entry of a small net; a random sample of a large one (each costs two passes).
@@ -57,7 +56,11 @@ def _check_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 @command("gradcheck", "prove the hand-written gradients with finite differences",
          _setup_gradcheck, order=20)
 def cmd_gradcheck(args: argparse.Namespace) -> int:
-    results_by_net = {name: _check_one(name, args) for name in args.net}
+    nets = {}
+    for name in args.net:  # every network built first: a bad name fails before any check
+        nets[name] = build_net(name, None)
+        nets[name].init(args.seed, scheme=args.init, dtype="float64")
+    results_by_net = {name: _check_one(net, args) for name, net in nets.items()}
     worst = max([0.0, *(r["max_rel_error"] for r in results_by_net.values())])
     # One net: parameters by name; several: "net:parameter".
     per_parameter = {f"{n}:{p}" if len(args.net) > 1 else p: v

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
-from .common import Command, command_source
+from ..core.limits import MAX_JOBS
+from .common import Command, add_progress_args, command_source, int_in, output_dir, progress_mode
 
 if TYPE_CHECKING:
-    from ..studies.study import Study
+    from ..studies.study import Flag, Study
 
 
 def _config_help(study: type[Study]) -> str:
@@ -26,22 +27,37 @@ def _config_help(study: type[Study]) -> str:
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
-    """Options every study has: where its jobs run."""
+    """Options every study has: where its jobs run, and how progress shows."""
+    from ..studies.runner import WAIT_FOR_WORKERS
+
     p.add_argument("--backend", default="loky", help="loky (local processes) | sequential | dask")
     p.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
-    p.add_argument("--jobs", type=int, help="parallel processes (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int_in(1, MAX_JOBS),
+                   help="parallel processes, with --backend loky (default: all cores)")
+    p.add_argument("--wait-workers", type=float, metavar="SECONDS",
+                   help="with --backend dask: warn when no worker has been connected for this "
+                        f"long (default {WAIT_FOR_WORKERS:g})")
+    add_progress_args(p)
+
+
+def _flag_type(flag: Flag) -> Any:
+    """A flag's argparse type: bounded integers are checked while parsing (the error
+    names the flag and the limit); a list is given comma-separated and split when
+    applied (see _override)."""
+    if flag.kind is int and (flag.low is not None or flag.high is not None):
+        return int_in(-(2**63) if flag.low is None else flag.low,
+                      2**63 - 1 if flag.high is None else flag.high)
+    return flag.kind if flag.kind in (int, float) else None
 
 
 def setup_study(study: type[Study], p: argparse.ArgumentParser) -> None:
     """``--config``, ``--out``, ``--quick``, one flag per config option, the backend."""
     p.add_argument("--config", type=Path, help=_config_help(study))
-    p.add_argument("--out", type=Path, default=Path(study.default_out), help="results folder")
+    p.add_argument("--out", type=output_dir, default=Path(study.default_out),
+                   help="results folder")
     p.add_argument("--quick", action="store_true", help=study.quick_help)
     for flag in study.flags():
-        # A list is given comma-separated and split when applied (see _override).
-        kind = flag.kind if flag.kind in (int, float) else None
-        p.add_argument(flag.name, type=kind, help=flag.help)
+        p.add_argument(flag.name, type=_flag_type(flag), help=flag.help)
     _add_backend_args(p)
 
 
@@ -57,28 +73,50 @@ def _override(config: Any, study: type[Study], args: argparse.Namespace) -> None
 
 
 def _check_backend(args: argparse.Namespace) -> None:
-    from ..studies.runner import BACKENDS
+    """The backend flags, each named in its error; flags that would be ignored are
+    refused."""
+    from ..studies.runner import BACKENDS, check_scheduler_address
 
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {args.backend!r}; choose from {', '.join(BACKENDS)}")
-    if args.backend == "dask" and not args.scheduler:
-        raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.backend == "dask":
+        if not args.scheduler:
+            raise ConfigError("--backend dask needs --scheduler ADDRESS "
+                              "(e.g. tcp://127.0.0.1:8786)")
+        try:
+            check_scheduler_address(args.scheduler)
+        except ConfigError as exc:
+            raise ConfigError(f"--scheduler {exc}") from None
+        if args.jobs is not None:
+            raise ConfigError("--jobs does not apply to --backend dask (the cluster's workers "
+                              "run the jobs)")
+    else:
+        for name, value in (("--scheduler", args.scheduler),
+                            ("--wait-workers", args.wait_workers)):
+            if value is not None:
+                raise ConfigError(f"{name} only applies to --backend dask")
+        if args.backend == "sequential" and args.jobs is not None:
+            raise ConfigError("--jobs does not apply to --backend sequential (one process)")
+    if args.wait_workers is not None and not (0 < args.wait_workers < float("inf")):
+        raise ConfigError(f"--wait-workers must be a number of seconds > 0, got "
+                          f"{args.wait_workers}")
 
 
 def run_study(study: type[Study], args: argparse.Namespace) -> int:
     """Resolve the config (file, ``--quick``, flags), check it and the backend, run the
     study, say where the results are."""
+    from ..studies.runner import WAIT_FOR_WORKERS
+
+    _check_backend(args)
     config = study.load_config(args.config)
     if args.quick:
         for key, value in study.quick.items():
             setattr(config, key, value)
     _override(config, study, args)
-    study.validate_config(config, "command line")
-    _check_backend(args)
+    study.check_config(config, "command line")
     study(config, args.out, args.backend, args.jobs, args.scheduler,
-          show_progress=False if args.quiet else None).run()
+          progress=progress_mode(args),
+          wait_for_workers=args.wait_workers or WAIT_FOR_WORKERS).run()
     print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
     return 0
 

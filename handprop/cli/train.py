@@ -3,52 +3,89 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import shlex
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.errors import ConfigError, ShapeError
+from ..core.errors import ConfigError, HandpropError, ShapeError
+from ..core.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_WIDTH,
+    check_memory,
+    estimate_training_bytes,
+)
 from ..core.presets import preset_defaults
 from ..core.spec import build_net
-from .common import EXIT_DIVERGED, command, versions, write_results
+from .common import (
+    EXIT_DIVERGED,
+    add_progress_args,
+    command,
+    format_number,
+    int_in,
+    output_file,
+    progress_mode,
+    versions,
+    write_results,
+)
 
 if TYPE_CHECKING:
     from ..training.loop import History, TrainConfig, TrainState
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """The options that describe a training run (``train`` and ``show`` take them)."""
+# Flags whose default is applied when the run is prepared (not by argparse), so that a
+# flag given on the command line can be told from one left out (see _conflicts).
+FLAG_DEFAULTS = {"weight_decay": 0.0, "schedule": "constant", "shuffle": False,
+                 "scale": False, "seed": 0, "dtype": "float64", "rule": "exact"}
+
+
+def add_train_args(p: argparse.ArgumentParser, json: bool = True) -> None:
+    """The options that describe a training run (``train`` and ``show`` take them).
+    Sizes are checked against :mod:`handprop.core.limits` while parsing."""
     p.add_argument("--net", help="seed | lenet | small | PATH.toml (default seed)")
-    p.add_argument("--fc", type=int, nargs=2, metavar=("W3", "W4"),
+    p.add_argument("--fc", type=int_in(1, MAX_WIDTH), nargs=2, metavar=("W3", "W4"),
                    help="seed net: widths of its two hidden dense layers (default 28 36)")
     p.add_argument("--data", help="digits | digits10 | tiny | idx:PATH (default: the net's)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="1 = online SGD (the article)")
+    p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS))
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH),
+                   help="1 = online SGD (the article)")
     p.add_argument("--optimizer", help="sgd | momentum | nesterov | adam")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--momentum", type=float, help="momentum (the article's alpha)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="constant",
-                   help="constant | step | cosine | article (the article's defect)")
-    p.add_argument("--shuffle", action="store_true", help="reshuffle the data every epoch")
-    p.add_argument("--scale", action="store_true", help="scale pixels to [0, 1]")
+    p.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
+    p.add_argument("--schedule",
+                   help="constant (default) | step | cosine | article (the article's defect)")
+    p.add_argument("--shuffle", action="store_true", default=None,
+                   help="reshuffle the data every epoch")
+    p.add_argument("--scale", action="store_true", default=None, help="scale pixels to [0, 1]")
     p.add_argument("--init", help="normal | he | lecun | glorot | torch (default: the net's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--rule", default="exact", help="learning rule (see `handprop rules`)")
-    p.add_argument("--json", type=Path, help="write the results here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), help="(default 0)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="(default float64)")
+    p.add_argument("--rule", help="learning rule (see `handprop rules`; default exact)")
+    if json:
+        p.add_argument("--json", type=output_file, help="write the results here")
+    add_progress_args(p)
 
 
 def _setup_train(p: argparse.ArgumentParser) -> None:
     add_train_args(p)
-    p.add_argument("--checkpoint", type=Path,
+    p.add_argument("--checkpoint", type=output_file,
                    help="save a checkpoint (.npz) here after every epoch")
     p.add_argument("--resume", type=Path,
                    help="continue from this checkpoint (its settings; --epochs may extend)")
+
+
+def flag(args: argparse.Namespace, name: str) -> Any:
+    """A flag's value, or its default when it was not given."""
+    value = getattr(args, name, None)
+    return FLAG_DEFAULTS.get(name) if value is None else value
 
 
 @dataclass
@@ -90,85 +127,138 @@ def _train_config(args: argparse.Namespace, defaults: dict[str, Any]) -> TrainCo
         optimizer=args.optimizer or defaults["optimizer"],
         lr=given(args.lr, "lr"),
         momentum=given(args.momentum, "momentum"),
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        shuffle=args.shuffle,
-        seed=args.seed,
-        dtype=args.dtype,
+        weight_decay=flag(args, "weight_decay"),
+        schedule=flag(args, "schedule"),
+        shuffle=flag(args, "shuffle"),
+        seed=flag(args, "seed"),
+        dtype=flag(args, "dtype"),
         init=args.init,
     ).validate()
 
 
+def _check_fc(net_name: str, fc: Sequence[int] | None) -> None:
+    """``--fc`` names the seed net's hidden widths; refused for any other network."""
+    from ..core.presets import PRESETS
+
+    takes = net_name in PRESETS and "fc" in inspect.signature(PRESETS[net_name].build).parameters
+    if fc is not None and not takes:
+        raise ConfigError(f"--fc only applies to --net seed, not {net_name!r}")
+
+
+def _check_memory(net: Any, args: argparse.Namespace, config: TrainConfig, samples: int) -> None:
+    """Refuse a network and batch that would need more memory than the budget, naming the
+    flags that size them (before the network is allocated)."""
+    what = f"--net {args.net}" + (f" --fc {args.fc[0]} {args.fc[1]}" if args.fc else "")
+    what += f" with --batch-size {config.batch_size}"
+    needed = estimate_training_bytes(net, 1, min(config.batch_size, samples), samples,
+                                     np.dtype(config.dtype).itemsize)
+    check_memory(needed, f"{what} ({net.num_params} parameters)")
+
+
 def prepare_run(args: argparse.Namespace) -> TrainRun:
-    """A fresh run from the command line: data, network, its initial weights, the rule."""
-    from ..rules import make_rule
+    """A fresh run from the command line: every flag checked first, then the data, the
+    network (its memory checked before it is allocated), its initial weights, the rule."""
+    from ..rules import make_rule, parse_rule
     from ..training.data import load_data
 
     args.net = args.net or "seed"
     defaults = _defaults(args.net)
+    config = _train_config(args, defaults)
+    _check_fc(args.net, args.fc)
+    parse_rule(flag(args, "rule"))  # a misspelt rule fails before the data is loaded
     data_spec = args.data or defaults["data"]
     if data_spec is None:
         raise ConfigError(f"--net {args.net} needs --data (e.g. --data idx:PATH for 28x28 images)")
-    data = load_data(data_spec, seed=args.seed, scale=args.scale or None)
+    scale = True if args.scale else None
+    data = load_data(data_spec, seed=config.seed, scale=scale)
     net = build_net(args.net, args.fc, data.input_shape, data.num_classes)
     _check_compatible(net, data)
-    config = _train_config(args, defaults)
+    _check_memory(net, args, config, len(data.y_train))
     net.init(config.seed, scheme=config.init, dtype=config.dtype)
-    rule = make_rule(args.rule, net, config.seed)
+    rule = make_rule(flag(args, "rule"), net, config.seed)
     recipe = {"net": args.net, "fc": list(args.fc) if args.fc else None, "data": data_spec,
-              "scale": bool(args.scale), "rule": args.rule}
+              "scale": bool(args.scale), "rule": flag(args, "rule")}
     return TrainRun(net, data, config, rule, recipe)
 
 
 # -- a run from a checkpoint -----------------------------------------------------------
 
-def _saved_config(path: Path, saved: dict[str, Any], epochs: int | None) -> TrainConfig:
+def _saved_config(path: Path, config: TrainConfig, epochs: int | None) -> TrainConfig:
     """The checkpoint's training config, extended to ``epochs`` when that is possible."""
-    from ..training.loop import TrainConfig
-
-    if epochs is not None and epochs != saved["epochs"]:
-        if saved.get("schedule") in ("step", "cosine"):
-            raise ConfigError(f"{path}: the {saved['schedule']} schedule is laid out over "
-                              f"{saved['epochs']} epochs; it cannot be extended to {epochs}")
-        saved["epochs"] = epochs
-    return TrainConfig(**saved).validate()
+    if epochs is not None and epochs != config.epochs:
+        if config.schedule in ("step", "cosine"):
+            raise ConfigError(f"{path}: the {config.schedule} schedule is laid out over "
+                              f"{config.epochs} epochs; it cannot be extended to {epochs}")
+        config = replace(config, epochs=epochs).validate()
+    return config
 
 
-def restore_run(path: Path, epochs: int | None, to_train: bool = True,
-                net_name: str | None = None, fc: Sequence[int] | None = None
+# The flags a checkpoint's settings answer (with --net/--fc: checked as the architecture)
+SAVED_FLAGS = ("data", "scale", "rule", "batch_size", "optimizer", "lr", "momentum",
+               "weight_decay", "schedule", "shuffle", "seed", "dtype", "init")
+
+
+def _conflicts(path: Path, args: argparse.Namespace, saved: dict[str, Any],
+               to_train: bool = True) -> None:
+    """Refuse flags that say something else than the checkpoint: a checkpoint keeps the
+    settings it was saved with (silently ignoring ``--lr 100`` would be worse)."""
+    differ = [(name, getattr(args, name), saved[name]) for name in saved
+              if getattr(args, name, None) is not None and getattr(args, name) != saved[name]]
+    if differ:
+        def shown(name: str, value: Any) -> str:
+            flag_name = "--" + name.replace("_", "-")
+            return flag_name if isinstance(value, bool) else f"{flag_name} {value}"
+
+        given = ", ".join(shown(name, value) for name, value, _ in differ)
+        kept = ", ".join(f"{name} {value}" for name, _, value in differ)
+        extend = " (only --epochs may extend it)" if to_train else ""
+        raise ConfigError(f"{given} conflict{'s' if len(differ) == 1 else ''} with the "
+                          f"checkpoint {path} ({kept}): a checkpoint keeps the settings it "
+                          f"was saved with{extend}; leave "
+                          f"{'it' if len(differ) == 1 else 'them'} out"
+                          f"{', or start a new run' if to_train else ''}")
+
+
+def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
                 ) -> tuple[TrainRun, TrainState]:
     """A run rebuilt from a checkpoint, and the training state to continue from.
 
-    ``net_name``/``fc``: the network the user asked for; by default the checkpoint's own.
-    A checkpoint for another architecture is refused.
+    Every value of the checkpoint is checked before it is used. ``args.net``/``args.fc``:
+    the network the user asked for (by default the checkpoint's own); a checkpoint for
+    another architecture is refused, and so is any other flag that differs from the
+    checkpoint's settings. ``to_train``: the run continues (``--epochs`` may extend it);
+    otherwise it is only looked at (``show``), and ``--epochs`` must match too.
     """
     from ..rules import make_rule
     from ..training.checkpoint import (
-        CheckpointError,
         check_architecture,
         load_checkpoint,
         restore_network,
+        restore_training_state,
+        training_settings,
     )
     from ..training.data import load_data
-    from ..training.loop import TrainState
 
     checkpoint = load_checkpoint(path)
-    meta = checkpoint.meta
-    try:
-        recipe = meta["recipe"]
-        config = _saved_config(path, dict(meta["config"]), epochs)
-        data = load_data(recipe["data"], seed=config.seed, scale=recipe["scale"] or None)
-        net = build_net(net_name or recipe["net"], fc if fc is not None else recipe["fc"],
-                        data.input_shape, data.num_classes)
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path} is not a training checkpoint ({exc})") from None
+    recipe, saved = training_settings(checkpoint, str(path))
+    net_name = args.net or recipe["net"]
+    fc = args.fc if args.fc is not None else recipe["fc"]
+    if args.net is not None or args.fc is not None:
+        _check_fc(net_name, args.fc)
+    data = load_data(recipe["data"], seed=saved.seed, scale=recipe["scale"] or None)
+    net = build_net(net_name, fc, data.input_shape, data.num_classes)
     check_architecture(checkpoint, net, str(path))
+    settings = {**{k: v for k, v in recipe.items() if k in SAVED_FLAGS},
+                **{k: v for k, v in asdict(saved).items() if k in SAVED_FLAGS},
+                "init": saved.init or net.init_scheme}
+    if not to_train:
+        settings["epochs"] = saved.epochs
+    _conflicts(path, args, settings, to_train)
+    config = _saved_config(path, saved, args.epochs if to_train else None)
     net.init(config.seed, scheme=config.init, dtype=config.dtype)
     restore_network(checkpoint, net)  # parameters and state (e.g. running statistics)
     rule = make_rule(recipe["rule"], net, config.seed)
-    rule.load_state({**meta.get("rule_state", {}), **checkpoint.rule})
-    state = TrainState.restore(meta["state"], {**meta.get("optimizer_state", {}),
-                                               **checkpoint.optimizer}, config)
+    state = restore_training_state(checkpoint, net, config, rule, str(path))
     if to_train and state.epoch >= config.epochs:
         raise ConfigError(f"{path} already holds {state.epoch} epochs; pass --epochs N with "
                           f"N > {state.epoch} to train further")
@@ -185,19 +275,20 @@ def save_checkpoint(path: Path, run: TrainRun, state: TrainState) -> None:
 
 # -- training --------------------------------------------------------------------------
 
-def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None,
+def train_run(run: TrainRun, progress: str, checkpoint: Path | None = None,
               state: TrainState | None = None) -> History:
-    """Train with a progress bar; checkpoint after every epoch when asked."""
+    """Train with progress (``auto``, ``bar``, ``lines`` or ``none``); checkpoint after
+    every epoch when asked."""
     from ..studies.progress import ProgressBar
     from ..training.loop import fit
 
     config = run.config
-    bar = ProgressBar(config.epochs, f"train {run.net.name}", enabled=False if quiet else None)
+    bar = ProgressBar(config.epochs, f"train {run.net.name}", mode=progress, unit="epoch")
     if state is not None:
         bar.update(state.epoch)
 
-    def progress(epoch: int, total: int, cost: float) -> None:
-        bar.update(epoch, f"cost {cost:.4g}")
+    def on_progress(epoch: int, total: int, cost: float) -> None:
+        bar.update(epoch, f"cost {format_number(cost)}")
 
     def on_epoch(epoch: int, history: History) -> None:
         if checkpoint is not None:
@@ -206,9 +297,32 @@ def train_run(run: TrainRun, quiet: bool, checkpoint: Path | None = None,
 
     try:
         return fit(run.net, run.data.x_train, run.data.y_train, config, rule=run.rule,
-                   progress=progress, on_epoch=on_epoch, state=state)
+                   progress=on_progress, on_epoch=on_epoch, state=state)
     finally:
         bar.close()
+
+
+def _stamp(path: Path | None) -> int | None:
+    """A file's modification time (ns), None when there is no file."""
+    try:
+        return path.stat().st_mtime_ns if path is not None else None
+    except OSError:
+        return None
+
+
+def _how_to_resume(checkpoint: Path | None, epochs: int) -> str:
+    """After an interrupt: what the checkpoint holds and the command that continues."""
+    from ..training.checkpoint import load_checkpoint
+
+    if checkpoint is None or not checkpoint.is_file():
+        return ("handprop: no checkpoint was saved (interrupted before the first epoch ended, "
+                "or no --checkpoint PATH to make the run resumable)")
+    try:
+        epoch = load_checkpoint(checkpoint).meta["state"]["epoch"]
+    except (HandpropError, KeyError, TypeError):
+        return f"handprop: the checkpoint {checkpoint} cannot be read back"
+    return (f"handprop: checkpoint {checkpoint} holds epoch {epoch} of {epochs}; resume with: "
+            f"handprop train --resume {shlex.quote(str(checkpoint))}")
 
 
 def _print_outcome(run: TrainRun, history: History, evaluation: Any,
@@ -221,7 +335,8 @@ def _print_outcome(run: TrainRun, history: History, evaluation: Any,
     print(f"{net.name} net, {len(costs)} epochs, {history.steps} steps in "
           f"{history.seconds:.1f}s ({1e6 * history.seconds / max(history.steps, 1):.0f} us/step)")
     if costs:
-        print(f"cost: first epoch {costs[0]:.4f}, last epoch {costs[-1]:.4f}")
+        print(f"cost: first epoch {format_number(costs[0])}, last epoch "
+              f"{format_number(costs[-1])}")
     if diverged:
         print(f"training diverged at epoch {diverged['epoch']}, step {diverged['step']}: the cost "
               f"became NaN/inf; the history up to epoch {diverged['epoch'] - 1} is kept")
@@ -257,13 +372,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training.loop import evaluate
 
     if args.resume is not None:
-        run, state = restore_run(args.resume, args.epochs, net_name=args.net, fc=args.fc)
+        run, state = restore_run(args.resume, args)
         checkpoint = args.checkpoint or args.resume
     else:
         run, state, checkpoint = prepare_run(args), None, args.checkpoint
-    history = train_run(run, args.quiet, checkpoint, state)
+    before = _stamp(checkpoint)
+    try:
+        history = train_run(run, progress_mode(args), checkpoint, state)
+    except KeyboardInterrupt:
+        # The checkpoint this run saved (not a stale file from an earlier run), else the
+        # one it resumed from.
+        saved = checkpoint if _stamp(checkpoint) not in (None, before) else args.resume
+        sys.stderr.write(_how_to_resume(saved, run.config.epochs) + "\n")
+        raise
     with np.errstate(all="ignore"):  # a diverged network predicts NaN quietly
         evaluation = evaluate(run.net, run.data.x_test, run.data.y_test)
+    write_results(args.json, _results(run, history, evaluation))  # results first
     _print_outcome(run, history, evaluation, checkpoint)
-    write_results(args.json, _results(run, history, evaluation))
     return EXIT_DIVERGED if history.diverged[0] else 0

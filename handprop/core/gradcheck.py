@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .limits import check_int
 from .network import Network
 
 
@@ -87,6 +88,8 @@ def check_network(
     -------
     list of ParamCheck, one per parameter array, in network order.
     """
+    if max_entries is not None:
+        check_int(max_entries, "max_entries", 1, 2**62)
     state = net.buffer_flat.copy()  # train-mode passes move running statistics: restored
     try:
         return _check_params(net, x, rng, max_entries, eps)

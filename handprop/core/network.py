@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import ConfigError, ShapeError
 from .layers import INIT_SCHEMES, Layer, WeightLayer
+from .limits import check_memory, check_seed, estimate_training_bytes
 from .streams import init_generator
 
 if TYPE_CHECKING:
@@ -192,9 +193,13 @@ class Network:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
-        seeds = [seed] if replicas is None else [int(s) for s in replicas]
+        seeds = [seed] if replicas is None else list(replicas)
         if not seeds:
             raise ConfigError("replicas must list at least one seed")
+        seeds = [check_seed(s) for s in seeds]
+        check_memory(estimate_training_bytes(self, len(seeds), itemsize=dtype.itemsize),
+                     f"network {self.name!r} ({self.num_params} parameters"
+                     f"{f' x {len(seeds)} replicas' if replicas is not None else ''})")
         rows = np.stack([self._draw(init_generator(s), scheme) for s in seeds]).astype(dtype)
         states = np.stack([self._initial_state()] * len(seeds)).astype(dtype)
         self.replica_seeds = tuple(seeds) if replicas is not None else None
@@ -286,7 +291,15 @@ class Network:
         ):
             shape = getattr(x, "shape", type(x).__name__)
             want = (*self.rep_shape, "N", *self.input_shape)
-            raise ShapeError(f"network {self.name!r} expects input of shape {want}, got {shape}")
+            hint = ""
+            if shape == (*self.rep_shape, *self.input_shape):  # one image, no batch axis
+                hint = (" (one image? give it a batch axis: x[None])" if not self.rep_shape
+                        else " (one image per replica? add the batch axis: x[:, None])")
+            raise ShapeError(f"network {self.name!r} expects input of shape {want}, got "
+                             f"{shape}{hint}")
+        if x.shape[len(self.rep_shape)] == 0:
+            raise ShapeError(f"network {self.name!r} got an empty batch (N = 0) of shape "
+                             f"{x.shape}")
         if x.dtype != self.dtype:
             if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
                 raise ShapeError(f"input must be real numbers, got dtype {x.dtype}")

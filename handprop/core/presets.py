@@ -83,7 +83,8 @@ def seed_net(fc: tuple[int, int] = ARTICLE.fc) -> Network:
     article's ``0.5 * sum((pred - y)**2)``.
     """
     if len(fc) != 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in fc):
-        raise ConfigError(f"seed net: --fc takes two positive integers, got {fc!r}")
+        raise ConfigError(f"seed net: fc must be two positive integers (the widths of its "
+                          f"hidden dense layers), got {fc!r}")
     return Network(
         [
             Conv2d(2, 3, padding=1, bias=False, name="conv1"),

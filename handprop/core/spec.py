@@ -36,6 +36,7 @@ from .errors import ConfigError, HandpropError
 from .layers import Layer, layer_types
 from .network import Network
 from .presets import PRESETS
+from .schema import check_type, hints_of
 
 _TOP_KEYS = {"name", "input_shape", "loss", "init", "layers"}
 
@@ -54,12 +55,21 @@ def _preset(spec: Mapping[str, Any]) -> Network:
     if unknown:
         raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    _check_arguments(PRESETS[name].build, kwargs, f"preset {name}")
     try:
         return PRESETS[name](**kwargs)
     except HandpropError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"preset {name}: {exc}") from None
+
+
+def _check_arguments(function: Any, kwargs: Mapping[str, Any], where: str) -> None:
+    """Each keyword argument against the type hint of ``function``'s parameter."""
+    hints = hints_of(function)
+    for key, value in kwargs.items():
+        if key in hints:
+            check_type(value, hints[key], f"{where}: {key}")
 
 
 def network_from_spec(spec: Mapping[str, Any]) -> Network:
@@ -77,14 +87,15 @@ def network_from_spec(spec: Mapping[str, Any]) -> Network:
     for key in ("input_shape", "layers"):
         if key not in spec:
             raise ConfigError(f"network spec: missing {key!r}")
+    hints = {"input_shape": list[int], "loss": str, "init": str, "name": str}
+    for key, hint in hints.items():
+        if key in spec:
+            check_type(spec[key], hint, f"network spec: {key}")
     layers_spec = spec["layers"]
     if not isinstance(layers_spec, list) or not layers_spec:
         raise ConfigError("network spec: 'layers' must be a non-empty list of tables")
     layers = [layer_from_spec(item, position)
               for position, item in enumerate(layers_spec, start=1)]
-    for key, kind in (("loss", str), ("init", str), ("name", str)):
-        if key in spec and not isinstance(spec[key], kind):
-            raise ConfigError(f"network spec: {key} must be a string, got {spec[key]!r}")
     return Network(layers, input_shape=spec["input_shape"], loss=spec.get("loss", "softmax_ce"),
                    init=spec.get("init", "he"), name=spec.get("name", "net"))
 
@@ -101,11 +112,13 @@ def layer_from_spec(item: Any, position: int = 1) -> Layer:
     cls = known[kind]
     kwargs = {k: v for k, v in item.items() if k != "type"}
     kwargs.setdefault("name", f"{kind}{position}")
+    check_type(kwargs["name"], str, f"network spec: layer {position}: name")
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     extra = sorted(set(kwargs) - accepted)
     if extra:
         raise ConfigError(f"network spec: layer {kwargs['name']} ({kind}) does not take "
                           f"{', '.join(extra)} (it takes {', '.join(sorted(accepted))})")
+    _check_arguments(cls.__init__, kwargs, f"network spec: layer {kwargs['name']} ({kind})")
     try:
         return cls(**kwargs)
     except HandpropError:
@@ -179,13 +192,15 @@ def build_net(name: str, fc: Sequence[int] | None, input_shape: tuple[int, ...] 
     or a network TOML file."""
     if name.endswith(".toml"):
         if fc is not None:
-            raise ConfigError("--fc only applies to --net seed")
+            raise ConfigError("fc (hidden dense widths) only applies to the seed network, "
+                              f"not to {name}")
         return load_network_spec(name)
     if name not in PRESETS:
         raise ConfigError(f"unknown network {name!r}; choose {', '.join(PRESETS)} or a .toml file")
     takes = _preset_options(name)
     if fc is not None and "fc" not in takes:
-        raise ConfigError(f"--fc only applies to --net seed, not {name!r}")
+        raise ConfigError(f"fc (hidden dense widths) only applies to the seed network, "
+                          f"not to {name!r}")
     given = {"fc": None if fc is None else tuple(fc), "input_shape": input_shape,
              "classes": classes}
     return PRESETS[name](**{k: v for k, v in given.items() if v is not None and k in takes})

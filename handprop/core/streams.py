@@ -29,6 +29,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from .limits import check_seed
+
 
 class Stream(IntEnum):
     """The tag of each stream (see the module table)."""
@@ -45,10 +47,11 @@ class Stream(IntEnum):
 
 
 def generator(seed: int, stream: Stream, *extra: int) -> np.random.Generator:
-    """Stream ``stream`` of ``seed`` (``extra`` picks a sub-stream, e.g. a layer index)."""
-    return np.random.default_rng([int(seed), int(stream), *(int(e) for e in extra)])
+    """Stream ``stream`` of ``seed`` (``extra`` picks a sub-stream, e.g. a layer index).
+    A seed must be an integer in 0..2**32-1 (:mod:`handprop.core.limits`)."""
+    return np.random.default_rng([check_seed(seed), int(stream), *(int(e) for e in extra)])
 
 
 def init_generator(seed: int) -> np.random.Generator:
     """The stream of a network's initial weights: the bare seed."""
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(check_seed(seed))

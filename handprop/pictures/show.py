@@ -301,7 +301,8 @@ def kernels(net: Network, path: str | Path, max_out: int = 64) -> Path:
 # -- feature maps ----------------------------------------------------------------------
 
 def feature_maps(net: Network, image: np.ndarray, path: str | Path,
-                 max_channels: int = 16) -> Path:
+                 max_channels: int = 16, label: int | None = None,
+                 classes: Sequence[Any] | None = None) -> Path:
     """One image's way through the network: the input, then every conv, activation and
     pool layer's output.
 
@@ -324,6 +325,11 @@ def feature_maps(net: Network, image: np.ndarray, path: str | Path,
         Where to write the PNG.
     max_channels : int
         Draw at most this many channels per row.
+    label : int, optional
+        The image's true class (an index into ``classes``); the title then gives it
+        beside the network's prediction.
+    classes : sequence, optional
+        The name of each class index (default: the indices themselves).
 
     Returns
     -------
@@ -350,6 +356,7 @@ def feature_maps(net: Network, image: np.ndarray, path: str | Path,
             "(to pick image i of a batch x, pass x[i])"
         )
     outputs = layer_outputs(net, image)
+    verdict = _verdict(outputs[-1][1].reshape(-1), label, classes)
     skipped = {layer.name for layer in net.layers if isinstance(layer, NOT_DRAWN)}
     rows = [(name, value) for name, value in outputs if name not in skipped]
     if rows[-1][0] != outputs[-1][0]:  # always end with the network's answer
@@ -374,9 +381,26 @@ def feature_maps(net: Network, image: np.ndarray, path: str | Path,
         else:  # a vector (activations after a dense layer): one strip across the row
             _draw_strip(ax, value.reshape(-1))
         ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{net.name} net: one image through the layers\n"
+    fig.suptitle(f"{net.name} net: one image through the layers{verdict}\n"
                  "(each map on its own scale, its range under it; red > 0 > blue)", fontsize=9)
     return _save(fig, path)
+
+
+def _verdict(output: np.ndarray, label: int | None, classes: Sequence[Any] | None) -> str:
+    """``": true class 1, predicted 0"`` for a title (the prediction as ``evaluate``
+    rounds it: one output at 0.5, else the largest)."""
+    predicted = int(output[0] >= 0.5) if output.size == 1 else int(np.argmax(output))
+    names = list(classes) if classes is not None else None
+
+    def name(index: int) -> Any:
+        return names[index] if names is not None and 0 <= index < len(names) else index
+
+    if label is None:
+        return f": predicted {name(predicted)}"
+    if isinstance(label, bool) or not isinstance(label, int | np.integer):
+        raise ConfigError(f"feature_maps: label must be a class index, got {label!r}")
+    mark = "right" if predicted == label else "wrong"
+    return f": true class {name(int(label))}, predicted {name(predicted)} ({mark})"
 
 
 # -- misclassified images --------------------------------------------------------------

@@ -12,6 +12,7 @@ BioTorch's benchmark).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
+from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS
 from ..core.network import Network
 from .compare_report import BIOTORCH_LENET_MNIST as BIOTORCH_LENET_MNIST
 from .lockstep import train_group
@@ -36,16 +38,16 @@ class CompareConfig:
     """Everything that defines a comparison (defaults: configs/compare.toml)."""
 
     rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(5)
-    first_seed: int = option(0)
+    seeds: int = option(5, low=1, high=MAX_SEEDS)
+    first_seed: int = option(0, low=0, high=MAX_SEED)
     data: str = option("digits10", help="digits10 | idx:PATH (MNIST-format files; uses lenet)")
     net: str = option("small", help="small | lenet | PATH.toml")
-    epochs: int = option(100)
-    batch_size: int = option(32)
+    epochs: int = option(100, low=1, high=MAX_EPOCHS)
+    batch_size: int = option(32, low=1, high=MAX_BATCH)
     optimizer: str = option("adam")
     lr: float = option(0.001)
     momentum: float = option(0.9)
-    probe: int = option(256)
+    probe: int = option(256, low=1, high=MAX_PROBE)
 
     @property
     def seed_list(self) -> list[int]:
@@ -56,14 +58,19 @@ class CompareConfig:
 
 
 def validate_config(config: CompareConfig, source: str = "config") -> CompareConfig:
+    """Check a config: every field's type and bounds, then the rules below."""
+    return CompareStudy.check_config(config, source)
+
+
+def _check_rules(config: CompareConfig, source: str) -> CompareConfig:
+    """What the field types and bounds (checked first) do not say."""
     from ..rules import RULES
     from ..training.loop import TrainConfig
 
-    for name, minimum in (("seeds", 1), ("first_seed", 0), ("epochs", 1), ("batch_size", 1),
-                          ("probe", 1)):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
+    last = config.first_seed + config.seeds - 1
+    if last > MAX_SEED:
+        raise ConfigError(f"{source}: seeds {config.first_seed}..{last} go beyond the largest "
+                          f"seed, {MAX_SEED}")
     if not config.rules or len(set(config.rules)) != len(config.rules):
         raise ConfigError(f"{source}: rules must be a non-empty list without repeats")
     for rule in config.rules:
@@ -132,6 +139,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                                "training images, after every epoch (entry 0: before training)",
             "config": config.to_dict(),
             "seconds_for_job": result.seconds,
+            "pid": os.getpid(),  # the process that trained it (not part of the results)
             "versions": versions(),
         }
         write_json(record_path(Path(spec["out"]), spec["rule"], seed), record)
@@ -208,7 +216,7 @@ class CompareStudy(Study):
 
     @classmethod
     def validate_config(cls, config: CompareConfig, source: str = "config") -> CompareConfig:
-        return validate_config(config, source)
+        return _check_rules(config, source)
 
     def prepare(self) -> None:
         """Load the data and build the network now: bad data fails before any output."""
@@ -223,6 +231,19 @@ class CompareStudy(Study):
     def build_jobs(self) -> list[Job]:
         steps_per_epoch = -(-len(self.data.y_train) // self.config.batch_size)
         return build_jobs(self.config, self.out, steps_per_epoch)
+
+    def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
+        """One rule's seeds as replicas of the network, times the jobs that run at once."""
+        from ..core.limits import estimate_training_bytes
+
+        samples = len(self.data.y_train)
+        per_job = estimate_training_bytes(self.net, self.config.seeds,
+                                          batch=min(self.config.batch_size, samples),
+                                          samples=samples)
+        at_once = self.concurrent_jobs(jobs)
+        return [(f"compare: {self.config.seeds} seeds of network {self.net.name!r} with "
+                 f"batches of {self.config.batch_size}, {at_once} job"
+                 f"{'s' if at_once > 1 else ''} at once", per_job * at_once)]
 
     def load_records(self, jobs: list[Job]) -> dict[str, list[dict]]:
         return load_records(jobs)

@@ -215,7 +215,12 @@ def _literature_section(summary: dict[str, Any], lit: dict[str, Any]) -> list[st
 def markdown(config: CompareConfig, summary: dict[str, Any], lit: dict[str, Any],
              meta: dict[str, Any], figures: list[Path]) -> str:
     """The text of ``report.md``."""
-    lines = (_test_error_section(config, summary, meta) + _alignment_section(summary)
+    lines = []
+    if meta.get("interrupted"):
+        why = meta.get("stopped_by")
+        why = f" ({why})" if why and why != "interrupt" else ""
+        lines += [f"**Interrupted**{why}: this report covers the runs that finished.", ""]
+    lines += (_test_error_section(config, summary, meta) + _alignment_section(summary)
              + _literature_section(summary, lit))
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)

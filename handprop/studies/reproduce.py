@@ -17,6 +17,7 @@ one network, which is what makes the default study fit in minutes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,16 @@ import numpy as np
 
 from ..core.article import ARTICLE
 from ..core.errors import ConfigError
-from ..core.io import write_json
+from ..core.io import check_name, write_json
+from ..core.limits import MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS, MAX_WIDTH, check_int
+from ..core.schema import check_type
 from ..core.streams import Stream, generator
 from .records import collect, cost_matrix, final_alignment
 from .runner import Job
 from .study import Study, option, register_study
 
 RECORD_VERSION = 1
+IMAGES = 360  # the digits 0 and 1 of scikit-learn's set
 # Records by (experiment, rule, protocol).
 Records = dict[tuple[str, str, str], list[dict]]
 CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
@@ -50,13 +54,14 @@ class ReproduceConfig:
 
     experiments: list[Experiment]
     rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(10, help="number of paired seeds")
-    first_seed: int = option(0)
-    epochs: int = option(ARTICLE.epochs)
+    seeds: int = option(10, help="number of paired seeds", low=1, high=MAX_SEEDS)
+    first_seed: int = option(0, low=0, high=MAX_SEED)
+    epochs: int = option(ARTICLE.epochs, low=1, high=MAX_EPOCHS)
     lr: float = ARTICLE.lr
     momentum: float = ARTICLE.momentum
-    folds: int = option(5, help="k of the held-out k-fold CV (0: none)")
-    probe: int = option(32, help="images in the alignment probe batch")
+    folds: int = option(5, help="k of the held-out k-fold CV (0: none)", low=0, high=IMAGES)
+    probe: int = option(32, help="images in the alignment probe batch", low=1,
+                        high=MAX_PROBE)
     extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
 
     @property
@@ -68,7 +73,11 @@ class ReproduceConfig:
 
 
 def _experiments(items: Any, source: str) -> list[Experiment]:
-    """The ``[[reproduce.experiments]]`` tables, checked."""
+    """The ``[[reproduce.experiments]]`` tables, checked (names become folder names, so
+    they are restricted to a safe set of characters)."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: experiments must be a list of tables "
+                          f"([[reproduce.experiments]]), got {items!r}")
     experiments = []
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict) or "fc" not in item:
@@ -79,11 +88,15 @@ def _experiments(items: Any, source: str) -> list[Experiment]:
             raise ConfigError(
                 f"{source}: experiment {i}: fc must be two positive integers, got {fc!r}"
             )
+        for width in fc:
+            check_int(width, f"{source}: experiment {i}: fc", 1, MAX_WIDTH)
         extra = sorted(set(item) - {"name", "fc", "claim"})
         if extra:
             raise ConfigError(f"{source}: experiment {i}: unknown key(s) {', '.join(extra)}")
-        experiments.append(Experiment(str(item.get("name", f"fc{fc[0]}-{fc[1]}")), (fc[0], fc[1]),
-                                      str(item.get("claim", ""))))
+        name = item.get("name", f"fc{fc[0]}-{fc[1]}")
+        check_name(name, f"{source}: experiment {i}: name")
+        claim = check_type(item.get("claim", ""), str, f"{source}: experiment {i}: claim")
+        experiments.append(Experiment(name, (fc[0], fc[1]), claim))
     if not experiments:
         raise ConfigError(f"{source}: no experiments")
     names = [e.name for e in experiments]
@@ -92,18 +105,26 @@ def _experiments(items: Any, source: str) -> list[Experiment]:
     return experiments
 
 
-def _check_int(config: ReproduceConfig, name: str, source: str, minimum: int = 1) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
-
-
 def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
+    """Check a config: every field's type and bounds, then the rules below."""
+    return ReproduceStudy.check_config(config, source)
+
+
+def _check_rules(config: ReproduceConfig, source: str) -> ReproduceConfig:
+    """What the field types and bounds (checked first) do not say."""
     from ..rules import RULES
 
-    for name, minimum in (("seeds", 1), ("first_seed", 0), ("epochs", 1), ("probe", 1),
-                          ("folds", 0)):
-        _check_int(config, name, source, minimum)
+    if not config.experiments:
+        raise ConfigError(f"{source}: no experiments")
+    for experiment in config.experiments:
+        check_name(experiment.name, f"{source}: experiment")
+    names = [e.name for e in config.experiments]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: experiment names must be unique, got {names}")
+    last = config.first_seed + config.seeds - 1
+    if last > MAX_SEED:
+        raise ConfigError(f"{source}: seeds {config.first_seed}..{last} go beyond the largest "
+                          f"seed, {MAX_SEED}")
     if config.folds == 1 or (config.folds and 360 % config.folds):
         raise ConfigError(
             f"{source}: folds must be 0 (no cross-validation) or divide the 360 images into "
@@ -208,6 +229,7 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result,
                    "folds": spec["folds"] if run["protocol"] == "cv" else None},
         "seconds_for_job": result.seconds,
         "replicas_in_job": replicas,
+        "pid": os.getpid(),  # the process that trained it (not part of the results)
         "versions": versions(),
     }
 
@@ -338,10 +360,25 @@ class ReproduceStudy(Study):
     @classmethod
     def validate_config(cls, config: ReproduceConfig, source: str = "config"
                         ) -> ReproduceConfig:
-        return validate_config(config, source)
+        return _check_rules(config, source)
 
     def build_jobs(self) -> list[Job]:
         return build_jobs(self.config, self.out)
+
+    def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
+        """The largest experiment's group of runs (seeds and folds as replicas of one
+        network), times the jobs that run at once."""
+        from ..core.limits import estimate_training_bytes
+        from ..core.presets import seed_net
+
+        replicas = self.config.seeds + self.config.folds
+        largest = max(self.config.experiments, key=lambda e: e.fc[0] * e.fc[1])
+        per_job = estimate_training_bytes(seed_net(largest.fc), replicas, batch=1,
+                                          samples=IMAGES)
+        at_once = self.concurrent_jobs(jobs)
+        return [(f"reproduce: {replicas} runs of experiment {largest.name} (dense "
+                 f"{largest.fc[0]}/{largest.fc[1]}) per job, {at_once} job"
+                 f"{'s' if at_once > 1 else ''} at once", per_job * at_once)]
 
     def load_records(self, jobs: list[Job]) -> Records:
         return load_records(jobs)

@@ -240,7 +240,9 @@ def _introduction(config: ReproduceConfig, meta: dict[str, Any]) -> list[str]:
     """The report's opening: the protocol, the two accuracy measures, alignment, time."""
     lines = ["# handprop reproduce: the article's original vs broken back-propagation", ""]
     if meta.get("interrupted"):
-        lines += ["**Interrupted**: this report covers the runs that finished.", ""]
+        why = meta.get("stopped_by")
+        why = f" ({why})" if why and why != "interrupt" else ""
+        lines += [f"**Interrupted**{why}: this report covers the runs that finished.", ""]
     lines += [
         f"Rules: {', '.join(config.rules)}. Seeds: {config.seeds} "
         f"({config.first_seed}..{config.first_seed + config.seeds - 1}), paired: for a given "

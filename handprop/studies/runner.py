@@ -1,4 +1,5 @@
-"""Running a study's jobs: in parallel processes (joblib), with progress, resumable.
+"""Running a study's jobs: in parallel processes (joblib) or on a Dask cluster, with
+progress, resumable.
 
 A study (``reproduce``, ``compare``; its skeleton is :mod:`.study`) is a list of
 :class:`Job` s. Each job trains a group of runs in lockstep (its replicas) and writes
@@ -6,27 +7,52 @@ one record file per run, atomically. A job whose record files all exist is skipp
 an interrupted study resumes where it stopped. Jobs report progress by writing a small
 text file that the parent polls, which gives a progress bar with an ETA across
 processes.
+
+Where jobs run is a :class:`Backend`:
+
+* ``loky`` -- local worker processes. Each worker watches its parent and exits when the
+  parent is gone (even after ``kill -9``), so no worker outlives a study and holds its
+  terminal or pipe (their resource trackers exit with them);
+* ``sequential`` -- this process;
+* ``dask`` -- the workers of a Dask cluster, through ``dask.distributed`` directly:
+  every job runs in a worker process, never in this one. The number of connected
+  workers is printed at the start; a warning comes when no worker has been connected
+  for ``wait_for_workers`` seconds; a lost scheduler ends the run with
+  :class:`BackendError` after the finished jobs are counted.
+
+Every job result carries ``pid``, the process that ran it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, HandpropError
 from ..core.io import atomic_write_text
+from ..core.limits import MAX_JOBS, check_int
 from .progress import ProgressBar
 
 BACKENDS = ("loky", "sequential", "dask")
+WAIT_FOR_WORKERS = 30.0  # seconds without a Dask worker before a warning
+PARENT_POLL = 0.2  # seconds between two checks of a worker's parent
+
+
+class BackendError(HandpropError):
+    """Where the jobs run failed: a lost Dask scheduler, a worker that kept dying."""
 
 
 @dataclass
@@ -94,7 +120,8 @@ class JobProgress:
 
 
 def call_target(target: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Import ``module:function`` and call it with ``spec`` (runs in the worker)."""
+    """Import ``module:function`` and call it with ``spec`` (runs in the worker). The
+    result gets ``pid``: the process that ran the job."""
     module_name, _, function_name = target.partition(":")
     function: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
         importlib.import_module(module_name), function_name
@@ -102,11 +129,34 @@ def call_target(target: str, spec: dict[str, Any]) -> dict[str, Any]:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - shipped with scikit-learn
-        return function(spec)
-    # One BLAS thread per worker: the jobs already use every core.
-    with threadpool_limits(limits=1):
-        return function(spec)
+        result = function(spec)
+    else:
+        # One BLAS thread per worker: the jobs already use every core.
+        with threadpool_limits(limits=1):
+            result = function(spec)
+    return {**result, "pid": os.getpid()}
 
+
+# -- workers die with their parent -----------------------------------------------------
+
+def watch_parent(parent: int, poll: float = PARENT_POLL) -> None:
+    """Run in each local worker as it starts: exit as soon as ``parent`` (the study's
+    process) is gone, however it ended (``kill -9`` included). A worker is re-parented
+    when its parent dies, so a changed ``os.getppid()`` is the signal; a daemon thread
+    polls it."""
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def poll_parent() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=poll_parent, name="handprop-watch-parent", daemon=True).start()
+
+
+# -- progress --------------------------------------------------------------------------
 
 def _poll(out: Path, jobs: list[Job], bar: ProgressBar, stop: threading.Event,
           finished_steps: list[int]) -> None:
@@ -124,31 +174,235 @@ def _poll(out: Path, jobs: list[Job], bar: ProgressBar, stop: threading.Event,
         bar.update(total_done, f"{sum(j.done for j in jobs)}/{len(jobs)} jobs")
 
 
+# -- backends --------------------------------------------------------------------------
+
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"
+                      r":(\d{1,5})")
+
+
+def check_scheduler_address(address: Any) -> str:
+    """A Dask scheduler address: ``tcp://HOST:PORT`` (or ``HOST:PORT``, ``tls://...``)."""
+    match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+    if match is None or not 1 <= int(match[1]) <= 65535:
+        raise ConfigError(f"{address!r} is not a Dask scheduler address; expected "
+                          "tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)")
+    return address
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+class Backend:
+    """Where a study's jobs run (see the module docstring). Open it (``with``) before
+    anything is written: connecting to a Dask cluster can fail."""
+
+    def __init__(self, name: str = "loky", n_jobs: int | None = None,
+                 scheduler: str | None = None, wait_for_workers: float = WAIT_FOR_WORKERS,
+                 say: Callable[[str], None] = _say) -> None:
+        if name not in BACKENDS:
+            raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+        if n_jobs is not None:
+            check_int(n_jobs, "n_jobs (parallel processes)", 1, MAX_JOBS)
+        if name == "dask":
+            if not scheduler:
+                raise ConfigError("the dask backend needs a scheduler address "
+                                  "(e.g. tcp://127.0.0.1:8786)")
+            check_scheduler_address(scheduler)
+        if not (isinstance(wait_for_workers, int | float) and wait_for_workers > 0):
+            raise ConfigError(f"wait_for_workers must be a number of seconds > 0, got "
+                              f"{wait_for_workers!r}")
+        self.name, self.n_jobs, self.scheduler = name, n_jobs, scheduler
+        self.wait_for_workers = float(wait_for_workers)
+        self.say = say
+        self.client: Any = None
+
+    # -- opening and closing
+    def __enter__(self) -> Backend:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self.name == "dask" and self.client is None:
+            # dask.distributed's log stays quiet while the client lives (until close())
+            self._quiet = _quiet_dask()
+            self._quiet.__enter__()
+            try:
+                self.client = _dask_client(self.scheduler)
+            except BaseException:
+                self._quiet.__exit__(None, None, None)
+                raise
+            workers = self._workers() or {}
+            threads = sum(workers.values())
+            self.say(f"dask: {len(workers)} worker{'s' if len(workers) != 1 else ''} "
+                     f"({threads} thread{'s' if threads != 1 else ''}) connected to "
+                     f"{self.scheduler}")
+
+    def close(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            # (after a lost scheduler there is nothing left to close)
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
+            self._quiet.__exit__(None, None, None)
+
+    # -- running jobs
+    def dispatch(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
+        """Run the jobs; yield ``(job, result)`` as each finishes."""
+        n_jobs = self.n_jobs or os.cpu_count() or 1
+        if self.name == "sequential" or (self.name == "loky" and n_jobs == 1):
+            for job in todo:
+                yield job, call_target(job.target, job.spec)
+        elif self.name == "loky":
+            yield from self._loky(todo, n_jobs)
+        else:
+            self.open()
+            yield from self._dask(todo)
+
+    def _loky(self, todo: list[Job], n_jobs: int) -> Iterator[tuple[Job, dict[str, Any]]]:
+        from joblib import Parallel, delayed, parallel_config
+
+        def task(job: Job):
+            return job.id, call_target(job.target, job.spec)
+
+        by_id = {job.id: job for job in todo}
+        # Every worker runs watch_parent first: none outlives this process.
+        with parallel_config(backend="loky", n_jobs=n_jobs, initializer=watch_parent,
+                             initargs=(os.getpid(),)):
+            runner = Parallel(return_as="generator_unordered", n_jobs=n_jobs)
+            for job_id, result in runner(delayed(task)(job) for job in todo):
+                yield by_id[job_id], result
+
+    def _workers(self) -> dict[str, int] | None:
+        """Connected workers and their threads (None when the scheduler does not answer)."""
+        try:
+            return dict(self.client.nthreads())
+        except Exception:  # a lost scheduler: the caller checks the client's status
+            return None
+
+    def _dask(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
+        client, run = self.client, uuid.uuid4().hex[:8]
+        futures = {client.submit(call_target, job.target, job.spec, pure=False,
+                                 key=f"handprop-{run}-{i}"): job for i, job in enumerate(todo)}
+        pending = set(futures)
+        alone_since: float | None = None  # when the last worker left
+        warned, checked = False, 0.0
+        try:  # (dask.distributed's log is quiet from open() to close())
+            while pending:
+                finished = [f for f in pending if f.done()]
+                for future in finished:
+                    pending.discard(future)
+                    yield futures[future], self._result(future, futures[future])
+                now = time.monotonic()
+                if finished or now - checked < 1.0:
+                    time.sleep(0.05 if not finished else 0)
+                    continue
+                checked = now
+                if client.status != "running":
+                    raise BackendError(self._lost())
+                workers = self._workers()
+                if workers is None:
+                    continue  # no answer this time
+                if workers:
+                    alone_since, warned = None, False
+                elif alone_since is None:
+                    alone_since = now
+                elif not warned and now - alone_since >= self.wait_for_workers:
+                    warned = True
+                    self.say(f"handprop: warning: no Dask worker connected to "
+                             f"{self.scheduler} for {now - alone_since:.0f} s; "
+                             f"{len(pending)} job{'s' if len(pending) != 1 else ''} "
+                             "waiting (Ctrl-C stops and reports what finished)")
+        finally:
+            if pending and client.status == "running":
+                with contextlib.suppress(Exception):
+                    client.cancel(list(pending))  # best effort on the way out
+
+    def _lost(self) -> str:
+        return f"lost the Dask scheduler at {self.scheduler}"
+
+    def _result(self, future: Any, job: Job) -> dict[str, Any]:
+        if future.status == "finished":
+            return future.result()
+        if future.status == "error":
+            error = future.exception()
+            if isinstance(error, HandpropError):
+                raise error
+            if type(error).__name__ == "KilledWorker":
+                raise BackendError(f"job {job.id} killed every Dask worker that ran it")
+            raise error
+        raise BackendError(self._lost())  # cancelled or lost with the scheduler
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Silence dask.distributed's own log (every ``distributed.*`` logger: some have their
+    own level) while handprop reports: one line, not a page of reconnection messages."""
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401 - its loggers exist (and have their levels) once imported
+    names = ["distributed", *(name for name in logging.root.manager.loggerDict
+                              if name.startswith("distributed."))]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _dask_client(scheduler: str | None):
+    check_scheduler_address(scheduler)
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise ConfigError(
+            "the dask backend needs dask.distributed: pip install 'handprop[dask]'"
+        ) from None
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+
+
+# -- running a study's jobs ------------------------------------------------------------
+
 def run_jobs(
     jobs: list[Job],
     out: str | Path,
-    backend: str = "loky",
+    backend: str | Backend = "loky",
     n_jobs: int | None = None,
     scheduler: str | None = None,
     show_progress: bool | None = None,
     label: str = "",
+    progress: str | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Run every job that is not done yet; return (their results, seconds).
 
-    backend : ``loky`` (local processes, the default), ``sequential`` (this process) or
-        ``dask`` (a Dask cluster at ``scheduler``, e.g. ``tcp://host:8786``).
+    backend : ``loky`` (local processes, the default), ``sequential`` (this process),
+        ``dask`` (a Dask cluster at ``scheduler``, e.g. ``tcp://host:8786``), or an open
+        :class:`Backend`.
+    progress : auto | bar | lines | none (see :mod:`.progress`); ``show_progress`` is the
+        older switch (False: none).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if not isinstance(backend, Backend):
+        with Backend(backend, n_jobs, scheduler) as opened:
+            return run_jobs(jobs, out, opened, show_progress=show_progress, label=label,
+                            progress=progress)
     out = Path(out)
     todo = [job for job in jobs if not job.is_done()]
     for job in jobs:
         job.done = job not in todo
-    total = sum(job.steps for job in todo)
-    bar = ProgressBar(max(total, 1), label, enabled=show_progress)
-    start = time.perf_counter()
     if not todo:
         return [], 0.0
+    total = sum(job.steps for job in todo)
+    bar = ProgressBar(max(total, 1), label, enabled=show_progress, mode=progress)
+    start = time.perf_counter()
     finished_steps = [0]
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(out, todo, bar, stop, finished_steps),
@@ -156,7 +410,7 @@ def run_jobs(
     poller.start()
     results: list[dict[str, Any]] = []
     try:
-        for job, result in _dispatch(todo, backend, n_jobs, scheduler):
+        for job, result in backend.dispatch(todo):
             job.done = True
             finished_steps[0] += job.steps
             results.append(result)
@@ -180,62 +434,24 @@ class StudyRun:
     finished: int
     interrupted: bool
     seconds: float
+    error: HandpropError | None = None  # what ended the run early (a lost scheduler, ...)
 
 
-def run_study(jobs: list[Job], out: Path, backend: str, n_jobs: int | None,
-              scheduler: str | None, show_progress: bool | None, label: str) -> StudyRun:
-    """:func:`run_jobs`, turning Ctrl-C/SIGTERM into ``interrupted`` so that the caller
-    still writes its report of what finished (then re-raises)."""
+def run_study(jobs: list[Job], out: Path, backend: str | Backend, n_jobs: int | None,
+              scheduler: str | None, show_progress: bool | None, label: str,
+              progress: str | None = None) -> StudyRun:
+    """:func:`run_jobs`, turning Ctrl-C/SIGTERM into ``interrupted`` and a failure of
+    the backend or of a job (a :class:`HandpropError`) into ``error``, so that the
+    caller still writes its report of what finished (then re-raises)."""
     skipped = sum(job.is_done() for job in jobs)
-    interrupted = False
+    interrupted, error = False, None
     start = time.perf_counter()
     try:
-        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label=label)
+        run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label=label,
+                 progress=progress)
     except KeyboardInterrupt:
         interrupted = True
+    except HandpropError as exc:
+        error = exc
     return StudyRun(len(jobs), skipped, sum(job.is_done() for job in jobs), interrupted,
-                    time.perf_counter() - start)
-
-
-def _dispatch(todo: list[Job], backend: str, n_jobs: int | None,
-              scheduler: str | None) -> Iterable[tuple[Job, dict[str, Any]]]:
-    if backend == "sequential" or (n_jobs == 1 and backend == "loky"):
-        for job in todo:
-            yield job, call_target(job.target, job.spec)
-        return
-    from joblib import Parallel, delayed, parallel_config
-
-    def task(job: Job):
-        return job.id, call_target(job.target, job.spec)
-
-    by_id = {job.id: job for job in todo}
-    if backend == "dask":
-        client = _dask_client(scheduler)
-        context = parallel_config(backend="dask", wait_for_workers_timeout=60)
-    else:
-        client = None
-        context = parallel_config(backend="loky", n_jobs=n_jobs or os.cpu_count() or 1)
-    try:
-        with context:
-            runner = Parallel(return_as="generator_unordered",
-                              n_jobs=-1 if backend == "dask" else (n_jobs or os.cpu_count()))
-            for job_id, result in runner(delayed(task)(job) for job in todo):
-                yield by_id[job_id], result
-    finally:
-        if client is not None:
-            client.close()
-
-
-def _dask_client(scheduler: str | None):
-    if not scheduler:
-        raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise ConfigError(
-            "--backend dask needs dask.distributed: pip install 'handprop[dask]'"
-        ) from None
-    try:
-        return Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+                    time.perf_counter() - start, error)

@@ -5,8 +5,9 @@ that each train a group of runs and write one record per run, a summary of the r
 and its outputs: ``config.toml`` (the resolved config), ``summary.json``, ``report.md``,
 ``summary.txt`` and figures. :meth:`Study.run` is the template:
 
-    prepare -> save config.toml -> build jobs -> run them (runner.run_study)
-    -> load records -> summarize -> write outputs -> re-raise an interrupt
+    check the config -> prepare -> build jobs -> check memory and the results folder
+    -> open the backend -> save config.toml -> run the jobs (runner.run_study)
+    -> load records -> summarize -> write outputs -> re-raise an interrupt or error
 
 A subclass supplies only what differs. Registering it (``@register_study``) is all it
 takes to get a ``handprop <name>`` command: the CLI derives the command's flags from
@@ -17,7 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import os
 import pkgutil
+import shutil
 import tomllib
 import typing
 from dataclasses import MISSING, asdict
@@ -26,9 +30,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.errors import ConfigError
-from ..core.io import atomic_write_text, write_json
+from ..core.interrupts import deferred_interrupts
+from ..core.io import atomic_write_text, check_output_dir, write_json
+from ..core.limits import check_int, check_memory
+from ..core.schema import check_type
 from .records import collect
-from .runner import Job, StudyRun, run_study
+from .runner import WAIT_FOR_WORKERS, Backend, Job, StudyRun, run_study
 
 STUDIES: dict[str, type[Study]] = {}
 
@@ -49,14 +56,21 @@ def registered_studies() -> dict[str, type[Study]]:
 
 
 def option(default: Any = MISSING, *, help: str | None = None,
-           default_factory: Any = MISSING) -> Any:
+           default_factory: Any = MISSING, low: int | None = None,
+           high: int | None = None) -> Any:
     """A config field that is also a command-line flag (``first_seed`` -> ``--first-seed``).
 
     ``help`` is the flag's help text. An ``int``/``float`` field takes a number, a ``str``
-    field a string, a ``list[str]`` field a comma-separated list.
+    field a string, a ``list[str]`` field a comma-separated list. ``low``/``high`` bound an
+    ``int`` field (in the TOML file and on the command line alike).
     """
     return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"flag": True, "help": help})
+                             metadata={"flag": True, "help": help, "low": low, "high": high})
+
+
+def bounded(low: int | None = None, high: int | None = None, **kwargs: Any) -> Any:
+    """A config field that is not a flag, with bounds (as :func:`option`'s)."""
+    return dataclasses.field(**kwargs, metadata={"low": low, "high": high})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Flag:
     field: str
     kind: type  # int, float, str or list (comma-separated strings)
     help: str | None
+    low: int | None = None
+    high: int | None = None
 
     @property
     def name(self) -> str:
@@ -89,13 +105,16 @@ class Study:
 
     def __init__(self, config: Any, out: Path, backend: str = "loky",
                  n_jobs: int | None = None, scheduler: str | None = None,
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, progress: str | None = None,
+                 wait_for_workers: float = WAIT_FOR_WORKERS) -> None:
         self.config = config
         self.out = Path(out)
         self.backend = backend
         self.n_jobs = n_jobs
         self.scheduler = scheduler
         self.show_progress = show_progress
+        self.progress = progress  # auto | bar | lines | none (wins over show_progress)
+        self.wait_for_workers = wait_for_workers
 
     # -- the config ----------------------------------------------------------------
 
@@ -123,7 +142,7 @@ class Study:
         unknown = sorted(set(table) - cls.table_keys())
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) in [{cls.name}]: {', '.join(unknown)}")
-        return cls.validate_config(cls.config_from_table(table, source), source)
+        return cls.check_config(cls.config_from_table(table, source), source)
 
     @classmethod
     def table_keys(cls) -> set[str]:
@@ -139,9 +158,29 @@ class Study:
                                    for key, value in table.items()})
 
     @classmethod
+    def check_config(cls, config: Any, source: str = "config") -> Any:
+        """Check every field against its type hint and bounds (the schema), then the
+        study's own rules (:meth:`validate_config`); return the config."""
+        if not isinstance(config, cls.config_class):
+            raise ConfigError(f"{source}: expected a {cls.config_class.__name__}, got "
+                              f"{type(config).__name__}")
+        hints = typing.get_type_hints(cls.config_class)
+        for f in dataclasses.fields(cls.config_class):
+            if not f.metadata.get("toml", True):
+                continue
+            value = check_type(getattr(config, f.name), hints[f.name], f"{source}: {f.name}")
+            low, high = f.metadata.get("low"), f.metadata.get("high")
+            if low is not None or high is not None:
+                check_int(value, f"{source}: {f.name}", -(2**63) if low is None else low,
+                          2**63 - 1 if high is None else high)
+            elif hints[f.name] is float and not math.isfinite(value):
+                raise ConfigError(f"{source}: {f.name} must be a finite number, got {value}")
+        return cls.validate_config(config, source)
+
+    @classmethod
     def validate_config(cls, config: Any, source: str = "config") -> Any:
-        """Required: check the config (``source`` names where it came from in errors);
-        return it."""
+        """Required: check what the field types and bounds do not (``source`` names
+        where the config came from in errors); return the config."""
         raise NotImplementedError
 
     @classmethod
@@ -153,7 +192,8 @@ class Study:
             if f.metadata.get("flag"):
                 hint = hints[f.name]
                 kind = list if typing.get_origin(hint) is list else hint
-                found[f.name] = Flag(f.name, kind, f.metadata.get("help"))
+                found[f.name] = Flag(f.name, kind, f.metadata.get("help"),
+                                     f.metadata.get("low"), f.metadata.get("high"))
         order = [name for name in cls.flag_order if name in found]
         return [found[name] for name in order + [n for n in found if n not in order]]
 
@@ -168,21 +208,60 @@ class Study:
     # -- the template --------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Run (or resume) the study and write its outputs. After Ctrl-C/SIGTERM the
-        outputs cover what finished, then the interrupt is raised again."""
+        """Run (or resume) the study and write its outputs.
+
+        Everything that can be checked is checked before anything is written: the
+        config, the data (:meth:`prepare`), the memory the jobs need
+        (:meth:`memory_needed`), the results folder, the backend (a Dask cluster is
+        connected to first). A run that fails before any job finished leaves nothing
+        behind. After Ctrl-C/SIGTERM, a lost Dask scheduler or a failed job, the outputs
+        cover what finished, then the interrupt or the error is raised again; an
+        interrupt that arrives while the outputs are written waits until they are.
+        """
+        self.config = self.check_config(self.config, "config")
         self.prepare()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.save_config(self.out / "config.toml")
         jobs = self.build_jobs()
-        run = run_study(jobs, self.out, self.backend, self.n_jobs, self.scheduler,
-                        self.show_progress, self.name)
-        records = self.load_records(jobs)
-        summary = self.summarize(records)
-        meta = self.meta(run)
-        self.write_outputs(records, summary, meta)
+        for what, needed in self.memory_needed(jobs):
+            check_memory(needed, what)
+        check_output_dir(self.out)
+        with Backend(self.backend, self.n_jobs, self.scheduler,
+                     self.wait_for_workers) as backend:
+            created = _make_folder(self.out)
+            config_path = self.out / "config.toml"
+            if not config_path.exists():
+                created.append(config_path)
+            try:
+                self.save_config(config_path)
+                run = run_study(jobs, self.out, backend, None, None, self.show_progress,
+                                self.name, self.progress)
+            except BaseException:
+                _remove_if_unused(created, self.out)
+                raise
+        if run.error is not None and not _any_record(jobs):
+            _remove_if_unused(created, self.out)
+            raise run.error
+        with deferred_interrupts():
+            records = self.load_records(jobs)
+            summary = self.summarize(records)
+            meta = self.meta(run)
+            self.write_outputs(records, summary, meta)
         if run.interrupted:
             raise KeyboardInterrupt
+        if run.error is not None:
+            raise type(run.error)(f"{run.error}; {run.finished} of {run.jobs} jobs finished, "
+                                  f"reported in {self.out / 'report.md'}")
         return {"summary": summary, "meta": meta}
+
+    def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
+        """(what, bytes) of memory the jobs need at once, checked against the budget of
+        :mod:`handprop.core.limits` before anything runs. Default: nothing to check."""
+        return []
+
+    def concurrent_jobs(self, jobs: list[Job]) -> int:
+        """How many of ``jobs`` run at once in this process's machine."""
+        if self.backend != "loky":
+            return 1  # this process, or one job per Dask worker (on its own machine)
+        return max(1, min(len(jobs), self.n_jobs or os.cpu_count() or 1))
 
     def prepare(self) -> None:
         """Checks that must fail before anything is written (e.g. that the data loads)."""
@@ -201,8 +280,12 @@ class Study:
 
     def meta(self, run: StudyRun) -> dict[str, Any]:
         """How the study ran, for ``summary.json`` and the report."""
+        stopped_by = (str(run.error) if run.error is not None
+                      else "interrupt" if run.interrupted else None)
         return {"seconds": run.seconds, "jobs": run.jobs, "skipped_jobs": run.skipped,
-                "finished_jobs": run.finished, "interrupted": run.interrupted,
+                "finished_jobs": run.finished,
+                "interrupted": run.interrupted or run.error is not None,
+                "stopped_by": stopped_by,
                 "backend": self.backend, **self.extra_meta(), "config": asdict(self.config)}
 
     def extra_meta(self) -> dict[str, Any]:
@@ -240,3 +323,33 @@ class Study:
                          meta: dict[str, Any]) -> str:
         """Required: the text printed at the end and kept in ``summary.txt``."""
         raise NotImplementedError
+
+
+# -- leaving no trace of a run that did nothing ----------------------------------------
+
+def _make_folder(out: Path) -> list[Path]:
+    """Create ``out`` (and its parents); the folders created, outermost first."""
+    missing = [p for p in [out, *out.parents] if not p.exists()][::-1]
+    out.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _any_record(jobs: list[Job]) -> bool:
+    return any(path.exists() for job in jobs for path in job.outputs)
+
+
+def _remove_if_unused(created: list[Path], out: Path) -> None:
+    """After a run in which no job wrote anything: remove the files and folders it made
+    (the config it saved, progress files, empty folders)."""
+    for path in created:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+    shutil.rmtree(out / ".progress", ignore_errors=True)
+    for folder in sorted((p for p in created if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            for inner in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+                if inner.is_dir():
+                    inner.rmdir()  # only empty folders (a record would stop it)
+            folder.rmdir()
+        except OSError:
+            pass

@@ -13,9 +13,15 @@ A checkpoint is one ``.npz`` file holding only numeric arrays (loaded with
   training config, the epoch, the cost history, the optimizer's scalars, and every RNG
   state (data shuffles, redrawn feedback) as plain numbers.
 
+* ``buffers`` (optional) -- the network's state that is not trained (e.g. batch norm's
+  running statistics, ``net.buffer_flat``); a network without such state needs none.
+
 Loading refuses, with a one-line reason, a file that is not a checkpoint, is truncated,
 holds objects, comes from a newer format, or describes another architecture (including
-state buffers that are missing or do not fit).
+state buffers that are missing or do not fit). Every value is checked before it is used
+(:func:`training_settings`, :func:`restore_training_state`): a missing or ill-typed
+entry, a cost history or an optimizer array of the wrong length (a file edited by hand)
+is refused, never guessed.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import HandpropError
+from ..core.errors import ConfigError, HandpropError
 from ..core.io import atomic_write_bytes
+from ..core.limits import check_int
+from ..core.schema import check_like, check_type
 
 FORMAT = "handprop-checkpoint"
 FORMAT_VERSION = 1
@@ -186,3 +194,126 @@ def _first_difference(saved: Any, current: Any, where: str = "network") -> str:
             if a != b:
                 return _first_difference(a, b, f"{where}[{i}]")
     return f"{where}: checkpoint has {saved!r}, this network has {current!r}"
+
+
+# -- validating a training checkpoint before it is used --------------------------------
+
+RECIPE = {"net": str, "fc": list[int] | None, "data": str, "scale": bool, "rule": str}
+"""What ``handprop train`` saves to rebuild its network, data and rule."""
+
+
+def _table(value: Any, where: str, keys: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON object; with ``keys``, exactly those keys (each of its type)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, got {value!r}"[:200])
+    if keys is not None:
+        missing = [k for k in keys if k not in value]
+        extra = [k for k in value if k not in keys]
+        if missing or extra:
+            detail = (f"missing {', '.join(missing)}" if missing
+                      else f"unexpected {', '.join(map(str, extra))}")
+            raise ConfigError(f"{where}: {detail}")
+        for key, hint in keys.items():
+            if hint is not Any:
+                check_type(value[key], hint, f"{where}.{key}")
+    return value
+
+
+def _in_source(source: str, check: Any, *args: Any) -> Any:
+    """Run a check; its ConfigError becomes a CheckpointError naming the file."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def training_settings(checkpoint: Checkpoint, source: str) -> tuple[dict[str, Any], Any]:
+    """The recipe (how to rebuild network, data and rule) and the validated
+    :class:`~handprop.training.loop.TrainConfig` of a ``handprop train`` checkpoint."""
+    from dataclasses import fields
+
+    from .loop import TrainConfig
+
+    meta = checkpoint.meta
+    for key in ("recipe", "config", "state"):
+        if key not in meta:
+            raise CheckpointError(f"{source} is not a training checkpoint: its metadata has "
+                                  f"no {key!r}")
+    recipe = _in_source(source, _table, meta["recipe"], "recipe", RECIPE)
+    names = {f.name: Any for f in fields(TrainConfig)}
+    saved = _in_source(source, _table, meta["config"], "config", names)
+    config = _in_source(source, lambda: TrainConfig(**saved).validate())
+    _in_source(source, _table, meta["state"], "state")
+    return dict(recipe), config
+
+
+def _check_state(saved: dict[str, Any], config: Any, replicas: int, template: Any) -> None:
+    """The training state's schema: epoch, steps, time, cost history, divergence, the
+    schedule's and the shufflers' state."""
+    keys = {"epoch": int, "steps": int, "seconds": float, "cost": list, "diverged": list,
+            "alive": list[bool], "schedule": dict, "shufflers": list}
+    _table(saved, "state", keys)
+    epoch = check_int(saved["epoch"], "state.epoch", 0, config.epochs)
+    check_int(saved["steps"], "state.steps", 0, 2**62)
+    if not 0 <= saved["seconds"] < float("inf"):
+        raise ConfigError(f"state.seconds must be a finite number >= 0, got "
+                              f"{saved['seconds']!r}")
+    for key in ("cost", "diverged", "alive", "shufflers"):
+        if len(saved[key]) != replicas:
+            raise ConfigError(f"state.{key} must have one entry per run ({replicas}), "
+                                  f"got {len(saved[key])}")
+    for r, row in enumerate(saved["cost"]):
+        check_type(row, list[float | None], f"state.cost[{r}]")
+        if len(row) != epoch:
+            raise ConfigError(f"state.cost[{r}] must have one entry per epoch done "
+                                  f"({epoch}), got {len(row)}")
+    for r, (stop, alive) in enumerate(zip(saved["diverged"], saved["alive"], strict=True)):
+        if stop is not None:
+            _table(stop, f"state.diverged[{r}]", {"epoch": int, "step": int})
+            check_int(stop["epoch"], f"state.diverged[{r}].epoch", 1, epoch + 1)
+            check_int(stop["step"], f"state.diverged[{r}].step", 1, 2**62)
+        if alive != (stop is None):
+            raise ConfigError(f"state.alive[{r}] contradicts state.diverged[{r}]")
+    schedule = template.schedule.state()
+    _table(saved["schedule"], "state.schedule", {k: float | None for k in schedule})
+    check_like(saved["shufflers"], [g.bit_generator.state for g in template.shufflers],
+               "state.shufflers")
+
+
+def restore_training_state(checkpoint: Checkpoint, net: Any, config: Any, rule: Any,
+                           source: str) -> Any:
+    """Check the checkpoint's training, optimizer and rule state against what this run
+    (``net`` with its parameters, ``config``, a freshly bound ``rule``) would save, load
+    the rule's state into ``rule`` and return the
+    :class:`~handprop.training.loop.TrainState` to continue from."""
+    from .loop import TrainState
+    from .optim import make_optimizer
+
+    meta = checkpoint.meta
+    if checkpoint.params.dtype != np.dtype(config.dtype):
+        raise CheckpointError(f"{source}: parameters are {checkpoint.params.dtype}, its "
+                              f"config says {config.dtype}")
+    replicas = net.rep_shape[0] if net.rep_shape else 1
+    fresh = TrainState.fresh(config, list(range(replicas)))
+    saved = meta["state"]
+    _in_source(source, _check_state, saved, config, replicas, fresh)
+
+    optimizer = make_optimizer(config.optimizer, config.lr, config.momentum,
+                               config.weight_decay)
+    optimizer.init_state(net.flat)
+    template = optimizer.state()
+    saved_optimizer = {**_in_source(source, _table, meta.get("optimizer_state", {}),
+                                    "optimizer_state"), **checkpoint.optimizer}
+    if saved["steps"] == 0:  # nothing stepped yet: the arrays may not exist
+        template = {k: None if saved_optimizer.get(k) is None and isinstance(v, np.ndarray)
+                    else v for k, v in template.items()}
+    _in_source(source, check_like, saved_optimizer, template, "optimizer")
+
+    saved_rule = {**_in_source(source, _table, meta.get("rule_state", {}), "rule_state"),
+                  **checkpoint.rule}
+    _in_source(source, check_like, saved_rule, rule.state(), "rule")
+    try:
+        rule.load_state(saved_rule)
+        return TrainState.restore(saved, saved_optimizer, config)
+    except (ValueError, TypeError, KeyError) as exc:  # e.g. a generator state numpy refuses
+        raise CheckpointError(f"{source}: cannot restore the training state ({exc})") from None

@@ -27,8 +27,10 @@ import numpy as np
 
 from ..core.article import ARTICLE
 from ..core.errors import ConfigError, DataError
+from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, check_int
 from ..core.network import Network
 from ..core.ops.losses import get_loss, one_hot
+from ..core.schema import check_type, hints_of
 from ..core.streams import Stream, generator
 from ..rules.base import LearningRule
 from .epoch import ENGINES, Engine, EpochResult, NumpyEpoch
@@ -68,12 +70,14 @@ class TrainConfig:
     init: str | None = None
 
     def validate(self) -> TrainConfig:
-        for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            minimum = 0 if name == "seed" else 1
-            integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
-            if not integer or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        """Check every field's type and range (limits: :mod:`handprop.core.limits`)."""
+        for name, low, high in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH),
+                                ("seed", 0, MAX_SEED)):
+            check_int(getattr(self, name), name, low, high)
+        hints = hints_of(TrainConfig)
+        for name in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "shuffle",
+                     "dtype", "loss", "reduction", "init"):
+            check_type(getattr(self, name), hints[name], name)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
@@ -146,7 +150,8 @@ def targets_for(net: Network, labels: np.ndarray, loss: str, dtype: Any = np.flo
         return labels[..., None].astype(dtype)
     if labels.min() < 0 or top >= outputs:
         raise DataError(
-            f"label {top} is outside the {outputs} classes of network {net.name!r}'s output"
+            f"label {top} is outside the {outputs} classes of the output of network "
+            f"{net.name!r}"
         )
     if loss == "softmax_ce":
         return labels.astype(np.int64)

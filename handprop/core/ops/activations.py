@@ -68,6 +68,9 @@ ACTIVATION_NAMES = (*_ACTIVATIONS, "leaky_relu")
 
 def get_activation(name: str) -> ActivationFn:
     """Look up an activation by name; ``leaky_relu`` takes ``leaky_relu:SLOPE``."""
+    if not isinstance(name, str):
+        raise ConfigError(f"an activation is named by a string (one of "
+                          f"{', '.join(ACTIVATION_NAMES)}), got {name!r}")
     if name in _ACTIVATIONS:
         return _ACTIVATIONS[name]
     if name == "leaky_relu" or name.startswith("leaky_relu:"):
