@@ -1,0 +1,189 @@
+"""Compiled element-wise work: activations, losses, optimizer updates.
+
+Each formula is written in the reference's order of operations (e.g. ``g * (1 / (1 +
+z*z))`` for arctan, the stable sigmoid ``exp(-logaddexp(0, -z))`` with NumPy's
+``logaddexp`` branches, PyTorch's BCE clamps), so that a step agrees with the NumPy
+engine to the last few ulps; only libm's transcendental functions and the order of
+long sums differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from .plan import (
+    ADAM,
+    ARCTAN,
+    BCE,
+    CODE_OFF,
+    IDENTITY,
+    IN_OFF,
+    L2,
+    LEAKY,
+    MOMENTUM,
+    NESTEROV,
+    OUT_OFF,
+    RELU,
+    SGD,
+    SIGMOID,
+    TANH,
+    C,
+    H,
+)
+
+LOGE2 = 0.693147180559945309417232121458176568
+BCE_EPS = 9.999999960041972e-13  # float32(1e-12), PyTorch's clamp even in float64
+
+
+@njit(cache=True, nogil=True)
+def _logaddexp0(m):
+    """numpy.logaddexp(0, m), branch for branch."""
+    if m == 0.0:
+        return LOGE2
+    tmp = -m
+    if tmp > 0:
+        return math.log1p(math.exp(-tmp))
+    if tmp <= 0:
+        return m + math.log1p(math.exp(tmp))
+    return tmp
+
+
+@njit(cache=True, nogil=True)
+def activate(code, slope, z):
+    if code == RELU:
+        return z if z > 0 or z != z else 0.0
+    if code == TANH:
+        return math.tanh(z)
+    if code == ARCTAN:
+        return math.atan(z)
+    if code == SIGMOID:
+        return math.exp(-_logaddexp0(-z))
+    if code == LEAKY:
+        return z if z > 0 else slope * z
+    return z
+
+
+@njit(cache=True, nogil=True)
+def derivative(code, slope, z, y):
+    if code == RELU:
+        return 1.0 if z > 0 else 0.0
+    if code == TANH:
+        return 1 - y * y
+    if code == ARCTAN:
+        return 1 / (1 + z * z)
+    if code == SIGMOID:
+        return y * (1 - y)
+    if code == LEAKY:
+        return 1.0 if z > 0 else slope
+    return 1.0
+
+
+@njit(cache=True, nogil=True)
+def act_forward(op, codes, slopes, a, nb):
+    """y = f_c(z), channel c's own f (one f for the whole layer when C = 1)."""
+    channels, per_channel = op[C], op[H]
+    z0, y0 = op[IN_OFF], op[OUT_OFF]
+    for m in range(nb * channels):
+        k = op[CODE_OFF] + m % channels
+        code, slope = codes[k], slopes[k]
+        base = m * per_channel
+        for i in range(base, base + per_channel):
+            a[y0 + i] = activate(code, slope, a[z0 + i])
+
+
+@njit(cache=True, nogil=True)
+def act_backward(op, codes, slopes, a, ga, nb):
+    """dz = dy * f_c'(z)."""
+    channels, per_channel = op[C], op[H]
+    z0, y0 = op[IN_OFF], op[OUT_OFF]
+    for m in range(nb * channels):
+        k = op[CODE_OFF] + m % channels
+        code, slope = codes[k], slopes[k]
+        base = m * per_channel
+        for i in range(base, base + per_channel):
+            ga[z0 + i] = ga[y0 + i] * derivative(code, slope, a[z0 + i], a[y0 + i])
+
+
+@njit(cache=True, nogil=True)
+def _max_row(a, start, count):
+    """The row's maximum, NaN if any (as numpy's max)."""
+    best = a[start]
+    for k in range(start + 1, start + count):
+        value = a[k]
+        if value != value or value > best:
+            best = value
+            if value != value:
+                break
+    return best
+
+
+@njit(cache=True, nogil=True)
+def loss(kind, mean, a, ga, out0, y, row0, nb, classes):
+    """The batch's loss value (float64) and its gradient at ``ga[out0:]``.
+
+    ``y`` (N, classes): this replica's targets (softmax targets as one-hot rows).
+    """
+    scale = 1.0 / nb if mean else 1.0
+    total = 0.0
+    for n in range(nb):
+        p0 = out0 + n * classes
+        if kind == L2:
+            for k in range(classes):
+                diff = a[p0 + k] - y[row0 + n, k]
+                total += diff * diff
+                ga[p0 + k] = diff * scale if mean else diff
+        elif kind == BCE:
+            for k in range(classes):
+                prob, target = a[p0 + k], y[row0 + n, k]
+                log_p = math.log(prob) if prob > 0 else (-math.inf if prob == 0 else math.nan)
+                log_q = math.log1p(-prob)
+                log_p = -100.0 if log_p < -100.0 else log_p
+                log_q = -100.0 if log_q < -100.0 else log_q
+                total += target * log_p + (1 - target) * log_q
+                bound = prob * (1 - prob)
+                bound = BCE_EPS if bound < BCE_EPS else bound
+                ga[p0 + k] = scale * (prob - target) / bound
+        else:
+            shift = _max_row(a, p0, classes)
+            norm = 0.0
+            for k in range(classes):
+                norm += math.exp(a[p0 + k] - shift)
+            log_norm = math.log(norm)
+            for k in range(classes):
+                log_prob = (a[p0 + k] - shift) - log_norm
+                target = y[row0 + n, k]
+                total += target * log_prob
+                grad = math.exp(log_prob) - target
+                ga[p0 + k] = grad * scale if mean else grad
+    if kind == L2:
+        return 0.5 * scale * total
+    return -scale * total
+
+
+@njit(cache=True, nogil=True)
+def update(kind, p, g, s1, s2, hyper, c1, c2):
+    """One optimizer step on one replica's flat buffers (see handprop.training.optim).
+
+    hyper = (lr, momentum, weight_decay, beta1, 1 - beta1, beta2, 1 - beta2, eps) in the
+    parameters' dtype; c1, c2: Adam's bias corrections for this step.
+    """
+    lr, mom, decay = hyper[0], hyper[1], hyper[2]
+    for k in range(p.shape[0]):
+        grad = g[k] + decay * p[k] if decay != 0 else g[k]
+        if kind == SGD:
+            p[k] -= lr * grad
+        elif kind == MOMENTUM:
+            s1[k] = s1[k] * mom + grad * lr
+            p[k] -= s1[k]
+        elif kind == NESTEROV:
+            s1[k] = s1[k] * mom + grad
+            p[k] -= lr * (grad + mom * s1[k])
+        elif kind == ADAM:
+            s1[k] = s1[k] * hyper[3] + hyper[4] * grad
+            s2[k] = s2[k] * hyper[5] + hyper[6] * grad * grad
+            p[k] -= lr * (s1[k] / c1) / (math.sqrt(s2[k] / c2) + hyper[7])
+
+
+_ = (IDENTITY,)  # the default branch of activate/derivative

@@ -1,0 +1,144 @@
+"""Compiled max-pool: forward (first maximum wins), and the gradient routings.
+
+The forward pass stores each window's winning tap: the first maximum in row-major
+window order, or the first NaN (what ``numpy.argmax`` picks). Backward, per channel:
+
+* ROUTE: the window's gradient goes to its winner; with ``ties`` (the article's code)
+  every entry equal to the window's maximum gets ``1 * G`` and the others ``0 * G``,
+  as the reference's mask product does;
+* GREEN: T(U), U the routed gradient of the whole map (the article's broken net);
+* RED: T(mask) * up(G), mask the routing summed per pixel, up(G) every window's
+  gradient spread over its window;
+
+T is rot180 or transpose (square maps). See :mod:`handprop.rules.seed`.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from .adapter import GREEN, RED, ROT180, ROUTE
+from .plan import (
+    CODE_OFF,
+    IN_OFF,
+    INT_OFF,
+    KH,
+    KW,
+    OH,
+    OUT_OFF,
+    OW,
+    SH,
+    SW,
+    TIES,
+    TRANSFORM,
+    C,
+    H,
+    W,
+)
+
+
+@njit(cache=True, nogil=True)
+def pool_forward(op, a, wins, nb):
+    """out = each window's first maximum (or first NaN); ``wins`` gets its tap."""
+    channels, hin, win, hout, wout = op[C], op[H], op[W], op[OH], op[OW]
+    kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
+    taps = kh * kw
+    for m in range(nb * channels):
+        x0 = op[IN_OFF] + m * hin * win
+        y0 = op[OUT_OFF] + m * hout * wout
+        t0 = op[INT_OFF] + m * hout * wout
+        for oy in range(hout):
+            for ox in range(wout):
+                start = x0 + oy * sh * win + ox * sw
+                best = a[start]
+                tap = 0
+                if best == best:
+                    for t in range(1, taps):
+                        value = a[start + (t // kw) * win + t % kw]
+                        if value != value:  # NaN wins, as in argmax
+                            best, tap = value, t
+                            break
+                        if value > best:
+                            best, tap = value, t
+                a[y0 + oy * wout + ox] = best
+                wins[t0 + oy * wout + ox] = tap
+
+
+@njit(cache=True, nogil=True)
+def _route(op, a, ga, wins, m, ties, out, o0):
+    """Add plane m's routed gradient U into ``out[o0:]`` (a zeroed plane)."""
+    hin, win, hout, wout = op[H], op[W], op[OH], op[OW]
+    kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
+    x0 = op[IN_OFF] + m * hin * win
+    g0 = op[OUT_OFF] + m * hout * wout
+    t0 = op[INT_OFF] + m * hout * wout
+    for window in range(hout * wout):
+        oy, ox = window // wout, window % wout
+        corner = oy * sh * win + ox * sw
+        grad = ga[g0 + window]
+        winner = wins[t0 + window]
+        if not ties:
+            out[o0 + corner + (winner // kw) * win + winner % kw] += grad
+            continue
+        best = a[x0 + corner + (winner // kw) * win + winner % kw]
+        for t in range(kh * kw):
+            at = corner + (t // kw) * win + t % kw
+            hit = 1.0 if a[x0 + at] == best else 0.0
+            out[o0 + at] += hit * grad
+
+
+@njit(cache=True, nogil=True)
+def _mask_and_spread(op, a, ga, wins, m, ties, out, mask0, up0):
+    """The routing mask (summed per pixel) at ``out[mask0:]`` and up(G) at ``out[up0:]``."""
+    hin, win, hout, wout = op[H], op[W], op[OH], op[OW]
+    kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
+    x0 = op[IN_OFF] + m * hin * win
+    g0 = op[OUT_OFF] + m * hout * wout
+    t0 = op[INT_OFF] + m * hout * wout
+    for window in range(hout * wout):
+        oy, ox = window // wout, window % wout
+        corner = oy * sh * win + ox * sw
+        winner = wins[t0 + window]
+        best = a[x0 + corner + (winner // kw) * win + winner % kw]
+        for t in range(kh * kw):
+            at = corner + (t // kw) * win + t % kw
+            if ties:
+                hit = 1.0 if a[x0 + at] == best else 0.0
+            else:
+                hit = 1.0 if t == winner else 0.0
+            out[mask0 + at] += hit
+            out[up0 + at] += ga[g0 + window]
+
+
+@njit(cache=True, nogil=True)
+def _moved(k, hin, win, transform):
+    """Where T reads pixel k of a map from (rot180 and transpose are involutions)."""
+    if transform == ROT180:
+        return hin * win - 1 - k
+    return (k % win) * win + k // win
+
+
+@njit(cache=True, nogil=True)
+def pool_backward(op, codes, a, ga, wins, nb, scratch, s0):
+    """The gradient at the pool's input, channel by channel (see the module notes);
+    ``scratch[s0:]`` holds two planes."""
+    channels, hin, win = op[C], op[H], op[W]
+    plane = hin * win
+    ties, transform = op[TIES] != 0, op[TRANSFORM]
+    dx0 = op[IN_OFF]
+    ga[dx0 : dx0 + nb * channels * plane] = 0.0
+    for m in range(nb * channels):
+        mode = codes[op[CODE_OFF] + m % channels]
+        dx = dx0 + m * plane
+        if mode == ROUTE:
+            _route(op, a, ga, wins, m, ties, ga, dx)
+            continue
+        scratch[s0 : s0 + 2 * plane] = 0.0
+        if mode == GREEN:
+            _route(op, a, ga, wins, m, ties, scratch, s0)
+            for k in range(plane):
+                ga[dx + k] = scratch[s0 + _moved(k, hin, win, transform)]
+        elif mode == RED:
+            _mask_and_spread(op, a, ga, wins, m, ties, scratch, s0, s0 + plane)
+            for k in range(plane):
+                ga[dx + k] = scratch[s0 + _moved(k, hin, win, transform)] * scratch[s0 + plane + k]
