@@ -16,14 +16,16 @@ module                      what
 Importing this package does not import Numba (nor does importing handprop): only
 :func:`compiled_engine` does, when an engine is built. Kernels are compiled on first
 use and cached on disk (``__pycache__``), so later processes load them in about a
-second. Note for developers: Numba's cache is keyed on the file of the function it
-compiled, not on the files of the functions it calls; after editing a kernel module,
-clear the caches (``find handprop -name '*.nbi' -delete``) or the epoch kernel may run
-the old callee.
+second. Numba keys a cached function on its own file only, not on the files of the
+functions it calls, so an edited kernel module could leave the epoch kernel running
+the old code: :func:`_drop_stale_cache` clears the package's Numba cache whenever any
+of its source files changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from ...core.network import Network
@@ -55,6 +57,29 @@ def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, 
     return None
 
 
+def _drop_stale_cache() -> None:
+    """Delete this package's Numba cache files if its sources changed since they were
+    written (a digest of every module is kept beside the cache)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        digest.update(source.read_bytes())
+    cache = here / "__pycache__"
+    stamp = cache / "kernels.sha256"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return
+    except OSError:
+        pass
+    try:
+        for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            stale.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # a read-only install: Numba then compiles in memory (or elsewhere)
+        pass
+
+
 def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
                     reduction: str, batch_size: int, threads: int = 1) -> Any:
     """A :class:`~.engine.CompiledEpoch`; raises :class:`UnsupportedError` (with the reason)
@@ -62,6 +87,7 @@ def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, los
     missing = _numba_missing()
     if missing:
         raise UnsupportedError(missing)
+    _drop_stale_cache()
     from .engine import CompiledEpoch
 
     return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)

@@ -1,13 +1,42 @@
 """Compiled dense layer: forward, weight/bias gradients, input gradient.
 
-Same conventions as :mod:`.kernels_conv` (one replica's arrays, fixed summation order).
+Same conventions as :mod:`.kernels_conv` (one replica's arrays, fixed summation order,
+unsigned indices in inner loops).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .plan import B_OFF, IN_OFF, OUT_OFF, W_OFF, C, O
+
+U = np.uint64
+
+
+@njit(cache=True, nogil=True)
+def dot(u, u0, v, v0, count):
+    """sum_k u[u0 + k] v[v0 + k] in four interleaved partial sums (four independent
+    chains of adds instead of one; a fixed order all the same)."""
+    s0 = s1 = s2 = s3 = 0.0
+    k = 0
+    while k + 4 <= count:
+        s0 += u[U(u0 + k)] * v[U(v0 + k)]
+        s1 += u[U(u0 + k + 1)] * v[U(v0 + k + 1)]
+        s2 += u[U(u0 + k + 2)] * v[U(v0 + k + 2)]
+        s3 += u[U(u0 + k + 3)] * v[U(v0 + k + 3)]
+        k += 4
+    while k < count:
+        s0 += u[U(u0 + k)] * v[U(v0 + k)]
+        k += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, nogil=True)
+def axpy(out, o0, weight, src, s0, count):
+    """out[o0 + k] += weight * src[s0 + k] for k < count (vectorized)."""
+    for k in range(count):
+        out[U(o0 + k)] += weight * src[U(s0 + k)]
 
 
 @njit(cache=True, nogil=True)
@@ -18,13 +47,10 @@ def dense_forward(op, p, a, nb):
         x0 = op[IN_OFF] + n * fan_in
         y0 = op[OUT_OFF] + n * fan_out
         for o in range(fan_out):
-            wo = w0 + o * fan_in
-            total = 0.0
-            for i in range(fan_in):
-                total += a[x0 + i] * p[wo + i]
+            total = dot(a, x0, p, w0 + o * fan_in, fan_in)
             if b0 >= 0:
-                total += p[b0 + o]
-            a[y0 + o] = total
+                total += p[U(b0 + o)]
+            a[U(y0 + o)] = total
 
 
 @njit(cache=True, nogil=True)
@@ -38,12 +64,10 @@ def dense_param_grads(op, a, ga, gp, nb):
         x0 = op[IN_OFF] + n * fan_in
         d0 = op[OUT_OFF] + n * fan_out
         for o in range(fan_out):
-            d = ga[d0 + o]
+            d = ga[U(d0 + o)]
             if b0 >= 0:
-                gp[b0 + o] += d
-            wo = w0 + o * fan_in
-            for i in range(fan_in):
-                gp[wo + i] += d * a[x0 + i]
+                gp[U(b0 + o)] += d
+            axpy(gp, w0 + o * fan_in, d, a, x0, fan_in)
 
 
 @njit(cache=True, nogil=True)
@@ -55,7 +79,4 @@ def dense_input_grad(op, weights, w0, ga, nb):
         d0 = op[OUT_OFF] + n * fan_out
         ga[x0 : x0 + fan_in] = 0.0
         for o in range(fan_out):
-            d = ga[d0 + o]
-            wo = w0 + o * fan_in
-            for i in range(fan_in):
-                ga[x0 + i] += d * weights[wo + i]
+            axpy(ga, x0, ga[U(d0 + o)], weights, w0 + o * fan_in, fan_in)
