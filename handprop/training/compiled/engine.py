@@ -34,6 +34,7 @@ from .kernels_epoch import (
     REDRAWS,
     SCRATCH,
     SETTINGS,
+    WORK,
     train_epoch,
 )
 from .plan import ADAM, MOMENTUM, NESTEROV, Plan, build_plan
@@ -140,6 +141,7 @@ class CompiledEpoch:
         settings[LOSS], settings[MEAN] = plan.loss, plan.mean
         settings[OPTIMIZER], settings[REDRAWS] = plan.optimizer, plan.rule.redraws
         settings[BATCH], settings[COUNT] = self.batch_size, count
+        settings[WORK] = plan.work_off
         return settings
 
     # -- the epoch -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kernels_dense import axpy, dot
 from .plan import (
     B_OFF,
     GROUPS,
@@ -62,12 +63,9 @@ def _add_row(out, o0, src, s0, stride, weight, count):
 
 
 @njit(cache=True, nogil=True)
-def conv_forward(op, p, a, nb):
-    """out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] xpad[n, c, y*sh + i, x*sw + j] + b[o].
-
-    Tap by tap, each tap adding ``w * (shifted input row)`` to whole output rows: long
-    independent adds the compiler vectorizes (a dot product per output would be one
-    serial chain of dependent adds). Every output sums its taps in (c, i, j) order."""
+def _forward_strided(op, p, a, nb):
+    """conv_forward for any stride: tap by tap, ``w * (input row)`` added to each output
+    row, skipping the padding."""
     cin, hin, win = op[C], op[H], op[W]
     cout, hout, wout = op[O], op[OH], op[OW]
     kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
@@ -122,26 +120,14 @@ def _row_dot(u, u0, v, v0, stride, count):
 
 
 @njit(cache=True, nogil=True)
-def conv_param_grads(op, a, ga, gp, nb):
-    """dw[o, c, i, j] = sum_{n, y, x} delta[n, o, y, x] xpad[n, c, y*sh + i, x*sw + j]
-    (against rot180(delta) when the rule says so: the article's broken net, done by
-    rotating delta in place and back); db[o] = sum of delta."""
+def _param_grads_strided(op, a, ga, gp, nb):
+    """conv_param_grads for any stride: one dot product per tap and output row."""
     cin, hin, win = op[C], op[H], op[W]
     cout, hout, wout = op[O], op[OH], op[OW]
     kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0, b0 = op[W_OFF], op[B_OFF]
+    w0 = op[W_OFF]
     plane_in, plane_out = hin * win, hout * wout
-    if b0 >= 0:
-        for o in range(cout):
-            total = 0.0
-            for n in range(nb):
-                d0 = op[OUT_OFF] + (n * cout + o) * plane_out
-                for k in range(plane_out):
-                    total += ga[U(d0 + k)]
-            gp[U(b0 + o)] = total
-    if op[ROT_W] != 0:
-        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
     for o in range(cout):
         first = (o // per_out) * per_in
         for c in range(per_in):
@@ -158,16 +144,11 @@ def conv_param_grads(op, a, ga, gp, nb):
                             total += _row_dot(ga, d0 + oy * wout + ox_lo, a, row_in, sw,
                                               ox_hi - ox_lo)
                     gp[U(w0 + ((o * per_in + c) * kh + i) * kw + j)] = total
-    if op[ROT_W] != 0:
-        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
 
 
 @njit(cache=True, nogil=True)
-def conv_input_grad(op, weights, w0, ga, nb):
-    """dx: every window entry's share w[o, c, i, j] * delta[n, o, y, x] added back to the
-    pixel it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights);
-    rotated 180 degrees per map when the rule says so (the article's code). Tap by tap,
-    as the forward pass: whole rows of shares at a time."""
+def _input_grad_strided(op, weights, w0, ga, nb):
+    """conv_input_grad for any stride: each tap's shares added back row by row."""
     cin, hin, win = op[C], op[H], op[W]
     cout, hout, wout = op[O], op[OH], op[OW]
     kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
@@ -191,8 +172,6 @@ def conv_input_grad(op, weights, w0, ga, nb):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
                             _scatter_row(ga, row_in, sw, ga, d0 + oy * wout + ox_lo, w,
                                          ox_hi - ox_lo)
-    if op[ROT_DX] != 0:
-        _rotate_maps(ga, dx0, nb * cin, plane_in)
 
 
 @njit(cache=True, nogil=True)
@@ -200,3 +179,165 @@ def _scatter_row(out, o0, stride, src, s0, weight, count):
     """out[o0 + k*stride] += weight * src[s0 + k] for k < count."""
     for k in range(count):
         out[U(o0 + k * stride)] += weight * src[U(s0 + k)]
+
+
+# -- stride 1: whole padded planes as one run ---------------------------------------
+# With the input zero-padded to width Wp and delta widened to Wp columns (zeros past
+# its last column), tap (i, j) of every output pixel of a plane is one contiguous run:
+# out_wide[k] += w * xpad[i*Wp + j + k] for k < (out_h - 1)*Wp + out_w. Long runs the
+# compiler vectorizes, instead of short rows; the extra columns are dropped.
+
+
+@njit(cache=True, nogil=True)
+def _padded(op, src, x0, a, work):
+    """Sample's input planes zero-padded into ``a[work:]``, or the input itself when
+    there is no padding; returns (array, offset, padded width, padded plane)."""
+    cin, hin, win, ph, pw = op[C], op[H], op[W], op[PH], op[PW]
+    wide, tall = win + 2 * pw, hin + 2 * ph
+    if ph == 0 and pw == 0:
+        return src, x0, win, hin * win
+    a[work : work + cin * tall * wide] = 0.0
+    for c in range(cin):
+        for y in range(hin):
+            row = work + (c * tall + y + ph) * wide + pw
+            a[row : row + win] = src[x0 + (c * hin + y) * win : x0 + (c * hin + y + 1) * win]
+    return a, work, wide, tall * wide
+
+
+@njit(cache=True, nogil=True)
+def _widen(op, ga, d0, a, out0, wide):
+    """Delta plane (out_h x out_w) laid out in rows of ``wide`` at ``a[out0:]``."""
+    hout, wout = op[OH], op[OW]
+    a[out0 : out0 + hout * wide] = 0.0
+    for y in range(hout):
+        a[out0 + y * wide : out0 + y * wide + wout] = ga[d0 + y * wout : d0 + (y + 1) * wout]
+
+
+@njit(cache=True, nogil=True)
+def _forward_wide(op, p, a, nb, work):
+    cin, cout, hout, wout = op[C], op[O], op[OH], op[OW]
+    kh, kw = op[KH], op[KW]
+    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
+    w0, b0 = op[W_OFF], op[B_OFF]
+    plane_out = hout * wout
+    for n in range(nb):
+        src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
+        out_wide = work + cin * plane
+        run = (hout - 1) * wide + wout
+        for o in range(cout):
+            first = (o // per_out) * per_in
+            a[out_wide : out_wide + run] = 0.0
+            for c in range(per_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        w = p[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        axpy(a, out_wide, w, src, x0 + (first + c) * plane + i * wide + j, run)
+            y0 = op[OUT_OFF] + (n * cout + o) * plane_out
+            for y in range(hout):
+                a[y0 + y * wout : y0 + (y + 1) * wout] = a[out_wide + y * wide :
+                                                           out_wide + y * wide + wout]
+            if b0 >= 0:
+                bias = p[U(b0 + o)]
+                for k in range(plane_out):
+                    a[U(y0 + k)] += bias
+
+
+@njit(cache=True, nogil=True)
+def _param_grads_wide(op, a, ga, gp, nb, work):
+    cin, cout, hout, wout = op[C], op[O], op[OH], op[OW]
+    kh, kw = op[KH], op[KW]
+    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
+    w0 = op[W_OFF]
+    gp[w0 : w0 + cout * per_in * kh * kw] = 0.0
+    for n in range(nb):
+        src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
+        delta = work + cin * plane
+        run = (hout - 1) * wide + wout
+        for o in range(cout):
+            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
+            first = (o // per_out) * per_in
+            for c in range(per_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        tap = w0 + ((o * per_in + c) * kh + i) * kw + j
+                        gp[U(tap)] += dot(a, delta, src, x0 + (first + c) * plane + i * wide + j,
+                                          run)
+
+
+@njit(cache=True, nogil=True)
+def _input_grad_wide(op, weights, w0, a, ga, nb, work):
+    cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
+    kh, kw, ph, pw = op[KH], op[KW], op[PH], op[PW]
+    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
+    wide, tall = win + 2 * pw, hin + 2 * ph
+    plane = tall * wide
+    grad, delta = work, work + cin * plane
+    run = (hout - 1) * wide + wout
+    for n in range(nb):
+        a[grad : grad + cin * plane] = 0.0
+        for o in range(cout):
+            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
+            first = (o // per_out) * per_in
+            for c in range(per_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        w = weights[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        axpy(a, grad + (first + c) * plane + i * wide + j, w, a, delta, run)
+        dx0 = op[IN_OFF] + n * cin * hin * win
+        for c in range(cin):
+            for y in range(hin):
+                row = grad + (c * tall + y + ph) * wide + pw
+                ga[dx0 + (c * hin + y) * win : dx0 + (c * hin + y + 1) * win] = a[row : row + win]
+
+
+# -- the op ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def conv_forward(op, p, a, nb, work):
+    """out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] xpad[n, c, y*sh + i, x*sw + j] + b[o].
+
+    Tap by tap, each tap adding ``w * (shifted input)`` to whole output runs: long
+    independent adds the compiler vectorizes (a dot product per output would be one
+    serial chain of dependent adds). Every output sums its taps in (c, i, j) order."""
+    if op[SH] == 1 and op[SW] == 1:
+        _forward_wide(op, p, a, nb, work)
+    else:
+        _forward_strided(op, p, a, nb)
+
+
+@njit(cache=True, nogil=True)
+def conv_param_grads(op, a, ga, gp, nb, work):
+    """dw[o, c, i, j] = sum_{n, y, x} delta[n, o, y, x] xpad[n, c, y*sh + i, x*sw + j]
+    (against rot180(delta) when the rule says so: the article's broken net, done by
+    rotating delta in place and back); db[o] = sum of delta."""
+    cout, plane_out, b0 = op[O], op[OH] * op[OW], op[B_OFF]
+    if b0 >= 0:
+        for o in range(cout):
+            total = 0.0
+            for n in range(nb):
+                d0 = op[OUT_OFF] + (n * cout + o) * plane_out
+                for k in range(plane_out):
+                    total += ga[U(d0 + k)]
+            gp[U(b0 + o)] = total
+    if op[ROT_W] != 0:
+        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
+    if op[SH] == 1 and op[SW] == 1:
+        _param_grads_wide(op, a, ga, gp, nb, work)
+    else:
+        _param_grads_strided(op, a, ga, gp, nb)
+    if op[ROT_W] != 0:
+        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
+
+
+@njit(cache=True, nogil=True)
+def conv_input_grad(op, weights, w0, a, ga, nb, work):
+    """dx: every window entry's share w[o, c, i, j] * delta[n, o, y, x] added back to the
+    pixel it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights);
+    rotated 180 degrees per map when the rule says so (the article's code)."""
+    if op[SH] == 1 and op[SW] == 1:
+        _input_grad_wide(op, weights, w0, a, ga, nb, work)
+    else:
+        _input_grad_strided(op, weights, w0, ga, nb)
+    if op[ROT_DX] != 0:
+        _rotate_maps(ga, op[IN_OFF], nb * op[C], op[H] * op[W])

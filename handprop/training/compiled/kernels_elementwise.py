@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from .plan import (
@@ -33,6 +34,7 @@ from .plan import (
     H,
 )
 
+U = np.uint64  # unsigned indices: no negative-index branch (see kernels_conv)
 LOGE2 = 0.693147180559945309417232121458176568
 BCE_EPS = 9.999999960041972e-13  # float32(1e-12), PyTorch's clamp even in float64
 
@@ -81,29 +83,53 @@ def derivative(code, slope, z, y):
 
 
 @njit(cache=True, nogil=True)
+def _forward_run(code, slope, a, z0, y0, count):
+    """y = f(z) over one run of values; one branch per run, not per value, so the
+    simple activations vectorize."""
+    if code == RELU:
+        for k in range(count):
+            z = a[U(z0 + k)]
+            a[U(y0 + k)] = z if z > 0 or z != z else 0.0
+    elif code == IDENTITY:
+        for k in range(count):
+            a[U(y0 + k)] = a[U(z0 + k)]
+    else:
+        for k in range(count):
+            a[U(y0 + k)] = activate(code, slope, a[U(z0 + k)])
+
+
+@njit(cache=True, nogil=True)
+def _backward_run(code, slope, a, ga, z0, y0, count):
+    """dz = dy * f'(z) over one run of values."""
+    if code == RELU:
+        for k in range(count):
+            ga[U(z0 + k)] = ga[U(y0 + k)] * (1.0 if a[U(z0 + k)] > 0 else 0.0)
+    else:
+        for k in range(count):
+            ga[U(z0 + k)] = ga[U(y0 + k)] * derivative(code, slope, a[U(z0 + k)],
+                                                       a[U(y0 + k)])
+
+
+@njit(cache=True, nogil=True)
 def act_forward(op, codes, slopes, a, nb):
     """y = f_c(z), channel c's own f (one f for the whole layer when C = 1)."""
     channels, per_channel = op[C], op[H]
-    z0, y0 = op[IN_OFF], op[OUT_OFF]
     for m in range(nb * channels):
         k = op[CODE_OFF] + m % channels
-        code, slope = codes[k], slopes[k]
         base = m * per_channel
-        for i in range(base, base + per_channel):
-            a[y0 + i] = activate(code, slope, a[z0 + i])
+        _forward_run(codes[k], slopes[k], a, op[IN_OFF] + base, op[OUT_OFF] + base,
+                     per_channel)
 
 
 @njit(cache=True, nogil=True)
 def act_backward(op, codes, slopes, a, ga, nb):
     """dz = dy * f_c'(z)."""
     channels, per_channel = op[C], op[H]
-    z0, y0 = op[IN_OFF], op[OUT_OFF]
     for m in range(nb * channels):
         k = op[CODE_OFF] + m % channels
-        code, slope = codes[k], slopes[k]
         base = m * per_channel
-        for i in range(base, base + per_channel):
-            ga[z0 + i] = ga[y0 + i] * derivative(code, slope, a[z0 + i], a[y0 + i])
+        _backward_run(codes[k], slopes[k], a, ga, op[IN_OFF] + base, op[OUT_OFF] + base,
+                      per_channel)
 
 
 @njit(cache=True, nogil=True)
@@ -186,4 +212,3 @@ def update(kind, p, g, s1, s2, hyper, c1, c2):
             p[k] -= lr * (s1[k] / c1) / (math.sqrt(s2[k] / c2) + hyper[7])
 
 
-_ = (IDENTITY,)  # the default branch of activate/derivative

@@ -42,17 +42,17 @@ from .plan import (
 
 # Scalars of the plan, packed in one int64 array (see engine.py).
 (LOWEST, SCRATCH, IN_SIZE, CLASSES, ERROR_OFF, ERROR_SIZE, LOSS, MEAN, OPTIMIZER, REDRAWS,
- BATCH, COUNT) = range(12)
-SETTINGS = 12
+ BATCH, COUNT, WORK) = range(13)
+SETTINGS = 13
 
 
 @njit(cache=True, nogil=True)
-def _forward(ops, codes, slopes, p, a, wins, nb):
+def _forward(ops, codes, slopes, p, a, wins, nb, work):
     for layer in range(ops.shape[0]):
         op = ops[layer]
         kind = op[KIND]
         if kind == CONV:
-            conv_forward(op, p, a, nb)
+            conv_forward(op, p, a, nb, work)
         elif kind == DENSE:
             dense_forward(op, p, a, nb)
         elif kind == POOL:
@@ -100,7 +100,7 @@ def _inject(op, fb, ga, settings, nb):
 
 @njit(cache=True, nogil=True)
 def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wins, gp, nb):
-    scratch = settings[SCRATCH]
+    scratch, work = settings[SCRATCH], settings[WORK]
     flowing = True  # whether a gradient arrives at this layer's output
     for layer in range(ops.shape[0] - 1, settings[LOWEST] - 1, -1):
         op = ops[layer]
@@ -116,7 +116,7 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             continue
         if kind in (CONV, DENSE):
             if kind == CONV:
-                conv_param_grads(op, a, ga, gp, nb)
+                conv_param_grads(op, a, ga, gp, nb, work)
             else:
                 dense_param_grads(op, a, ga, gp, nb)
             if op[NEED_DX] == 0:
@@ -124,11 +124,11 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
                 continue
             weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
             if kind == CONV:
-                conv_input_grad(op, weights, w0, ga, nb)
+                conv_input_grad(op, weights, w0, a, ga, nb, work)
             else:
                 dense_input_grad(op, weights, w0, ga, nb)
         elif kind == POOL:
-            pool_backward(op, codes, a, ga, wins, nb, a, scratch)
+            pool_backward(op, codes, a, ga, wins, nb, a, work)
         elif kind == ACT:
             act_backward(op, codes, slopes, a, ga, nb)
 
@@ -148,7 +148,7 @@ def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2,
             continue
         nb = min(batch, count - start)
         a[: nb * in_size] = x[r, start * in_size : (start + nb) * in_size]
-        _forward(ops, codes, slopes, p, a, wins, nb)
+        _forward(ops, codes, slopes, p, a, wins, nb, settings[WORK])
         value = loss(settings[LOSS], settings[MEAN] != 0, a, ga, out0, y[r], start, nb,
                      settings[CLASSES])
         a[scratch] = value  # the reference's value is in the network's dtype

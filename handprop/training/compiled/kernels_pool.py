@@ -15,6 +15,7 @@ T is rot180 or transpose (square maps). See :mod:`handprop.rules.seed`.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .adapter import GREEN, RED, ROT180, ROUTE
@@ -36,32 +37,43 @@ from .plan import (
     W,
 )
 
+U = np.uint64  # unsigned indices: no negative-index branch (see kernels_conv)
+
+
+@njit(cache=True, nogil=True)
+def _window_max(a, start, kh, kw, win):
+    """(maximum, its position from ``start``): the first maximum in row-major order, or
+    the first NaN (what ``numpy.argmax`` picks)."""
+    best, where = a[U(start)], 0
+    if best != best:
+        return best, where
+    for i in range(kh):
+        for j in range(kw):
+            at = i * win + j
+            value = a[U(start + at)]
+            if value != value:
+                return value, at
+            if value > best:
+                best, where = value, at
+    return best, where
+
 
 @njit(cache=True, nogil=True)
 def pool_forward(op, a, wins, nb):
-    """out = each window's first maximum (or first NaN); ``wins`` gets its tap."""
+    """out = each window's first maximum (or first NaN); ``wins`` gets its position in
+    the input plane (so the backward pass needs no division)."""
     channels, hin, win, hout, wout = op[C], op[H], op[W], op[OH], op[OW]
     kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
-    taps = kh * kw
     for m in range(nb * channels):
         x0 = op[IN_OFF] + m * hin * win
         y0 = op[OUT_OFF] + m * hout * wout
         t0 = op[INT_OFF] + m * hout * wout
         for oy in range(hout):
             for ox in range(wout):
-                start = x0 + oy * sh * win + ox * sw
-                best = a[start]
-                tap = 0
-                if best == best:
-                    for t in range(1, taps):
-                        value = a[start + (t // kw) * win + t % kw]
-                        if value != value:  # NaN wins, as in argmax
-                            best, tap = value, t
-                            break
-                        if value > best:
-                            best, tap = value, t
-                a[y0 + oy * wout + ox] = best
-                wins[t0 + oy * wout + ox] = tap
+                corner = oy * sh * win + ox * sw
+                best, where = _window_max(a, x0 + corner, kh, kw, win)
+                a[U(y0 + oy * wout + ox)] = best
+                wins[U(t0 + oy * wout + ox)] = corner + where
 
 
 @njit(cache=True, nogil=True)
@@ -73,18 +85,18 @@ def _route(op, a, ga, wins, m, ties, out, o0):
     g0 = op[OUT_OFF] + m * hout * wout
     t0 = op[INT_OFF] + m * hout * wout
     for window in range(hout * wout):
-        oy, ox = window // wout, window % wout
-        corner = oy * sh * win + ox * sw
-        grad = ga[g0 + window]
-        winner = wins[t0 + window]
+        grad = ga[U(g0 + window)]
+        winner = wins[U(t0 + window)]
         if not ties:
-            out[o0 + corner + (winner // kw) * win + winner % kw] += grad
+            out[U(o0 + winner)] += grad
             continue
-        best = a[x0 + corner + (winner // kw) * win + winner % kw]
-        for t in range(kh * kw):
-            at = corner + (t // kw) * win + t % kw
-            hit = 1.0 if a[x0 + at] == best else 0.0
-            out[o0 + at] += hit * grad
+        best = a[U(x0 + winner)]
+        corner = (window // wout) * sh * win + (window % wout) * sw
+        for i in range(kh):
+            for j in range(kw):
+                at = corner + i * win + j
+                hit = 1.0 if a[U(x0 + at)] == best else 0.0
+                out[U(o0 + at)] += hit * grad
 
 
 @njit(cache=True, nogil=True)
@@ -96,18 +108,19 @@ def _mask_and_spread(op, a, ga, wins, m, ties, out, mask0, up0):
     g0 = op[OUT_OFF] + m * hout * wout
     t0 = op[INT_OFF] + m * hout * wout
     for window in range(hout * wout):
-        oy, ox = window // wout, window % wout
-        corner = oy * sh * win + ox * sw
-        winner = wins[t0 + window]
-        best = a[x0 + corner + (winner // kw) * win + winner % kw]
-        for t in range(kh * kw):
-            at = corner + (t // kw) * win + t % kw
-            if ties:
-                hit = 1.0 if a[x0 + at] == best else 0.0
-            else:
-                hit = 1.0 if t == winner else 0.0
-            out[mask0 + at] += hit
-            out[up0 + at] += ga[g0 + window]
+        corner = (window // wout) * sh * win + (window % wout) * sw
+        winner = wins[U(t0 + window)]
+        best = a[U(x0 + winner)]
+        grad = ga[U(g0 + window)]
+        for i in range(kh):
+            for j in range(kw):
+                at = corner + i * win + j
+                if ties:
+                    hit = 1.0 if a[U(x0 + at)] == best else 0.0
+                else:
+                    hit = 1.0 if at == winner else 0.0
+                out[U(mask0 + at)] += hit
+                out[U(up0 + at)] += grad
 
 
 @njit(cache=True, nogil=True)

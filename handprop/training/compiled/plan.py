@@ -55,8 +55,9 @@ class Plan:
     ops (L, COLUMNS) int64; codes int64 (activation code per channel, pool mode per
     channel); slopes float64 (leaky slope per channel entry of ``codes``); scales
     float64 (usf scale per layer, indexed by ops[:, SCALE]); arena / ints: values per
-    replica of the float and integer arenas (the float one ends with ``scratch_off``:
-    room for one layer's feedback weights or pool planes); feedback: values per replica
+    replica of the float and integer arenas (the float one ends with ``scratch_off``,
+    room for one layer's feedback weights, then ``work_off``, room for one layer's
+    padded planes); feedback: values per replica
     of the fixed feedback arrays (FA/frSF/DFA); drawn: values per step of brSF's magnitudes;
     lowest: the lowest layer backward visits; error_off/error_size: where DFA's output
     error sits in the gradient arena.
@@ -68,6 +69,7 @@ class Plan:
     scales: np.ndarray
     arena: int
     scratch_off: int
+    work_off: int
     ints: int
     feedback: int
     drawn: int
@@ -131,7 +133,8 @@ class _Builder:
         self.drawn = 0
         self.feedback_slots: dict[int, tuple[int, int]] = {}
         self.drawn_slots: dict[int, tuple[int, int]] = {}
-        self.scratch = 0  # per-layer scratch (feedback weights, pool planes)
+        self.scratch = 1  # feedback weights formed each step (and the loss value's rounding)
+        self.work = 1  # one layer's working planes (padded maps, pool planes)
         weights = [i for i, lay in enumerate(net.layers) if isinstance(lay, Conv2d | Dense)]
         if not weights:
             raise UnsupportedError("a network without conv or dense layers")
@@ -215,6 +218,9 @@ class _Builder:
         (row[PH], row[PW]), row[GROUPS] = layer.padding, layer.groups
         index = self.net.layers.index(layer)
         self._weights(row, index, layer, offsets)
+        # padded input, delta widened to padded rows, padded input gradient
+        padded = in_shape[0] * (in_shape[1] + 2 * row[PH]) * (in_shape[2] + 2 * row[PW])
+        self.work = max(self.work, 2 * padded + out_shape[1] * (in_shape[2] + 2 * row[PW]))
         row[ROT_W] = index in self.rules.rotate_weight_grad
         row[ROT_DX] = index in self.rules.rotate_input_grad
 
@@ -232,7 +238,7 @@ class _Builder:
         row[CODE_OFF] = len(self.codes)
         self.codes.extend(modes)
         self.slopes.extend([0.0] * len(modes))
-        self.scratch = max(self.scratch, 2 * in_shape[1] * in_shape[2])
+        self.work = max(self.work, 2 * in_shape[1] * in_shape[2])
 
     def _activation(self, row, names: list[str], in_shape) -> None:
         row[KIND] = ACT
@@ -248,12 +254,13 @@ class _Builder:
     def finish(self, loss: str, reduction: str, optimizer: int) -> Plan:
         ops = np.stack(self.rows)
         scratch_off = self.arena
-        self.arena += max(self.scratch, 1)  # at least one slot: the loss value's rounding
+        work_off = scratch_off + self.scratch
+        self.arena = work_off + self.work
         lowest = min((i for i, lay in enumerate(self.net._layout) if lay), default=0)
         return Plan(
             ops=ops, codes=np.array(self.codes + [0], np.int64),
             slopes=np.array(self.slopes + [0.0]), scales=np.array(self.scales),
-            arena=self.arena, scratch_off=scratch_off, ints=max(self.ints, 1),
+            arena=self.arena, scratch_off=scratch_off, work_off=work_off, ints=max(self.ints, 1),
             feedback=max(self.feedback, 1),
             drawn=max(self.drawn, 1), lowest=lowest,
             error_off=int(ops[self.last_weight, OUT_OFF]),
