@@ -21,14 +21,16 @@ LOSSES = (("l2", "sum"), ("bce", "mean"), ("softmax_ce", "mean"), ("l2", "mean")
           ("softmax_ce", "sum"), ("bce", "sum"))
 
 
-def _activation(rng: np.random.Generator, channels: int, name: str) -> object:
+def _activation(rng: np.random.Generator, channels: int, name: str,
+                choices: tuple[str, ...] = ACTIVATIONS) -> object:
     if channels > 1 and rng.random() < 0.6:
-        names = [str(rng.choice(ACTIVATIONS)) for _ in range(channels)]
+        names = [str(rng.choice(choices)) for _ in range(channels)]
         return PerChannelActivation(names, name=name)
-    return Activation(str(rng.choice(ACTIVATIONS)), name=name)
+    return Activation(str(rng.choice(choices)), name=name)
 
 
-def random_net(seed: int, loss: str, square: bool = False) -> Network:
+def random_net(seed: int, loss: str, square: bool = False,
+               activations: tuple[str, ...] = ACTIVATIONS) -> Network:
     """A random small CNN: 1-2 conv blocks (groups, stride, padding, bias; per-channel or
     single activations; max-pools, sometimes overlapping), 1-2 hidden dense layers."""
     rng = np.random.default_rng(seed)
@@ -50,7 +52,7 @@ def random_net(seed: int, loss: str, square: bool = False) -> Network:
                       bias=bool(rng.random() < 0.5), name=f"conv{block}")
         layers.append(conv)
         shape = Network([*layers], (channels, height, width)).shapes[-1]
-        layers.append(_activation(rng, shape[0], f"cact{block}"))
+        layers.append(_activation(rng, shape[0], f"cact{block}", activations))
         side = min(shape[1:])
         pool_k = 2 if side >= 2 else 1
         pool_s = int(rng.choice([1, 2])) if side >= 3 else pool_k
@@ -60,23 +62,34 @@ def random_net(seed: int, loss: str, square: bool = False) -> Network:
     for hidden in range(int(rng.integers(1, 3))):
         layers.append(Dense(int(rng.integers(3, 9)), bias=bool(rng.random() < 0.5),
                             name=f"fc{hidden}"))
-        layers.append(_activation(rng, 1, f"fact{hidden}"))
+        layers.append(_activation(rng, 1, f"fact{hidden}", activations))
     classes = 3 if loss == "softmax_ce" else int(rng.integers(1, 3))
     layers.append(Dense(classes, bias=bool(rng.random() < 0.5), name="out"))
     if loss == "bce":
         layers.append(Activation("sigmoid", name="prob"))
     elif loss == "l2" and rng.random() < 0.5:
-        layers.append(Activation(str(rng.choice(ACTIVATIONS)), name="outact"))
+        layers.append(Activation(str(rng.choice(activations)), name="outact"))
     return Network(layers, (channels, height, width), loss=loss, init="lecun",
                    name=f"random{seed}")
 
 
-def random_data(net: Network, seed: int, count: int, replicas: int | None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs with many ties (small integers) and labels for the net's task."""
+def dyadic(net: Network) -> Network:
+    """Round the weights to multiples of 1/4: with small-integer inputs and piecewise
+    linear activations every sum is then exact in any order, so tied window maxima are
+    tied in both engines (a tie between two *rounded* sums could break either way
+    depending on the order of the additions, and routing is discontinuous there)."""
+    net.flat[...] = np.round(net.flat * 4) / 4
+    return net
+
+
+def random_data(net: Network, seed: int, count: int, replicas: int | None,
+                integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels for the net's task: normal values (ties only where values are
+    exact, e.g. ReLU's zeros), or small integers (many ties; see :func:`dyadic`)."""
     rng = np.random.default_rng(seed + 1000)
     lead = (replicas,) if replicas else ()
-    x = rng.integers(-3, 4, (*lead, count, *net.input_shape)).astype(float) / 2
+    shape = (*lead, count, *net.input_shape)
+    x = rng.integers(-3, 4, shape).astype(float) if integers else rng.normal(0, 1.5, shape)
     classes = max(net.output_shape[-1], 2)
     labels = rng.integers(0, classes, (*lead, count))
     if net.output_shape[-1] == 1:
@@ -99,13 +112,17 @@ def _optimizer(name: str, net: Network, rng: np.random.Generator, decay: float):
 
 
 def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str, batch: int,
-             seed: int, replicas: int | None = None, decay: float = 0.0) -> dict[str, float]:
+             seed: int, replicas: int | None = None, decay: float = 0.0,
+             ties: bool = False) -> dict[str, float]:
     """One step from the same state on both engines; the largest relative differences
-    of the cost, the parameter update and the optimizer state."""
+    of the cost, the parameter update and the optimizer state. ``ties``: dyadic
+    weights and integer inputs (see :func:`dyadic`)."""
     from handprop.training.compiled import compiled_engine
 
     net.init(seed, replicas=None if replicas is None else list(range(seed, seed + replicas)))
-    x, labels = random_data(net, seed, batch, replicas)
+    if ties:
+        dyadic(net)
+    x, labels = random_data(net, seed, batch, replicas, integers=ties)
     y = targets_for(net, labels, loss, net.dtype)
     sizes = np.full(replicas or 1, batch)
     alive = np.ones(replicas or 1, bool)
