@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels_dense import axpy, dot
+from .kernels_dense import axpy, copy, dot, fill
 from .plan import (
     B_OFF,
     GROUPS,
@@ -76,7 +76,7 @@ def _forward_strided(op, p, a, nb):
         x0 = op[IN_OFF] + n * cin * plane_in
         for o in range(cout):
             y0 = op[OUT_OFF] + (n * cout + o) * plane_out
-            a[y0 : y0 + plane_out] = 0.0
+            fill(a, y0, plane_out)
             first = (o // per_out) * per_in
             for c in range(per_in):
                 xc = x0 + (first + c) * plane_in
@@ -155,7 +155,7 @@ def _input_grad_strided(op, weights, w0, ga, nb):
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
     plane_in, plane_out = hin * win, hout * wout
     dx0 = op[IN_OFF]
-    ga[dx0 : dx0 + nb * cin * plane_in] = 0.0
+    fill(ga, dx0, nb * cin * plane_in)
     for n in range(nb):
         x0 = dx0 + n * cin * plane_in
         for o in range(cout):
@@ -196,11 +196,11 @@ def _padded(op, src, x0, a, work):
     wide, tall = win + 2 * pw, hin + 2 * ph
     if ph == 0 and pw == 0:
         return src, x0, win, hin * win
-    a[work : work + cin * tall * wide] = 0.0
+    fill(a, work, cin * tall * wide)
     for c in range(cin):
         for y in range(hin):
             row = work + (c * tall + y + ph) * wide + pw
-            a[row : row + win] = src[x0 + (c * hin + y) * win : x0 + (c * hin + y + 1) * win]
+            copy(a, row, src, x0 + (c * hin + y) * win, win)
     return a, work, wide, tall * wide
 
 
@@ -208,9 +208,9 @@ def _padded(op, src, x0, a, work):
 def _widen(op, ga, d0, a, out0, wide):
     """Delta plane (out_h x out_w) laid out in rows of ``wide`` at ``a[out0:]``."""
     hout, wout = op[OH], op[OW]
-    a[out0 : out0 + hout * wide] = 0.0
+    fill(a, out0, hout * wide)
     for y in range(hout):
-        a[out0 + y * wide : out0 + y * wide + wout] = ga[d0 + y * wout : d0 + (y + 1) * wout]
+        copy(a, out0 + y * wide, ga, d0 + y * wout, wout)
 
 
 @njit(cache=True, nogil=True)
@@ -226,7 +226,7 @@ def _forward_wide(op, p, a, nb, work):
         run = (hout - 1) * wide + wout
         for o in range(cout):
             first = (o // per_out) * per_in
-            a[out_wide : out_wide + run] = 0.0
+            fill(a, out_wide, run)
             for c in range(per_in):
                 for i in range(kh):
                     for j in range(kw):
@@ -234,8 +234,7 @@ def _forward_wide(op, p, a, nb, work):
                         axpy(a, out_wide, w, src, x0 + (first + c) * plane + i * wide + j, run)
             y0 = op[OUT_OFF] + (n * cout + o) * plane_out
             for y in range(hout):
-                a[y0 + y * wout : y0 + (y + 1) * wout] = a[out_wide + y * wide :
-                                                           out_wide + y * wide + wout]
+                copy(a, y0 + y * wout, a, out_wide + y * wide, wout)
             if b0 >= 0:
                 bias = p[U(b0 + o)]
                 for k in range(plane_out):
@@ -248,7 +247,7 @@ def _param_grads_wide(op, a, ga, gp, nb, work):
     kh, kw = op[KH], op[KW]
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
     w0 = op[W_OFF]
-    gp[w0 : w0 + cout * per_in * kh * kw] = 0.0
+    fill(gp, w0, cout * per_in * kh * kw)
     for n in range(nb):
         src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
         delta = work + cin * plane
@@ -274,7 +273,7 @@ def _input_grad_wide(op, weights, w0, a, ga, nb, work):
     grad, delta = work, work + cin * plane
     run = (hout - 1) * wide + wout
     for n in range(nb):
-        a[grad : grad + cin * plane] = 0.0
+        fill(a, grad, cin * plane)
         for o in range(cout):
             _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
             first = (o // per_out) * per_in
@@ -287,7 +286,7 @@ def _input_grad_wide(op, weights, w0, a, ga, nb, work):
         for c in range(cin):
             for y in range(hin):
                 row = grad + (c * tall + y + ph) * wide + pw
-                ga[dx0 + (c * hin + y) * win : dx0 + (c * hin + y + 1) * win] = a[row : row + win]
+                copy(ga, dx0 + (c * hin + y) * win, a, row, win)
 
 
 # -- the op ---------------------------------------------------------------------------

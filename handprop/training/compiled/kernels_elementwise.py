@@ -193,22 +193,28 @@ def update(kind, p, g, s1, s2, hyper, c1, c2):
     """One optimizer step on one replica's flat buffers (see handprop.training.optim).
 
     hyper = (lr, momentum, weight_decay, beta1, 1 - beta1, beta2, 1 - beta2, eps) in the
-    parameters' dtype; c1, c2: Adam's bias corrections for this step.
+    parameters' dtype; c1, c2: Adam's bias corrections for this step. Weight decay first
+    turns g into g + decay * p (in place: g is this step's scratch), then one loop per
+    optimizer, with no branch inside, so each vectorizes.
     """
     lr, mom, decay = hyper[0], hyper[1], hyper[2]
-    for k in range(p.shape[0]):
-        grad = g[k] + decay * p[k] if decay != 0 else g[k]
-        if kind == SGD:
-            p[k] -= lr * grad
-        elif kind == MOMENTUM:
-            s1[k] = s1[k] * mom + grad * lr
+    if decay != 0:
+        for k in range(p.shape[0]):
+            g[k] = g[k] + decay * p[k]
+    if kind == SGD:
+        for k in range(p.shape[0]):
+            p[k] -= lr * g[k]
+    elif kind == MOMENTUM:
+        for k in range(p.shape[0]):
+            s1[k] = s1[k] * mom + g[k] * lr
             p[k] -= s1[k]
-        elif kind == NESTEROV:
-            s1[k] = s1[k] * mom + grad
-            p[k] -= lr * (grad + mom * s1[k])
-        elif kind == ADAM:
-            s1[k] = s1[k] * hyper[3] + hyper[4] * grad
-            s2[k] = s2[k] * hyper[5] + hyper[6] * grad * grad
-            p[k] -= lr * (s1[k] / c1) / (math.sqrt(s2[k] / c2) + hyper[7])
-
-
+    elif kind == NESTEROV:
+        for k in range(p.shape[0]):
+            s1[k] = s1[k] * mom + g[k]
+            p[k] -= lr * (g[k] + mom * s1[k])
+    elif kind == ADAM:
+        beta1, rest1, beta2, rest2, eps = hyper[3], hyper[4], hyper[5], hyper[6], hyper[7]
+        for k in range(p.shape[0]):
+            s1[k] = s1[k] * beta1 + rest1 * g[k]
+            s2[k] = s2[k] * beta2 + rest2 * g[k] * g[k]
+            p[k] -= lr * (s1[k] / c1) / (math.sqrt(s2[k] / c2) + eps)

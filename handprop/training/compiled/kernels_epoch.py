@@ -14,7 +14,7 @@ from numba import njit
 
 from .adapter import FB_MATRIX, FB_SIGN_SCALE, FB_WEIGHT
 from .kernels_conv import conv_forward, conv_input_grad, conv_param_grads
-from .kernels_dense import dense_forward, dense_input_grad, dense_param_grads
+from .kernels_dense import copy, dense_forward, dense_input_grad, dense_param_grads, fill
 from .kernels_elementwise import act_backward, act_forward, loss, update
 from .kernels_pool import pool_backward, pool_forward
 from .plan import (
@@ -110,9 +110,9 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             flowing = True
         if not flowing:
             if kind in (CONV, DENSE):  # the rule left it alone: no update
-                gp[op[W_OFF] : op[W_OFF] + _weight_size(op)] = 0.0
+                fill(gp, op[W_OFF], _weight_size(op))
                 if op[B_OFF] >= 0:
-                    gp[op[B_OFF] : op[B_OFF] + op[O]] = 0.0
+                    fill(gp, op[B_OFF], op[O])
             continue
         if kind in (CONV, DENSE):
             if kind == CONV:
@@ -147,7 +147,7 @@ def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2,
         if sizes[r] <= start:  # frozen: this replica's data has run out
             continue
         nb = min(batch, count - start)
-        a[: nb * in_size] = x[r, start * in_size : (start + nb) * in_size]
+        copy(a, 0, x[r], start * in_size, nb * in_size)
         _forward(ops, codes, slopes, p, a, wins, nb, settings[WORK])
         value = loss(settings[LOSS], settings[MEAN] != 0, a, ga, out0, y[r], start, nb,
                      settings[CLASSES])

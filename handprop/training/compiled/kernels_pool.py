@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from .adapter import GREEN, RED, ROT180, ROUTE
+from .kernels_dense import fill
 from .plan import (
     CODE_OFF,
     IN_OFF,
@@ -139,14 +140,14 @@ def pool_backward(op, codes, a, ga, wins, nb, scratch, s0):
     plane = hin * win
     ties, transform = op[TIES] != 0, op[TRANSFORM]
     dx0 = op[IN_OFF]
-    ga[dx0 : dx0 + nb * channels * plane] = 0.0
+    fill(ga, dx0, nb * channels * plane)
     for m in range(nb * channels):
         mode = codes[op[CODE_OFF] + m % channels]
         dx = dx0 + m * plane
         if mode == ROUTE:
             _route(op, a, ga, wins, m, ties, ga, dx)
             continue
-        scratch[s0 : s0 + 2 * plane] = 0.0
+        fill(scratch, s0, 2 * plane)
         if mode == GREEN:
             _route(op, a, ga, wins, m, ties, scratch, s0)
             for k in range(plane):
