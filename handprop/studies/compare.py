@@ -157,6 +157,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                                "training images, after every epoch (entry 0: before training)",
             "config": config.to_dict(),
             "seconds_for_job": result.seconds,
+            "engine": result.history.extra["engine"],
             "versions": versions(),
         }
         write_json(record_path(Path(spec["out"]), spec["rule"], seed), record)

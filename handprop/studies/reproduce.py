@@ -255,6 +255,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                        "folds": spec["folds"] if run["protocol"] == "cv" else None},
             "seconds_for_job": result.seconds,
             "replicas_in_job": len(runs),
+            "engine": result.history.extra["engine"],
             "versions": versions(),
         }
         write_json(Path(spec["outputs"][r]), record)

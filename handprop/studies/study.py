@@ -3,6 +3,7 @@ lockstep with alignment logging and progress, and reading their record files bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -18,10 +19,16 @@ from ..core.errors import HandpropError
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     from .. import __version__
 
-    return {"handprop": __version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    found = {"handprop": __version__, "numpy": np.__version__,
+             "python": platform.python_version()}
+    # the compiled engine's compiler, read from the metadata (numba is not imported)
+    with contextlib.suppress(PackageNotFoundError):
+        found["numba"] = version("numba")
+    return found
 
 
 def rounded(values: Sequence[float | None], digits: int = 7) -> list[float | None]:
@@ -42,12 +49,15 @@ class GroupResult:
 
 def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: np.ndarray,
                 test_labels: np.ndarray, config, probe: int, out: str | Path, job_id: str,
-                weight_metrics: bool = True, counts: list[int] | None = None) -> GroupResult:
+                weight_metrics: bool = True, counts: list[int] | None = None,
+                engine: str = "numpy") -> GroupResult:
     """Train the replicas of ``net`` in lockstep with ``rule_name``.
 
     Alignment with the exact gradient is logged before training and after every epoch
     on a fixed probe batch (the first ``probe`` training images of each replica);
     progress goes to the study's progress file for the parent's progress bar.
+    ``engine``: see :func:`handprop.training.loop.fit`; ``history.extra["engine"]`` names
+    the one that ran (records keep it).
     """
     from ..rules import make_rule
     from ..training.loop import evaluate, fit, loss_for, targets_for
@@ -70,7 +80,8 @@ def train_group(net, rule_name: str, x: np.ndarray, labels: np.ndarray, test_x: 
         report((epoch + 1) * steps_per_epoch)
 
     start = time.perf_counter()
-    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts)
+    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts,
+                  engine=engine)
     with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
         evaluation = evaluate(net, test_x, test_labels)
     return GroupResult(history, log, evaluation, time.perf_counter() - start)

@@ -152,6 +152,7 @@ class CompiledEpoch:
         x = np.ascontiguousarray(xe, net.dtype).reshape(self.replicas, -1)
         y = self._targets(ye, count)
         sizes = np.ascontiguousarray(sizes, np.int64)
+        self._fill_fixed()  # the rule's arrays as they are now (e.g. after load_state)
         flat = self._rows(net.flat)
         state1, state2 = self._optimizer_arrays()
         before = [flat.copy(), state1.copy(), state2.copy()]

@@ -14,7 +14,7 @@ from .plan import B_OFF, IN_OFF, OUT_OFF, W_OFF, C, O
 U = np.uint64
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fill(out, o0, count):
     """out[o0 : o0 + count] = 0 (a loop: Numba's slice assignment costs tens of ns of
     set-up, as much as the work on the article's small maps)."""
@@ -22,14 +22,14 @@ def fill(out, o0, count):
         out[U(o0 + k)] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def copy(out, o0, src, s0, count):
     """out[o0 : o0 + count] = src[s0 : s0 + count] (a loop, see :func:`fill`)."""
     for k in range(count):
         out[U(o0 + k)] = src[U(s0 + k)]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def dot(u, u0, v, v0, count):
     """sum_k u[u0 + k] v[v0 + k] in four interleaved partial sums (four independent
     chains of adds instead of one; a fixed order all the same)."""
@@ -47,14 +47,14 @@ def dot(u, u0, v, v0, count):
     return (s0 + s1) + (s2 + s3)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def axpy(out, o0, weight, src, s0, count):
     """out[o0 + k] += weight * src[s0 + k] for k < count (vectorized)."""
     for k in range(count):
         out[U(o0 + k)] += weight * src[U(s0 + k)]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def dense_forward(op, p, a, nb):
     """out[n, o] = sum_i x[n, i] w[o, i] + b[o]."""
     fan_in, fan_out, w0, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
@@ -68,7 +68,7 @@ def dense_forward(op, p, a, nb):
             a[U(y0 + o)] = total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def dense_param_grads(op, a, ga, gp, nb):
     """dw[o, i] = sum_n delta[n, o] x[n, i]; db[o] = sum_n delta[n, o]."""
     fan_in, fan_out, w0, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
@@ -85,7 +85,7 @@ def dense_param_grads(op, a, ga, gp, nb):
             axpy(gp, w0 + o * fan_in, d, a, x0, fan_in)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def dense_input_grad(op, weights, w0, ga, nb):
     """dx[n, i] = sum_o delta[n, o] B[o, i], B = ``weights[w0:]`` (W or feedback)."""
     fan_in, fan_out = op[C], op[O]

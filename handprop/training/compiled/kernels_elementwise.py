@@ -39,7 +39,7 @@ LOGE2 = 0.693147180559945309417232121458176568
 BCE_EPS = 9.999999960041972e-13  # float32(1e-12), PyTorch's clamp even in float64
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _logaddexp0(m):
     """numpy.logaddexp(0, m), branch for branch."""
     if m == 0.0:
@@ -52,7 +52,7 @@ def _logaddexp0(m):
     return tmp
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def activate(code, slope, z):
     if code == RELU:
         return z if z > 0 or z != z else 0.0
@@ -67,7 +67,7 @@ def activate(code, slope, z):
     return z
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def derivative(code, slope, z, y):
     if code == RELU:
         return 1.0 if z > 0 else 0.0
@@ -82,7 +82,7 @@ def derivative(code, slope, z, y):
     return 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _forward_run(code, slope, a, z0, y0, count):
     """y = f(z) over one run of values; one branch per run, not per value, so the
     simple activations vectorize."""
@@ -98,7 +98,7 @@ def _forward_run(code, slope, a, z0, y0, count):
             a[U(y0 + k)] = activate(code, slope, a[U(z0 + k)])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _backward_run(code, slope, a, ga, z0, y0, count):
     """dz = dy * f'(z) over one run of values."""
     if code == RELU:
@@ -110,7 +110,7 @@ def _backward_run(code, slope, a, ga, z0, y0, count):
                                                        a[U(y0 + k)])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def act_forward(op, codes, slopes, a, nb):
     """y = f_c(z), channel c's own f (one f for the whole layer when C = 1)."""
     channels, per_channel = op[C], op[H]
@@ -121,7 +121,7 @@ def act_forward(op, codes, slopes, a, nb):
                      per_channel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def act_backward(op, codes, slopes, a, ga, nb):
     """dz = dy * f_c'(z)."""
     channels, per_channel = op[C], op[H]
@@ -132,7 +132,7 @@ def act_backward(op, codes, slopes, a, ga, nb):
                       per_channel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _max_row(a, start, count):
     """The row's maximum, NaN if any (as numpy's max)."""
     best = a[start]
@@ -145,7 +145,7 @@ def _max_row(a, start, count):
     return best
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def loss(kind, mean, a, ga, out0, y, row0, nb, classes):
     """The batch's loss value (float64) and its gradient at ``ga[out0:]``.
 
@@ -188,7 +188,7 @@ def loss(kind, mean, a, ga, out0, y, row0, nb, classes):
     return -scale * total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update(kind, p, g, s1, s2, hyper, c1, c2):
     """One optimizer step on one replica's flat buffers (see handprop.training.optim).
 

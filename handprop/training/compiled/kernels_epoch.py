@@ -46,7 +46,7 @@ from .plan import (
 SETTINGS = 13
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _forward(ops, codes, slopes, p, a, wins, nb, work):
     for layer in range(ops.shape[0]):
         op = ops[layer]
@@ -61,7 +61,7 @@ def _forward(ops, codes, slopes, p, a, wins, nb, work):
             act_forward(op, codes, slopes, a, nb)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _feedback_weights(op, scales, p, fb, magnitudes, a, scratch):
     """Where this layer's input gradient goes back through: (array, offset)."""
     kind = op[FB_KIND]
@@ -78,14 +78,14 @@ def _feedback_weights(op, scales, p, fb, magnitudes, a, scratch):
     return a, scratch
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _weight_size(op):
     if op[KIND] == CONV:
         return op[O] * (op[C] // op[GROUPS]) * op[KH] * op[KW]
     return op[O] * op[C]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _inject(op, fb, ga, settings, nb):
     """DFA: this layer's output gradient is the output error e times B (K x D)."""
     classes, size = settings[ERROR_SIZE], op[OUT_SIZE]
@@ -98,7 +98,7 @@ def _inject(op, fb, ga, settings, nb):
             ga[g0 + n * size + d] = total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wins, gp, nb):
     scratch, work = settings[SCRATCH], settings[WORK]
     flowing = True  # whether a gradient arrives at this layer's output
@@ -133,7 +133,7 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             act_backward(op, codes, slopes, a, ga, nb)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
                   corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
                   first, steps):
@@ -163,7 +163,7 @@ def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2,
                corrections[step, 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def train_epoch(ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
                 corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
                 first, steps, r0, r1):

@@ -41,7 +41,7 @@ from .plan import (
 U = np.uint64  # unsigned indices: no negative-index branch (see kernels_conv)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _window_max(a, start, kh, kw, win):
     """(maximum, its position from ``start``): the first maximum in row-major order, or
     the first NaN (what ``numpy.argmax`` picks)."""
@@ -59,7 +59,7 @@ def _window_max(a, start, kh, kw, win):
     return best, where
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def pool_forward(op, a, wins, nb):
     """out = each window's first maximum (or first NaN); ``wins`` gets its position in
     the input plane (so the backward pass needs no division)."""
@@ -77,7 +77,7 @@ def pool_forward(op, a, wins, nb):
                 wins[U(t0 + oy * wout + ox)] = corner + where
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _route(op, a, ga, wins, m, ties, out, o0):
     """Add plane m's routed gradient U into ``out[o0:]`` (a zeroed plane)."""
     hin, win, hout, wout = op[H], op[W], op[OH], op[OW]
@@ -100,7 +100,7 @@ def _route(op, a, ga, wins, m, ties, out, o0):
                 out[U(o0 + at)] += hit * grad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mask_and_spread(op, a, ga, wins, m, ties, out, mask0, up0):
     """The routing mask (summed per pixel) at ``out[mask0:]`` and up(G) at ``out[up0:]``."""
     hin, win, hout, wout = op[H], op[W], op[OH], op[OW]
@@ -124,7 +124,7 @@ def _mask_and_spread(op, a, ga, wins, m, ties, out, mask0, up0):
                 out[U(up0 + at)] += grad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _moved(k, hin, win, transform):
     """Where T reads pixel k of a map from (rot180 and transpose are involutions)."""
     if transform == ROT180:
@@ -132,7 +132,7 @@ def _moved(k, hin, win, transform):
     return (k % win) * win + k // win
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def pool_backward(op, codes, a, ga, wins, nb, scratch, s0):
     """The gradient at the pool's input, channel by channel (see the module notes);
     ``scratch[s0:]`` holds two planes."""
