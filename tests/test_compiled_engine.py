@@ -342,3 +342,17 @@ def test_float32_runs_close_to_numpy(digits):
                                            digits.x_train[:60], digits.y_train[:60], config)
     assert net.flat.dtype == np.float32
     assert _close(net.flat, ref_net.flat) <= 1e-5
+
+
+def test_auto_keeps_numpy_where_blas_is_faster():
+    """LeNet at batch 64 is mostly big convolutions: NumPy's BLAS path wins there."""
+    from handprop.core.presets import lenet
+    from handprop.training.loop import compiled_is_faster
+
+    assert compiled_is_faster(seed_net(), 1) and compiled_is_faster(seed_net(), 32)
+    assert not compiled_is_faster(lenet(), 64)
+    net = lenet().init(0, dtype="float32")
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    history = fit(net, x, np.array([1, 2]), TrainConfig(epochs=1, batch_size=64, lr=0.01,
+                                                        dtype="float32"), engine="auto")
+    assert history.extra["engine"] == "numpy"
