@@ -144,12 +144,19 @@ def test_twenty_epochs_of_the_seed_net_agree(digits, rule):
     assert got.steps == ref.steps == 20 * 120
 
 
-def test_twenty_epochs_of_a_random_net_agree():
+SCHEDULED = [("nesterov", "cosine", 0.0, "fa"), ("adam", "step", 1e-3, "brsf"),
+             ("momentum", "article", 0.0, "dfa")]
+
+
+@pytest.mark.parametrize(("optimizer", "schedule", "decay", "rule"), SCHEDULED,
+                         ids=[f"{o}-{s}-{r}" for o, s, _, r in SCHEDULED])
+def test_twenty_epochs_of_a_random_net_agree(optimizer, schedule, decay, rule):
+    """Schedules change the optimizer between epochs: the compiled engine reads them."""
     net_fn = lambda: random_net(4, "softmax_ce").init(4)  # noqa: E731
     x, labels = random_data(net_fn(), 4, 40, None)
-    config = TrainConfig(epochs=20, batch_size=8, optimizer="nesterov", lr=1e-4, momentum=0.9,
-                         shuffle=True, seed=4)
-    (ref, ref_net), (got, net) = _fit_pair(net_fn, x, labels, config, "fa")
+    config = TrainConfig(epochs=20, batch_size=8, optimizer=optimizer, lr=1e-4, momentum=0.9,
+                         weight_decay=decay, schedule=schedule, shuffle=True, seed=4)
+    (ref, ref_net), (got, net) = _fit_pair(net_fn, x, labels, config, rule)
     assert _close(net.flat, ref_net.flat) <= FREE_TOL
     assert _close(got.cost, ref.cost) <= FREE_TOL
 
