@@ -199,7 +199,7 @@ def _first_compiled_epoch() -> None:
 def _replica_step_us(engine: str, xd: np.ndarray, yd: np.ndarray, replicas: int,
                      repeats: int) -> float:
     """Microseconds per replica-step: the seed net as ``replicas`` lockstep replicas
-    (seeds 0..R-1), one online epoch, one thread."""
+    (seeds 0..R-1), one online epoch, on one core (BLAS held to one thread)."""
     x = np.broadcast_to(xd, (replicas, *xd.shape)).copy()
     y = np.broadcast_to(yd, (replicas, *yd.shape)).copy()
     config = TrainConfig(epochs=1, batch_size=1, optimizer="momentum", lr=SEED_LR,
@@ -208,7 +208,11 @@ def _replica_step_us(engine: str, xd: np.ndarray, yd: np.ndarray, replicas: int,
     def make() -> Network:
         return seed_net().init(0, replicas=list(range(replicas)))
 
-    history, _ = _fit_best(make, x, y, config, repeats, warmup=5, engine=engine, threads=1)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one core: NumPy's BLAS would otherwise take both
+        history, _ = _fit_best(make, x, y, config, repeats, warmup=5, engine=engine,
+                               threads=1)
     return history.seconds / (history.steps * replicas) * 1e6
 
 
@@ -329,7 +333,7 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
                          f"{sizes.lenet_epochs} epochs, batch 64, momentum lr {LENET_LR} "
                          f"alpha {LENET_MOMENTUM}, softmax_ce mean",
         "replicas": f"seed float64 as R = {', '.join(map(str, REPLICAS))} lockstep replicas, "
-                    f"{sizes.replica_images} digits each, 1 online epoch, one thread",
+                    f"{sizes.replica_images} digits each, 1 online epoch, one core",
         "compiled online": "the compiled engine runs 5x the online epochs (shorter runs "
                            "are dominated by timer noise)",
     }
@@ -459,7 +463,7 @@ def format_bench(results: dict) -> str:
             )
     if engines:
         lines.append("")
-        lines.append(f"{'us per replica-step, seed, one thread':<{LABEL}}"
+        lines.append(f"{'us per replica-step, seed, one core':<{LABEL}}"
                      + "".join(f"{'R=' + r:>9}" for r in map(str, REPLICAS)))
         for engine in engines:
             per = results.get(f"replica_step_us_{engine}", {})
