@@ -81,6 +81,7 @@ class NumpyEpoch:
     """
 
     name = "numpy"
+    notice: str | None = None  # why the compiled engine was not used (``auto``), if so
 
     def __init__(self, net: Network, rule: LearningRule | None, optimizer: Optimizer,
                  loss_fn: LossFn, batch_size: int, threads: int = 1) -> None:

@@ -276,8 +276,9 @@ def fit(
     history = History(_costs(state, net), state.diverged, state.seconds, state.steps)
     history.state = state
     history.extra["engine"] = runner.name
-    if getattr(runner, "notice", None):
-        history.extra["engine_notice"] = runner.notice
+    notice = getattr(runner, "notice", None)
+    if notice:
+        history.extra["engine_notice"] = notice
     start = time.perf_counter() - state.seconds
     try:
         # A diverging replica must not flood the terminal.
