@@ -20,6 +20,7 @@ from ...core.network import Network
 from ...rules.base import LearningRule
 from ..epoch import EpochResult
 from . import adapter
+from .adapter import UnsupportedError
 from .kernels_epoch import (
     BATCH,
     CLASSES,
@@ -86,7 +87,11 @@ class CompiledEpoch:
         """FA's B, frSF's magnitudes, DFA's B_l into the per-replica feedback rows."""
         arrays = adapter.feedback_arrays(self.rule)
         for index, (offset, size) in self.plan.feedback_slots.items():
-            self.fixed[:, offset : offset + size] = arrays[index].reshape(self.replicas, size)
+            array = arrays.get(index)
+            if array is None or array.size != self.replicas * size:
+                raise UnsupportedError(f"the rule's feedback array for layer {index} is not "
+                                       "the expected size")
+            self.fixed[:, offset : offset + size] = array.reshape(self.replicas, size)
 
     def _optimizer_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         opt, net = self.optimizer, self.net

@@ -168,13 +168,12 @@ class _Builder:
         elif type(layer) is PerChannelActivation:
             self._activation(row, list(layer.activations), in_shape)
         else:
-            raise UnsupportedError(f"layer {layer.name!r} ({type(layer).__name__}) has no compiled "
-                              "form")
-        if index in self.rules.inject:
-            offset, size = self._slot(self.feedback_slots, index, "feedback")
-            row[INJECT], row[INJECT_OFF] = 1, offset
-            if size != row[OUT_SIZE] * prod(self.net.shapes[self.last_weight + 1]):
-                raise UnsupportedError("direct feedback matrix of an unexpected size")
+            raise UnsupportedError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has no compiled form")
+        if index in self.rules.inject:  # DFA's B: (outputs, this layer's output size)
+            size = prod(self.net.shapes[self.last_weight + 1]) * int(row[OUT_SIZE])
+            row[INJECT], row[INJECT_OFF] = 1, self._slot(self.feedback_slots, index,
+                                                         "feedback", size)
         if row[KIND] == FLAT:  # row-major flatten: the same values, the same place
             row[OUT_OFF] = row[IN_OFF]
         else:
@@ -183,29 +182,27 @@ class _Builder:
         self.boundary.append(int(row[OUT_OFF]))
         self.rows.append(row)
 
-    def _slot(self, slots: dict, index: int, which: str) -> tuple[int, int]:
-        weight = self.net.params.get(f"{self.net.layers[index].name}.weight")
-        if which == "feedback" and index in self.rules.inject:
-            size = int(np.prod(self.net.shapes[index + 1])) * int(
-                np.prod(self.net.shapes[self.last_weight + 1]))
-        else:
-            size = int(np.prod(weight.shape[len(self.net.rep_shape):]))
+    def _slot(self, slots: dict, index: int, which: str, size: int) -> int:
+        """Room for ``size`` values of layer ``index`` in the ``which`` arena ("feedback":
+        fixed per run, or "drawn": per step); returns the offset."""
         offset = getattr(self, which)
         setattr(self, which, offset + size)
         slots[index] = (offset, size)
-        return offset, size
+        return offset
 
     def _weights(self, row: np.ndarray, index: int, layer: Any, offsets: dict[str, int]) -> None:
         row[W_OFF] = offsets["weight"]
         row[B_OFF] = offsets.get("bias", -1)
         kind = self.rules.feedback.get(index, FB_WEIGHT)
         row[FB_KIND] = kind
+        size = prod(layer.param_shapes()["weight"])
         if kind in (FB_MATRIX, FB_SIGN_MAGNITUDE):  # an array the rule keeps
-            redrawn = self.rules.redraws
-            row[FB_OFF] = self._slot(self.drawn_slots if redrawn else self.feedback_slots,
-                                     index, "drawn" if redrawn else "feedback")[0]
+            if self.rules.redraws:
+                row[FB_OFF] = self._slot(self.drawn_slots, index, "drawn", size)
+            else:
+                row[FB_OFF] = self._slot(self.feedback_slots, index, "feedback", size)
         if kind in (FB_SIGN_SCALE, FB_SIGN_MAGNITUDE):  # B formed in scratch every step
-            self.scratch = max(self.scratch, int(np.prod(layer.param_shapes()["weight"])))
+            self.scratch = max(self.scratch, size)
         if index in self.rules.sign_scale:
             row[SCALE] = len(self.scales)
             self.scales.append(self.rules.sign_scale[index])
