@@ -29,6 +29,8 @@ TORCH_KEYS = (
     "ratio_online",
     "ratio_seed_batch32",
     "ratio_lenet_batch64",
+    "torch_1thread_online_step_us",
+    "ratio_online_torch_1thread",
 )
 
 

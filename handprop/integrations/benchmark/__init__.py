@@ -17,13 +17,15 @@ Each is measured per training engine (``engines``: ``numpy``, the reference, and
 ``compiled``, Numba), as ``<key>_<engine>``; the unsuffixed keys hold the fastest
 engine's figure. Also per engine: ``replica_step_us_<engine>``, microseconds per
 replica-step of the seed net trained as R = 1, 15 and 120 lockstep replicas (one
-thread), and ``compile_seconds``: the compiled engine's first call in a fresh process
+core), and ``compile_seconds``: the compiled engine's first call in a fresh process
 with an empty Numba cache (cold) and with the cache on disk (warm).
 
 With PyTorch installed (a benchmark-only dependency, imported lazily), the same three
 with twins of the networks (:mod:`.torch_twins`) started from the same weights
 and trained by a plain torch loop, in the same run, and the ratios (> 1: handprop is
-faster). Targets: (a) <= 10 us and >= 60x torch, R = 15 <= 7 us per replica-step,
+faster); the online step also with torch held to one thread (``torch_1thread_*``: on a
+busy machine torch's default two threads wait on each other at every small op).
+Targets: (a) <= 10 us and >= 60x torch, R = 15 <= 7 us per replica-step,
 (b) >= 10x torch, (c) >= 1x torch; :func:`format_bench` says whether each is met.
 Nothing here asserts them: they are measurements of a machine.
 
@@ -345,6 +347,19 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
         )
         results["torch_online_step_us"] = timing.step_us
         runs["torch_online"] = timing.runs
+        # One intra-op thread too: on a busy machine torch's default two threads wait on
+        # each other at every small op, which a single thread does not.
+        threads = twins.torch.get_num_threads()
+        twins.torch.set_num_threads(1)
+        try:
+            timing = twins.time_torch_online(
+                xd, yd, epochs=sizes.online_epochs, params=seed_params, lr=SEED_LR,
+                momentum=SEED_MOMENTUM, repeats=repeats,
+            )
+        finally:
+            twins.torch.set_num_threads(threads)
+        results["torch_1thread_online_step_us"] = timing.step_us
+        runs["torch_1thread_online"] = timing.runs
         timing = twins.time_torch_seed_batch(
             xd, yd, epochs=sizes.batch32_epochs, batch_size=32, reduction="mean",
             params=seed_params, lr=SEED_LR, momentum=SEED_MOMENTUM, repeats=repeats,
@@ -360,6 +375,8 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
         for suffix in ["", *(f"_{e}" for e in ran)]:
             results[f"ratio_online{suffix}"] = (
                 results["torch_online_step_us"] / results[f"online_step_us{suffix}"])
+            results[f"ratio_online_torch_1thread{suffix}"] = (
+                results["torch_1thread_online_step_us"] / results[f"online_step_us{suffix}"])
             results[f"ratio_seed_batch32{suffix}"] = (
                 results[f"seed_batch32_samples_per_s{suffix}"]
                 / results["torch_seed_batch32_samples_per_s"])
@@ -456,6 +473,10 @@ def format_bench(results: dict) -> str:
         for engine in engines:
             lines.append(_row(f"    {engine} engine", results.get(f"{ours}_{engine}"), None,
                               results.get(f"{ratio}_{engine}"), []))
+        if ours == "online_step_us" and "torch_1thread_online_step_us" in results:
+            lines.append(_row("    torch on one thread (fastest engine)", None,
+                              results["torch_1thread_online_step_us"],
+                              results.get("ratio_online_torch_1thread"), []))
         if ours == "online_step_us":
             lines.append(
                 f"{'    numpy bare loop, no fit bookkeeping':<{LABEL}}"
