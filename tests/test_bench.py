@@ -61,6 +61,8 @@ def test_quick_bench_reports_every_measurement(quick_results):
     assert quick_results["engines"] == ["numpy", "compiled"]
     for engine in quick_results["engines"]:
         for key in HANDPROP_KEYS[:1] + HANDPROP_KEYS[2:]:
+            if engine == "compiled" and key.startswith("lenet"):
+                continue  # quick runs leave out the compiled engine's float32 kernels
             assert _positive_finite(quick_results[f"{key}_{engine}"]), (key, engine)
         replicas = quick_results[f"replica_step_us_{engine}"]
         assert set(replicas) == {"1", "15", "120"}
