@@ -234,6 +234,31 @@ def test_divergence_is_recorded_like_numpy(scales):
         assert _close(got.cost[finite], ref.cost[finite]) <= FREE_TOL
 
 
+def test_early_stop_rewinds_brsf_draws_like_numpy():
+    """When every replica has diverged the epoch ends at that step: brSF must then have
+    drawn its magnitudes for exactly the steps that ran (the compiled engine draws a
+    whole epoch ahead, so it rewinds the rule's generators and draws again)."""
+    from handprop import Activation, Dense, Flatten, Network
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(0, scale, (30, 1, 4, 4)) for scale in (30.0, 100.0)])
+    labels = np.stack([np.arange(30) % 2] * 2)
+    runs = []
+    for engine in ("numpy", "compiled"):
+        net = Network([Flatten(), Dense(4, name="fc1"), Activation("relu"), Dense(1, name="fc2")],
+                      (1, 4, 4), loss="l2", init="lecun").init(1, replicas=[0, 1])
+        rule = make_rule("brsf", net, [0, 1])
+        history = fit(net, x, labels, TrainConfig(epochs=3, lr=0.5, momentum=0.9, seed=1),
+                      rule=rule, engine=engine)
+        runs.append((history, rule.state()))
+    (ref, ref_state), (got, state) = runs
+    assert got.steps == ref.steps < 30 and got.diverged == ref.diverged
+    assert state["rng"] == ref_state["rng"]
+    for key in ref_state:
+        if key != "rng":
+            assert np.array_equal(state[key], ref_state[key]), key
+
+
 # -- checkpoints -----------------------------------------------------------------------
 
 
