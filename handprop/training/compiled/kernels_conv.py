@@ -291,6 +291,43 @@ def _input_grad_wide(op, weights, w0, a, ga, nb, work):
                 copy(ga, dx0 + (c * hin + y) * win, a, row, win)
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _backward_wide(op, weights, w0, a, ga, gp, nb, work, need_dx):
+    """:func:`_param_grads_wide` and (if ``need_dx``) :func:`_input_grad_wide` in one
+    pass: each widened delta plane serves both (the same sums in the same order)."""
+    cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
+    kh, kw, ph, pw = op[KH], op[KW], op[PH], op[PW]
+    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
+    wp = op[W_OFF]
+    wide, tall = win + 2 * pw, hin + 2 * ph
+    run = (hout - 1) * wide + wout
+    fill(gp, wp, cout * per_in * kh * kw)
+    for n in range(nb):
+        src, x0, _, plane = _padded(op, a, op[IN_OFF] + n * cin * hin * win, a, work)
+        delta = work + cin * tall * wide
+        grad = delta + hout * wide
+        if need_dx:
+            fill(a, grad, cin * tall * wide)
+        for o in range(cout):
+            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
+            first = (o // per_out) * per_in
+            for c in range(per_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        tap = ((o * per_in + c) * kh + i) * kw + j
+                        shift = (first + c) * plane + i * wide + j
+                        gp[U(wp + tap)] += dot(a, delta, src, x0 + shift, run)
+                        if need_dx:
+                            axpy(a, grad + (first + c) * tall * wide + i * wide + j,
+                                 weights[U(w0 + tap)], a, delta, run)
+        if need_dx:
+            dx0 = op[IN_OFF] + n * cin * hin * win
+            for c in range(cin):
+                for y in range(hin):
+                    row = grad + (c * tall + y + ph) * wide + pw
+                    copy(ga, dx0 + (c * hin + y) * win, a, row, win)
+
+
 # -- the op ---------------------------------------------------------------------------
 
 
@@ -308,10 +345,13 @@ def conv_forward(op, p, a, nb, work):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def conv_param_grads(op, a, ga, gp, nb, work):
+def conv_backward(op, weights, w0, a, ga, gp, nb, work, need_dx):
     """dw[o, c, i, j] = sum_{n, y, x} delta[n, o, y, x] xpad[n, c, y*sh + i, x*sw + j]
     (against rot180(delta) when the rule says so: the article's broken net, done by
-    rotating delta in place and back); db[o] = sum of delta."""
+    rotating delta in place and back); db[o] = sum of delta; and if ``need_dx``, dx:
+    every window entry's share w[o, c, i, j] * delta[n, o, y, x] added back to the pixel
+    it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights), rotated
+    180 degrees per map when the rule says so (the article's code)."""
     cout, plane_out, b0 = op[O], op[OH] * op[OW], op[B_OFF]
     if b0 >= 0:
         for o in range(cout):
@@ -321,24 +361,21 @@ def conv_param_grads(op, a, ga, gp, nb, work):
                 for k in range(plane_out):
                     total += ga[U(d0 + k)]
             gp[U(b0 + o)] = total
-    if op[ROT_W] != 0:
-        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
-    if op[SH] == 1 and op[SW] == 1:
-        _param_grads_wide(op, a, ga, gp, nb, work)
+    stride_one = op[SH] == 1 and op[SW] == 1
+    if stride_one and op[ROT_W] == 0:
+        _backward_wide(op, weights, w0, a, ga, gp, nb, work, need_dx)
     else:
-        _param_grads_strided(op, a, ga, gp, nb)
-    if op[ROT_W] != 0:
-        _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def conv_input_grad(op, weights, w0, a, ga, nb, work):
-    """dx: every window entry's share w[o, c, i, j] * delta[n, o, y, x] added back to the
-    pixel it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights);
-    rotated 180 degrees per map when the rule says so (the article's code)."""
-    if op[SH] == 1 and op[SW] == 1:
-        _input_grad_wide(op, weights, w0, a, ga, nb, work)
-    else:
-        _input_grad_strided(op, weights, w0, ga, nb)
-    if op[ROT_DX] != 0:
+        if op[ROT_W] != 0:
+            _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
+        if stride_one:
+            _param_grads_wide(op, a, ga, gp, nb, work)
+        else:
+            _param_grads_strided(op, a, ga, gp, nb)
+        if op[ROT_W] != 0:
+            _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
+        if need_dx and stride_one:
+            _input_grad_wide(op, weights, w0, a, ga, nb, work)
+        elif need_dx:
+            _input_grad_strided(op, weights, w0, ga, nb)
+    if need_dx and op[ROT_DX] != 0:
         _rotate_maps(ga, op[IN_OFF], nb * op[C], op[H] * op[W])

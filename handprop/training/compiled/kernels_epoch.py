@@ -13,8 +13,8 @@ import math
 from numba import njit
 
 from .adapter import FB_MATRIX, FB_SIGN_SCALE, FB_WEIGHT
-from .kernels_conv import conv_forward, conv_input_grad, conv_param_grads
-from .kernels_dense import copy, dense_forward, dense_input_grad, dense_param_grads, fill
+from .kernels_conv import conv_backward, conv_forward
+from .kernels_dense import copy, dense_backward, dense_forward, fill
 from .kernels_elementwise import act_backward, act_forward, loss, update
 from .kernels_pool import pool_backward, pool_forward
 from .plan import (
@@ -114,19 +114,14 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
                 if op[B_OFF] >= 0:
                     fill(gp, op[B_OFF], op[O])
             continue
-        if kind in (CONV, DENSE):
-            if kind == CONV:
-                conv_param_grads(op, a, ga, gp, nb, work)
-            else:
-                dense_param_grads(op, a, ga, gp, nb)
-            if op[NEED_DX] == 0:
-                flowing = False
-                continue
+        if kind == DENSE:
             weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
-            if kind == CONV:
-                conv_input_grad(op, weights, w0, a, ga, nb, work)
-            else:
-                dense_input_grad(op, weights, w0, ga, nb)
+            dense_backward(op, weights, w0, a, ga, gp, nb, op[NEED_DX] != 0)
+            flowing = op[NEED_DX] != 0
+        elif kind == CONV:
+            weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
+            conv_backward(op, weights, w0, a, ga, gp, nb, work, op[NEED_DX] != 0)
+            flowing = op[NEED_DX] != 0
         elif kind == POOL:
             pool_backward(op, codes, a, ga, wins, nb, a, work)
         elif kind == ACT:
