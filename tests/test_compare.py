@@ -40,6 +40,7 @@ def test_records(quick):
             record = load(quick / "runs" / rule / f"seed{seed}.json")
             assert record["rule"] == rule and record["seed"] == seed
             assert record["net"] == "small" and record["data"] == "digits10"
+            assert record["engine"] == "numpy"
             assert record["diverged"] is None
             assert len(record["cost"]) == QUICK_EPOCHS
             assert all(math.isfinite(c) for c in record["cost"])

@@ -99,6 +99,7 @@ def test_record_contents(quick):
                     assert all(v is not None and math.isfinite(v) for v in values)
                 assert all(0 <= a <= 180 for a in metrics["angle_deg"])
         assert set(record["config"]) == {*CONFIG_KEYS, "protocol", "folds"}
+        assert record["engine"] == "numpy"  # the engine that produced the record
         assert record["config"]["experiment"] == experiment
         assert record["config"]["rule"] == rule
         assert record["config"]["protocol"] == protocol

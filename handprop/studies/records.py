@@ -3,6 +3,7 @@ reading the records back into matrices for summaries and figures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -16,10 +17,16 @@ from ..core.errors import HandpropError
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     from .. import __version__
 
-    return {"handprop": __version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    found = {"handprop": __version__, "numpy": np.__version__,
+             "python": platform.python_version()}
+    # the compiled engine's compiler, read from the metadata (numba is not imported)
+    with contextlib.suppress(PackageNotFoundError):
+        found["numba"] = version("numba")
+    return found
 
 
 def rounded(values: Sequence[float | None], digits: int = 7) -> list[float | None]:

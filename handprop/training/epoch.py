@@ -19,7 +19,8 @@ the first step whose cost was not finite (1-based; 0 = none) and how many steps 
 The epoch stops early once every replica still ``alive`` has a non-finite cost.
 
 :class:`NumpyEpoch` is the reference engine: the ops of :mod:`handprop.core.ops`, one
-NumPy call after another. Faster engines are proven against it step by step.
+NumPy call after another. Faster engines are proven against it step by step: the
+compiled engine (:mod:`handprop.training.compiled`) runs whole epochs in Numba.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class NumpyEpoch:
     """
 
     name = "numpy"
+    notice: str | None = None  # why the compiled engine was not used (``auto``), if so
 
     def __init__(self, net: Network, rule: LearningRule | None, optimizer: Optimizer,
                  loss_fn: LossFn, batch_size: int, threads: int = 1) -> None:

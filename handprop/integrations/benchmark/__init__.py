@@ -13,11 +13,21 @@ best of ``repeats`` runs:
 (c) ``lenet_batch64_samples_per_s``: minibatch-64 training of ``lenet()`` in float32 on
     synthetic 28x28 images (softmax cross-entropy, momentum lr 0.01 alpha 0.9).
 
+Each is measured per training engine (``engines``: ``numpy``, the reference, and
+``compiled``, Numba), as ``<key>_<engine>``; the unsuffixed keys hold the fastest
+engine's figure. Also per engine: ``replica_step_us_<engine>``, microseconds per
+replica-step of the seed net trained as R = 1, 15 and 120 lockstep replicas (one
+core), and ``compile_seconds``: the compiled engine's first call in a fresh process
+with an empty Numba cache (cold) and with the cache on disk (warm).
+
 With PyTorch installed (a benchmark-only dependency, imported lazily), the same three
 with twins of the networks (:mod:`.torch_twins`) started from the same weights
-and trained by a plain torch loop, and the ratios (> 1: handprop is faster).
-Targets: (a) <= 100 us, (b) >= 2x torch, (c) >= 1x torch; :func:`format_bench` says
-whether each is met. Nothing here asserts them: they are measurements of a machine.
+and trained by a plain torch loop, in the same run, and the ratios (> 1: handprop is
+faster); the online step also with torch held to one thread (``torch_1thread_*``: on a
+busy machine torch's default two threads wait on each other at every small op).
+Targets: (a) <= 10 us and >= 60x torch, R = 15 <= 7 us per replica-step,
+(b) >= 10x torch, (c) >= 1x torch; :func:`format_bench` says whether each is met.
+Nothing here asserts them: they are measurements of a machine.
 
     handprop bench
 """
@@ -27,6 +37,9 @@ from __future__ import annotations
 import math
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +57,18 @@ SEED_LR, SEED_MOMENTUM = 0.09, 0.0009
 LENET_LR, LENET_MOMENTUM = 0.01, 0.9
 LENET_CLASSES = 10
 
-TARGET_ONLINE_US = 100.0
-TARGET_SEED_BATCH32_RATIO = 2.0
+TARGET_ONLINE_US = 10.0
+TARGET_ONLINE_RATIO = 60.0
+TARGET_REPLICA15_US = 7.0
+TARGET_SEED_BATCH32_RATIO = 10.0
 TARGET_LENET_BATCH64_RATIO = 1.0
+ENGINES = ("numpy", "compiled")
+REPLICAS = (1, 15, 120)
 # Large exact-rule batches may use a second thread (results do not depend on it).
 THREADS = 2
 # Repeats whose slowest/fastest ratio exceeds this are flagged as measured on a busy machine.
 NOISY_SPREAD = 1.5
+LABEL = 56  # width of format_bench's first column
 
 
 @dataclass(frozen=True)
@@ -59,10 +77,15 @@ class _Sizes:
     batch32_epochs: int
     lenet_images: int
     lenet_epochs: int
+    replica_images: int  # images per replica in the lockstep-replica timings (1 epoch)
+    compile_times: bool  # measure cold and warm compile times (fresh processes)
+    compiled_lenet: bool  # LeNet on the compiled engine (its float32 kernels: a compile)
 
 
-FULL = _Sizes(online_epochs=20, batch32_epochs=100, lenet_images=2048, lenet_epochs=3)
-QUICK = _Sizes(online_epochs=1, batch32_epochs=2, lenet_images=256, lenet_epochs=1)
+FULL = _Sizes(online_epochs=20, batch32_epochs=100, lenet_images=2048, lenet_epochs=3,
+              replica_images=350, compile_times=True, compiled_lenet=True)
+QUICK = _Sizes(online_epochs=1, batch32_epochs=2, lenet_images=256, lenet_epochs=1,
+               replica_images=20, compile_times=False, compiled_lenet=False)
 
 
 def machine_info(torch_module: Any = None) -> dict[str, Any]:
@@ -108,15 +131,17 @@ def _samples(steps: int, count: int, batch_size: int) -> int:
 
 def _fit_best(
     make_net: Any, x: np.ndarray, labels: np.ndarray, config: TrainConfig, repeats: int,
-    warmup: int,
+    warmup: int, engine: str = "numpy", threads: int = THREADS,
 ) -> tuple[History, list[float]]:
     """Best (shortest) of ``repeats`` fresh-net runs of ``fit``, after a short warm-up."""
+    axis = 1 if x.ndim == 5 else 0
     if warmup:
         warm = TrainConfig(**{**config.to_dict(), "epochs": 1})
-        fit(make_net(), x[:warmup], labels[:warmup], warm, threads=THREADS)
+        part = (slice(None), slice(warmup)) if axis else slice(warmup)
+        fit(make_net(), x[part], labels[part], warm, threads=threads, engine=engine)
     best, runs = None, []
     for _ in range(max(int(repeats), 1)):
-        history = fit(make_net(), x, labels, config, threads=THREADS)
+        history = fit(make_net(), x, labels, config, threads=threads, engine=engine)
         runs.append(history.seconds)
         if best is None or history.seconds < best.seconds:
             best = history
@@ -155,13 +180,100 @@ def lenet_data(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, LENET_CLASSES, count)
 
 
-def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) -> dict:
-    """Measure (a), (b), (c) (see the module docstring) for handprop and, if available,
-    PyTorch. ``quick`` runs a few steps of each (a smoke test: the numbers are noisy).
+def compile_seconds(cache_dir: str) -> float:
+    """Seconds for the compiled engine's first epoch (seed net, float64) in a fresh
+    process whose Numba cache is ``cache_dir`` (empty: a cold compile; filled: warm)."""
+    code = ("import time; start = time.perf_counter(); "
+            "from handprop.integrations.benchmark import _first_compiled_epoch; "
+            "_first_compiled_epoch(); print(time.perf_counter() - start)")
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
-    Returns a dict: the measurements and ratios (``online_step_us``, ...), ``targets``
-    (target, value, met), ``machine``, ``config`` (what was run) and ``runs`` (every
-    repeat's seconds).
+
+def _first_compiled_epoch() -> None:
+    """One tiny epoch on the compiled engine (what :func:`compile_seconds` times)."""
+    net = seed_net().init(0)
+    x = np.zeros((2, 1, 8, 8))
+    fit(net, x, np.array([0, 1]), TrainConfig(epochs=1), engine="compiled")
+
+
+def _replica_step_us(engine: str, xd: np.ndarray, yd: np.ndarray, replicas: int,
+                     repeats: int) -> float:
+    """Microseconds per replica-step: the seed net as ``replicas`` lockstep replicas
+    (seeds 0..R-1), one online epoch, on one core (BLAS held to one thread)."""
+    x = np.broadcast_to(xd, (replicas, *xd.shape)).copy()
+    y = np.broadcast_to(yd, (replicas, *yd.shape)).copy()
+    config = TrainConfig(epochs=1, batch_size=1, optimizer="momentum", lr=SEED_LR,
+                         momentum=SEED_MOMENTUM, loss="l2", reduction="sum")
+
+    def make() -> Network:
+        return seed_net().init(0, replicas=list(range(replicas)))
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one core: NumPy's BLAS would otherwise take both
+        history, _ = _fit_best(make, x, y, config, repeats, warmup=5, engine=engine,
+                               threads=1)
+    return history.seconds / (history.steps * replicas) * 1e6
+
+
+def _engine_runs(engine: str, sizes: _Sizes, repeats: int, data: dict[str, Any],
+                 runs: dict[str, list[float]]) -> dict[str, Any]:
+    """(a), (b), (c) and the replica timings on one engine."""
+    xd, yd, xl, yl = data["xd"], data["yd"], data["xl"], data["yl"]
+    out: dict[str, Any] = {}
+    online = TrainConfig(epochs=sizes.online_epochs, batch_size=1, optimizer="momentum",
+                         lr=SEED_LR, momentum=SEED_MOMENTUM, loss="l2", reduction="sum")
+    epochs = sizes.online_epochs if engine == "numpy" else 5 * sizes.online_epochs
+    online = TrainConfig(**{**online.to_dict(), "epochs": epochs})  # short runs are noisy
+    history, runs[f"online_{engine}"] = _fit_best(data["make_seed"], xd, yd, online, repeats,
+                                                  warmup=50, engine=engine)
+    out["online_step_us"] = history.seconds / history.steps * 1e6
+    out["replica_step_us"] = {
+        str(r): _replica_step_us(engine, xd[: sizes.replica_images],
+                                 yd[: sizes.replica_images], r, repeats)
+        for r in REPLICAS
+    }
+    batch32 = TrainConfig(epochs=sizes.batch32_epochs, batch_size=32, optimizer="momentum",
+                          lr=SEED_LR, momentum=SEED_MOMENTUM, loss="l2", reduction="mean")
+    history, runs[f"seed_batch32_{engine}"] = _fit_best(data["make_seed"], xd, yd, batch32,
+                                                        repeats, warmup=64, engine=engine)
+    out["seed_batch32_samples_per_s"] = _samples(history.steps, len(xd), 32) / history.seconds
+    if engine == "compiled" and not sizes.compiled_lenet:
+        return out
+    lenet64 = TrainConfig(epochs=sizes.lenet_epochs, batch_size=64, optimizer="momentum",
+                          lr=LENET_LR, momentum=LENET_MOMENTUM, dtype="float32",
+                          loss="softmax_ce", reduction="mean")
+    history, runs[f"lenet_batch64_{engine}"] = _fit_best(data["make_lenet"], xl, yl, lenet64,
+                                                         repeats, warmup=128, engine=engine)
+    out["lenet_batch64_samples_per_s"] = _samples(history.steps, len(xl), 64) / history.seconds
+    return out
+
+
+def _fastest(results: dict[str, Any], engines: list[str]) -> None:
+    """The unsuffixed keys: the fastest engine's figure, and which engine that was."""
+    results["fastest"] = {}
+    for key, better in (("online_step_us", min), ("seed_batch32_samples_per_s", max),
+                        ("lenet_batch64_samples_per_s", max)):
+        measured = [e for e in engines if f"{key}_{e}" in results]
+        engine = better(measured, key=lambda e, k=key: results[f"{k}_{e}"])
+        results[key] = results[f"{key}_{engine}"]
+        results["fastest"][key] = engine
+
+
+def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
+              engines: tuple[str, ...] | list[str] = ENGINES) -> dict:
+    """Measure (a), (b), (c) (see the module docstring) per engine for handprop and, if
+    available, PyTorch. ``quick`` runs a few steps of each (a smoke test: the numbers
+    are noisy; compile times and LeNet on the compiled engine, which would compile its
+    float32 kernels, are left out). An engine that cannot run here
+    (``compiled`` without Numba) is left out with the reason in ``engine_errors``.
+
+    Returns a dict: the measurements and ratios (``online_step_us``, ...; per engine
+    ``online_step_us_numpy``, ...), ``targets`` (target, value, met), ``machine``,
+    ``config`` (what was run) and ``runs`` (every repeat's seconds).
     """
     started = time.perf_counter()
     sizes = QUICK if quick else FULL
@@ -183,41 +295,40 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
 
     digits = load_digits(seed=0)
     xd, yd = digits.x_train, digits.y_train
+    xl, yl = lenet_data(sizes.lenet_images)
 
     def make_seed() -> Network:
         return seed_net().init(0)
 
-    seed_params = make_seed().get_params()
-
-    # (a) online SGD of the seed net: the article's protocol.
-    online = TrainConfig(epochs=sizes.online_epochs, batch_size=1, optimizer="momentum",
-                         lr=SEED_LR, momentum=SEED_MOMENTUM, loss="l2", reduction="sum")
-    history, runs["online"] = _fit_best(make_seed, xd, yd, online, repeats, warmup=50)
-    results["online_step_us"] = history.seconds / history.steps * 1e6
-    results["online_step_us_raw"] = _raw_online_us(
-        make_seed, xd, yd, sizes.online_epochs, repeats
-    )
-
-    # (b) minibatch 32 of the seed net.
-    batch32 = TrainConfig(epochs=sizes.batch32_epochs, batch_size=32, optimizer="momentum",
-                          lr=SEED_LR, momentum=SEED_MOMENTUM, loss="l2", reduction="mean")
-    history, runs["seed_batch32"] = _fit_best(make_seed, xd, yd, batch32, repeats, warmup=64)
-    results["seed_batch32_samples_per_s"] = (
-        _samples(history.steps, len(xd), 32) / history.seconds
-    )
-
-    # (c) minibatch 64 of LeNet-5, float32, synthetic 28x28 images.
-    xl, yl = lenet_data(sizes.lenet_images)
-
     def make_lenet() -> Network:
         return lenet().init(0, dtype="float32")
 
-    lenet64 = TrainConfig(epochs=sizes.lenet_epochs, batch_size=64, optimizer="momentum",
-                          lr=LENET_LR, momentum=LENET_MOMENTUM, dtype="float32",
-                          loss="softmax_ce", reduction="mean")
-    history, runs["lenet_batch64"] = _fit_best(make_lenet, xl, yl, lenet64, repeats, warmup=128)
-    results["lenet_batch64_samples_per_s"] = (
-        _samples(history.steps, len(xl), 64) / history.seconds
+    seed_params = make_seed().get_params()
+    data = {"xd": xd, "yd": yd, "xl": xl, "yl": yl, "make_seed": make_seed,
+            "make_lenet": make_lenet}
+    ran, errors = [], {}
+    for engine in engines:
+        if engine == "compiled":
+            from ...training.compiled import unsupported_reason
+
+            reason = unsupported_reason(make_seed(), None, make_optimizer("sgd", 0.1), "l2",
+                                        "sum", 1)
+            if reason:
+                errors[engine] = reason
+                continue
+            if sizes.compile_times:
+                with tempfile.TemporaryDirectory() as cache:
+                    results["compile_seconds"] = {"cold": compile_seconds(cache),
+                                                  "warm": compile_seconds(cache)}
+        for key, value in _engine_runs(engine, sizes, repeats, data, runs).items():
+            results[f"{key}_{engine}"] = value
+        ran.append(engine)
+    if errors:
+        results["engine_errors"] = errors
+    results["engines"] = ran
+    _fastest(results, ran)
+    results["online_step_us_raw"] = _raw_online_us(
+        make_seed, xd, yd, sizes.online_epochs, repeats
     )
 
     results["config"] = {
@@ -228,6 +339,10 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
         "lenet_batch64": f"lenet float32, {sizes.lenet_images} random 1x28x28 images x "
                          f"{sizes.lenet_epochs} epochs, batch 64, momentum lr {LENET_LR} "
                          f"alpha {LENET_MOMENTUM}, softmax_ce mean",
+        "replicas": f"seed float64 as R = {', '.join(map(str, REPLICAS))} lockstep replicas, "
+                    f"{sizes.replica_images} digits each, 1 online epoch, one core",
+        "compiled online": "the compiled engine runs 5x the online epochs (shorter runs "
+                           "are dominated by timer noise)",
     }
 
     if twins is not None:
@@ -237,6 +352,19 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
         )
         results["torch_online_step_us"] = timing.step_us
         runs["torch_online"] = timing.runs
+        # One intra-op thread too: on a busy machine torch's default two threads wait on
+        # each other at every small op, which a single thread does not.
+        threads = twins.torch.get_num_threads()
+        twins.torch.set_num_threads(1)
+        try:
+            timing = twins.time_torch_online(
+                xd, yd, epochs=sizes.online_epochs, params=seed_params, lr=SEED_LR,
+                momentum=SEED_MOMENTUM, repeats=repeats,
+            )
+        finally:
+            twins.torch.set_num_threads(threads)
+        results["torch_1thread_online_step_us"] = timing.step_us
+        runs["torch_1thread_online"] = timing.runs
         timing = twins.time_torch_seed_batch(
             xd, yd, epochs=sizes.batch32_epochs, batch_size=32, reduction="mean",
             params=seed_params, lr=SEED_LR, momentum=SEED_MOMENTUM, repeats=repeats,
@@ -249,35 +377,50 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3) ->
         )
         results["torch_lenet_batch64_samples_per_s"] = timing.samples_per_s
         runs["torch_lenet_batch64"] = timing.runs
-        results["ratio_online"] = results["torch_online_step_us"] / results["online_step_us"]
-        results["ratio_seed_batch32"] = (
-            results["seed_batch32_samples_per_s"] / results["torch_seed_batch32_samples_per_s"]
-        )
-        results["ratio_lenet_batch64"] = (
-            results["lenet_batch64_samples_per_s"] / results["torch_lenet_batch64_samples_per_s"]
-        )
+        for suffix in ["", *(f"_{e}" for e in ran)]:
+            results[f"ratio_online{suffix}"] = (
+                results["torch_online_step_us"] / results[f"online_step_us{suffix}"])
+            results[f"ratio_online_torch_1thread{suffix}"] = (
+                results["torch_1thread_online_step_us"] / results[f"online_step_us{suffix}"])
+            results[f"ratio_seed_batch32{suffix}"] = (
+                results[f"seed_batch32_samples_per_s{suffix}"]
+                / results["torch_seed_batch32_samples_per_s"])
+            if f"lenet_batch64_samples_per_s{suffix}" in results:
+                results[f"ratio_lenet_batch64{suffix}"] = (
+                    results[f"lenet_batch64_samples_per_s{suffix}"]
+                    / results["torch_lenet_batch64_samples_per_s"])
 
-    ratio_b, ratio_c = results.get("ratio_seed_batch32"), results.get("ratio_lenet_batch64")
-    results["targets"] = {
-        "online_step_us": {
-            "target": f"<= {TARGET_ONLINE_US:g} us",
-            "value": results["online_step_us"],
-            "met": bool(results["online_step_us"] <= TARGET_ONLINE_US),
-        },
-        "ratio_seed_batch32": {
-            "target": f">= {TARGET_SEED_BATCH32_RATIO:g}x torch",
-            "value": ratio_b,
-            "met": None if ratio_b is None else bool(ratio_b >= TARGET_SEED_BATCH32_RATIO),
-        },
-        "ratio_lenet_batch64": {
-            "target": f">= {TARGET_LENET_BATCH64_RATIO:g}x torch",
-            "value": ratio_c,
-            "met": None if ratio_c is None else bool(ratio_c >= TARGET_LENET_BATCH64_RATIO),
-        },
-    }
+    results["targets"] = _targets(results)
     results["runs"] = runs
     results["seconds_total"] = time.perf_counter() - started
     return results
+
+
+def _target(text: str, value: float | None, met: bool | None) -> dict[str, Any]:
+    return {"target": text, "value": value, "met": None if value is None else bool(met)}
+
+
+def _targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target with its value (the fastest engine's) and whether it is met."""
+    online = results["online_step_us"]
+    r15 = min((results[f"replica_step_us_{e}"]["15"] for e in results["engines"]),
+              default=None)
+    ratio_a, ratio_b, ratio_c = (results.get(k) for k in (
+        "ratio_online", "ratio_seed_batch32", "ratio_lenet_batch64"))
+    return {
+        "online_step_us": _target(f"<= {TARGET_ONLINE_US:g} us", online,
+                                  online <= TARGET_ONLINE_US),
+        "ratio_online": _target(f">= {TARGET_ONLINE_RATIO:g}x torch", ratio_a,
+                                ratio_a is not None and ratio_a >= TARGET_ONLINE_RATIO),
+        "replica_step_us_r15": _target(f"<= {TARGET_REPLICA15_US:g} us", r15,
+                                       r15 is not None and r15 <= TARGET_REPLICA15_US),
+        "ratio_seed_batch32": _target(f">= {TARGET_SEED_BATCH32_RATIO:g}x torch", ratio_b,
+                                      ratio_b is not None
+                                      and ratio_b >= TARGET_SEED_BATCH32_RATIO),
+        "ratio_lenet_batch64": _target(f">= {TARGET_LENET_BATCH64_RATIO:g}x torch", ratio_c,
+                                       ratio_c is not None
+                                       and ratio_c >= TARGET_LENET_BATCH64_RATIO),
+    }
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -288,6 +431,15 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _met(target: dict[str, Any]) -> str:
     return {True: "yes", False: "NO", None: "n/a"}[target["met"]]
+
+
+def _row(label: str, ours: float | None, theirs: float | None, ratio: float | None,
+         targets: list[dict[str, Any]]) -> str:
+    ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+    target_text = ", ".join(t["target"] for t in targets)
+    met = "/".join(_met(t) for t in targets)
+    return (f"{label:<{LABEL}}{_num(ours):>11}{_num(theirs):>11}{ratio_text:>10}  "
+            f"{target_text:<24}{met}")
 
 
 def format_bench(results: dict) -> str:
@@ -307,29 +459,54 @@ def format_bench(results: dict) -> str:
         f"numpy {machine.get('numpy')} (BLAS: {machine.get('blas') or 'unknown'}), {torch_text}",
         f"best of {results.get('repeats')} runs each; ratio > 1 means handprop is faster",
         "",
-        f"{'measurement':<44}{'handprop':>11}{'torch':>11}{'ratio':>8}  {'target':<14}met",
+        f"{'measurement':<{LABEL}}{'handprop':>11}{'torch':>11}{'ratio':>10}  "
+        f"{'target':<24}met",
     ]
     rows = [
         ("(a) seed online step, batch 1, f64 (us/step)", "online_step_us",
-         "torch_online_step_us", "ratio_online", "online_step_us"),
+         "torch_online_step_us", "ratio_online", ("online_step_us", "ratio_online")),
         ("(b) seed batch-32, f64 (samples/s)", "seed_batch32_samples_per_s",
-         "torch_seed_batch32_samples_per_s", "ratio_seed_batch32", "ratio_seed_batch32"),
+         "torch_seed_batch32_samples_per_s", "ratio_seed_batch32", ("ratio_seed_batch32",)),
         ("(c) lenet batch-64, f32 (samples/s)", "lenet_batch64_samples_per_s",
-         "torch_lenet_batch64_samples_per_s", "ratio_lenet_batch64", "ratio_lenet_batch64"),
+         "torch_lenet_batch64_samples_per_s", "ratio_lenet_batch64", ("ratio_lenet_batch64",)),
     ]
-    for label, ours, theirs, ratio, target_key in rows:
-        ratio_value = results.get(ratio)
-        ratio_text = "-" if ratio_value is None else f"{ratio_value:.2f}x"
-        target = targets.get(target_key, {"target": "", "met": None})
-        lines.append(
-            f"{label:<44}{_num(results.get(ours)):>11}{_num(results.get(theirs)):>11}"
-            f"{ratio_text:>8}  {target['target']:<14}{_met(target)}"
-        )
+    engines = results.get("engines", [])
+    for label, ours, theirs, ratio, target_keys in rows:
+        fastest = results.get("fastest", {}).get(ours)
+        lines.append(_row(label + (f" [{fastest}]" if fastest else ""), results.get(ours),
+                          results.get(theirs), results.get(ratio),
+                          [targets.get(k, {"target": "", "met": None}) for k in target_keys]))
+        for engine in engines:
+            lines.append(_row(f"    {engine} engine", results.get(f"{ours}_{engine}"), None,
+                              results.get(f"{ratio}_{engine}"), []))
+        if ours == "online_step_us" and "torch_1thread_online_step_us" in results:
+            lines.append(_row("    torch on one thread (fastest engine)", None,
+                              results["torch_1thread_online_step_us"],
+                              results.get("ratio_online_torch_1thread"), []))
         if ours == "online_step_us":
             lines.append(
-                f"{'    bare loop, no fit bookkeeping (us/step)':<44}"
+                f"{'    numpy bare loop, no fit bookkeeping':<{LABEL}}"
                 f"{_num(results.get('online_step_us_raw')):>11}"
             )
+    if engines:
+        lines.append("")
+        lines.append(f"{'us per replica-step, seed, one core':<{LABEL}}"
+                     + "".join(f"{'R=' + r:>9}" for r in map(str, REPLICAS)))
+        for engine in engines:
+            per = results.get(f"replica_step_us_{engine}", {})
+            lines.append(f"{'    ' + engine + ' engine':<{LABEL}}"
+                         + "".join(f"{_num(per.get(str(r)), 2):>9}" for r in REPLICAS))
+        target = targets.get("replica_step_us_r15")
+        if target:
+            lines.append(f"{'    target at R=15':<{LABEL}}{target['target']:>9}  met: "
+                         f"{_met(target)}")
+    compile_time = results.get("compile_seconds")
+    if compile_time:
+        lines.append(f"compiled engine, first epoch in a fresh process: cold (empty Numba "
+                     f"cache) {compile_time['cold']:.1f} s, warm (cached) "
+                     f"{compile_time['warm']:.1f} s")
+    for engine, reason in results.get("engine_errors", {}).items():
+        lines.append(f"{engine} engine not measured: {reason}")
     noisy = [
         f"{name} ({max(times) / min(times):.1f}x)"
         for name, times in results.get("runs", {}).items()

@@ -1,0 +1,93 @@
+"""The compiled training engine (Numba): a whole epoch per call, R replicas side by side.
+
+==========================  ===========================================================
+module                      what
+==========================  ===========================================================
+``adapter.py``              everything read from learning rules (config and state)
+``plan.py``                 network + rule + optimizer + loss -> integer tables
+``kernels_conv.py``         conv2d forward, weight/bias gradient, input gradient
+``kernels_pool.py``         max-pool forward (first maximum) and every routing
+``kernels_dense.py``        dense forward and gradients
+``kernels_elementwise.py``  activations, losses, optimizer updates
+``kernels_epoch.py``        one replica's steps; the replicas side by side
+``engine.py``               :class:`CompiledEpoch`, the driver (arrays in, state back)
+==========================  ===========================================================
+
+Importing this package does not import Numba (nor does importing handprop): only
+:func:`compiled_engine` does, when an engine is built. Kernels are compiled on first
+use and cached on disk (``__pycache__``), so later processes load them in about a
+second. Numba keys a cached function on its own file only, not on the files of the
+functions it calls, so an edited kernel module could leave the epoch kernel running
+the old code: :func:`_drop_stale_cache` clears the package's Numba cache whenever any
+of its source files changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ...core.network import Network
+from ...rules.base import LearningRule
+from .adapter import UnsupportedError
+from .plan import build_plan
+
+__all__ = ["UnsupportedError", "compiled_engine", "unsupported_reason"]
+
+
+def _numba_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed"
+    return None
+
+
+def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
+                       reduction: str, batch_size: int) -> str | None:
+    """Why the compiled engine cannot run this configuration, or None if it can."""
+    missing = _numba_missing()
+    if missing:
+        return missing
+    try:
+        build_plan(net, rule, optimizer, loss, reduction, batch_size)
+    except UnsupportedError as exc:
+        return str(exc)
+    return None
+
+
+def _drop_stale_cache() -> None:
+    """Delete this package's Numba cache files if its sources changed since they were
+    written (a digest of every module is kept beside the cache)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        digest.update(source.read_bytes())
+    cache = here / "__pycache__"
+    stamp = cache / "kernels.sha256"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return
+    except OSError:
+        pass
+    try:
+        for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            stale.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # a read-only install: Numba then compiles in memory (or elsewhere)
+        pass
+
+
+def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
+                    reduction: str, batch_size: int, threads: int = 1) -> Any:
+    """A :class:`~.engine.CompiledEpoch`; raises :class:`UnsupportedError` (with the reason)
+    for a configuration it cannot run."""
+    missing = _numba_missing()
+    if missing:
+        raise UnsupportedError(missing)
+    _drop_stale_cache()
+    from .engine import CompiledEpoch
+
+    return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)

@@ -1,0 +1,157 @@
+"""Random architectures and one-step comparisons of the compiled engine with NumPy's."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, PerChannelActivation
+from handprop.core.ops.losses import get_loss
+from handprop.rules import make_rule
+from handprop.training.epoch import NumpyEpoch
+from handprop.training.loop import targets_for
+from handprop.training.optim import make_optimizer
+
+ACTIVATIONS = ("relu", "tanh", "arctan", "sigmoid", "identity", "leaky_relu:0.1")
+RULE_NAMES = ("exact", "seed-original", "seed-broken", "broken-upstream", "broken-upstream-t",
+              "broken-mask", "broken-mask-t", "fa", "usf", "frsf", "brsf", "dfa")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+LOSSES = (("l2", "sum"), ("bce", "mean"), ("softmax_ce", "mean"), ("l2", "mean"),
+          ("softmax_ce", "sum"), ("bce", "sum"))
+
+
+def _activation(rng: np.random.Generator, channels: int, name: str,
+                choices: tuple[str, ...] = ACTIVATIONS) -> object:
+    if channels > 1 and rng.random() < 0.6:
+        names = [str(rng.choice(choices)) for _ in range(channels)]
+        return PerChannelActivation(names, name=name)
+    return Activation(str(rng.choice(choices)), name=name)
+
+
+def random_net(seed: int, loss: str, square: bool = False,
+               activations: tuple[str, ...] = ACTIVATIONS) -> Network:
+    """A random small CNN: 1-2 conv blocks (groups, stride, padding, bias; per-channel or
+    single activations; max-pools, sometimes overlapping), 1-2 hidden dense layers."""
+    rng = np.random.default_rng(seed)
+    channels = int(rng.integers(1, 4))
+    height = int(rng.integers(6, 11))
+    width = height if square or rng.random() < 0.5 else int(rng.integers(6, 11))
+    shape = (channels, height, width)
+    layers: list = []
+    for block in range(int(rng.integers(1, 3))):
+        divisors = [g for g in (1, 2, 3) if shape[0] % g == 0]
+        groups = int(rng.choice(divisors))
+        out = groups * int(rng.integers(1, 3))
+        padding = int(rng.integers(0, 2))
+        most = min(3, min(shape[1:]) + 2 * padding)
+        kh = int(rng.integers(1, most + 1))
+        kw = kh if square or rng.random() < 0.6 else int(rng.integers(1, most + 1))
+        stride = int(rng.integers(1, 3)) if min(shape[1:]) >= 6 else 1
+        conv = Conv2d(out, (kh, kw), stride=stride, padding=padding, groups=groups,
+                      bias=bool(rng.random() < 0.5), name=f"conv{block}")
+        layers.append(conv)
+        shape = Network([*layers], (channels, height, width)).shapes[-1]
+        layers.append(_activation(rng, shape[0], f"cact{block}", activations))
+        side = min(shape[1:])
+        pool_k = 2 if side >= 2 else 1
+        pool_s = int(rng.choice([1, 2])) if side >= 3 else pool_k
+        layers.append(MaxPool2d(pool_k, stride=pool_s, name=f"pool{block}"))
+        shape = Network([*layers], (channels, height, width)).shapes[-1]
+    layers.append(Flatten(name="flatten"))
+    for hidden in range(int(rng.integers(1, 3))):
+        layers.append(Dense(int(rng.integers(3, 9)), bias=bool(rng.random() < 0.5),
+                            name=f"fc{hidden}"))
+        layers.append(_activation(rng, 1, f"fact{hidden}", activations))
+    classes = 3 if loss == "softmax_ce" else int(rng.integers(1, 3))
+    layers.append(Dense(classes, bias=bool(rng.random() < 0.5), name="out"))
+    if loss == "bce":
+        layers.append(Activation("sigmoid", name="prob"))
+    elif loss == "l2" and rng.random() < 0.5:
+        layers.append(Activation(str(rng.choice(activations)), name="outact"))
+    return Network(layers, (channels, height, width), loss=loss, init="lecun",
+                   name=f"random{seed}")
+
+
+def dyadic(net: Network) -> Network:
+    """Round the weights to multiples of 1/4: with small-integer inputs and piecewise
+    linear activations every sum is then exact in any order, so tied window maxima are
+    tied in both engines (a tie between two *rounded* sums could break either way
+    depending on the order of the additions, and routing is discontinuous there)."""
+    net.flat[...] = np.round(net.flat * 4) / 4
+    return net
+
+
+def random_data(net: Network, seed: int, count: int, replicas: int | None,
+                integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels for the net's task: normal values (ties only where values are
+    exact, e.g. ReLU's zeros), or small integers (many ties; see :func:`dyadic`)."""
+    rng = np.random.default_rng(seed + 1000)
+    lead = (replicas,) if replicas else ()
+    shape = (*lead, count, *net.input_shape)
+    x = rng.integers(-3, 4, shape).astype(float) if integers else rng.normal(0, 1.5, shape)
+    classes = max(net.output_shape[-1], 2)
+    labels = rng.integers(0, classes, (*lead, count))
+    if net.output_shape[-1] == 1:
+        labels = labels % 2
+    return x, labels
+
+
+def _optimizer(name: str, net: Network, rng: np.random.Generator, decay: float):
+    """An optimizer with a non-trivial state, as after some steps."""
+    lr = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01}[name]
+    opt = make_optimizer(name, lr, 0.7 if name != "sgd" else None, weight_decay=decay)
+    opt.init_state(net.flat)
+    for attr in ("velocity", "buffer", "m"):
+        if getattr(opt, attr, None) is not None:
+            getattr(opt, attr)[...] = rng.normal(0, 0.01, net.flat.shape)
+    if name == "adam":
+        opt.v[...] = rng.random(net.flat.shape) * 1e-4
+        opt.steps = 3
+    return opt
+
+
+def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str, batch: int,
+             seed: int, replicas: int | None = None, decay: float = 0.0,
+             ties: bool = False) -> dict[str, float]:
+    """One step from the same state on both engines; the largest relative differences
+    of the cost, the parameter update and the optimizer state. ``ties``: dyadic
+    weights and integer inputs (see :func:`dyadic`)."""
+    from handprop.training.compiled import compiled_engine
+
+    net.init(seed, replicas=None if replicas is None else list(range(seed, seed + replicas)))
+    if ties:
+        dyadic(net)
+    x, labels = random_data(net, seed, batch, replicas, integers=ties)
+    y = targets_for(net, labels, loss, net.dtype)
+    sizes = np.full(replicas or 1, batch)
+    alive = np.ones(replicas or 1, bool)
+    results = []
+    for engine in ("numpy", "compiled"):
+        copy_net = copy.deepcopy(net)
+        bound = make_rule(rule, copy_net, list(range(seed, seed + (replicas or 1)))
+                          if replicas else seed) if rule != "exact" else None
+        opt = _optimizer(optimizer, copy_net, np.random.default_rng(seed), decay)
+        start = copy_net.flat.copy()
+        if engine == "numpy":
+            runner = NumpyEpoch(copy_net, bound, opt, get_loss(loss, reduction), batch)
+        else:
+            runner = compiled_engine(copy_net, bound, opt, loss, reduction, batch)
+        with np.errstate(all="ignore"):
+            result = runner.run_epoch(x, y, sizes, alive)
+        state = {k: v for k, v in opt.state().items() if isinstance(v, np.ndarray)}
+        results.append((result, copy_net.flat - start, state, opt.steps))
+    (ref, ref_update, ref_state, ref_steps), (got, update, state, steps) = results
+    assert ref.steps == got.steps == 1 and ref_steps == steps
+    assert np.array_equal(ref.bad_step, got.bad_step)
+    errors = {"cost": _rel(got.cost, ref.cost), "update": _rel(update, ref_update)}
+    for key in ref_state:
+        errors[key] = _rel(state[key], ref_state[key])
+    return errors
+
+
+def _rel(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |a - b| / max |b| (0 when both are all zero)."""
+    scale = float(np.abs(expected).max()) if np.size(expected) else 0.0
+    diff = float(np.abs(np.asarray(actual) - expected).max()) if np.size(expected) else 0.0
+    return diff / scale if scale > 0 else diff
