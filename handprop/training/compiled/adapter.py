@@ -26,7 +26,7 @@ from ...rules.feedback import (
     FixedRandomSignSymmetry,
     UniformSignSymmetry,
 )
-from ...rules.seed import BrokenMask, BrokenUpstream, SeedBroken, SeedOriginal
+from ...rules.seed import BrokenMask, BrokenText, BrokenUpstream, SeedBroken, SeedOriginal
 
 # Per-channel pool backward modes (see kernels_pool).
 ROUTE, GREEN, RED = 0, 1, 2
@@ -73,7 +73,7 @@ def rule_plan(rule: LearningRule | None, net: Any) -> RulePlan:
         raise UnsupportedError(f"rule {rule.name!r} is not bound to this network")
     if kind is SeedOriginal:
         return _seed_original(rule)
-    if kind in (SeedBroken, BrokenUpstream, BrokenMask):
+    if kind in (SeedBroken, BrokenUpstream, BrokenMask, BrokenText):
         return _map_transform(rule, net)
     if kind in (FeedbackAlignment, UniformSignSymmetry, FixedRandomSignSymmetry,
                 BatchRandomSignSymmetry):
@@ -92,20 +92,18 @@ def _seed_original(rule: SeedOriginal) -> RulePlan:
     return plan
 
 
+LINE_MODES = {"exact": ROUTE, "green": GREEN, "red": RED}
+
+
 def _map_transform(rule: Any, net: Any) -> RulePlan:
+    """The article's line rules: each pooled conv channel's line (exact, green, red)."""
     transform = {"rot180": ROT180, "transpose": TRANSPOSE}[rule.transform_name]
     plan = RulePlan(rule.name)
     seed_broken = type(rule) is SeedBroken
-    for pool in rule.pool_index:
-        channels = net.shapes[pool][0]
-        mask = rule._channel_masks[pool]
-        chosen = np.ones(channels, bool) if mask is None else np.asarray(mask).reshape(-1)
-        if seed_broken:  # every channel green, the chosen ("red") ones red
-            modes = [RED if mask is not None and chosen[c] else GREEN for c in range(channels)]
-        else:  # the text's line on the chosen channels, exact routing elsewhere
-            line = RED if rule.red_line else GREEN
-            modes = [line if chosen[c] else ROUTE for c in range(channels)]
-        plan.pools[pool] = PoolRule(ties=seed_broken, modes=modes, transform=transform)
+    lines = rule.channel_lines()
+    for pool, conv in rule.pool_index.items():
+        modes = [LINE_MODES[line] for line in lines[net.layers[conv].name]]
+        plan.pools[pool] = PoolRule(ties=rule.ties, modes=modes, transform=transform)
     if seed_broken:
         plan.rotate_weight_grad = set(rule.conv_index)
         plan.rotate_input_grad = set(rule.conv_index & rule.conv_below)

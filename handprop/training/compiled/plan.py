@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ...core.layers import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from ...core.network import Network
+from ...core.ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
 from ...rules.base import LearningRule
 from ..optim import Adam, Momentum, Nesterov, Optimizer
 from .adapter import (
