@@ -416,7 +416,7 @@ def compiled_is_faster(net: Network, batch_size: int) -> bool:
 
 
 def _macs_per_sample(net: Network) -> int:
-    from ..core.layers import Conv2d, Dense
+    from ..core.ops import Conv2d, Dense
 
     total = 0
     for layer, shape in zip(net.layers, net.shapes[1:], strict=True):
