@@ -283,7 +283,7 @@ CASES: list[tuple[str, T, list[str]]] = [
      _patch_env("HANDPROP_MEMORY_BUDGET", "1M")),
     ("reproduce-over-memory-budget", lambda t: ["reproduce", "--quick", "--seeds", "10000",
                                                 "--out", str(t / "r")],
-     ["10002 runs", "memory", "HANDPROP_MEMORY_BUDGET"],
+     ["20000 runs", "memory", "HANDPROP_MEMORY_BUDGET"],
      _patch_env("HANDPROP_MEMORY_BUDGET", "100M")),
     ("jobs-too-many", lambda t: ["reproduce", "--quick", "--jobs", "100000", "--out",
                                  str(t / "r")], ["--jobs", "256"]),

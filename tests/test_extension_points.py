@@ -120,7 +120,8 @@ def test_study_flags_keep_their_names_and_order(capsys):
 
     expected = {
         "reproduce": ["--config", "--out", "--quick", "--seeds", "--first-seed", "--epochs",
-                      "--rules", "--folds", "--probe", "--backend", "--scheduler", "--jobs",
+                      "--rules", "--variant", "--transform", "--folds", "--sensitivity",
+                      "--probe", "--engine", "--backend", "--scheduler", "--jobs",
                       "--wait-workers", "--progress", "--quiet"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",
@@ -134,8 +135,8 @@ def test_study_flags_keep_their_names_and_order(capsys):
         assert re.findall(r"\[(--[a-z-]+)", usage) == flags, name
     assert main(["reproduce", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "a smoke run: 5 epochs, 2 seeds, 2 folds" in text
-    assert "k of the held-out k-fold CV (0: none)" in text
+    assert "a smoke run: 5 epochs, 2 seeds, 1 sensitivity seed" in text
+    assert "k-fold CV per seed instead of the single 80/20 split" in text
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ def test_train_progress_lines(monkeypatch):
 
 def test_study_progress_lines(reproduce_quick_copy, monkeypatch):
     monkeypatch.setattr(progress, "LINE_INTERVAL", 0.0)
-    (reproduce_quick_copy / "runs" / "fc18-20" / "exact" / "seed0.json").unlink()
+    (reproduce_quick_copy / "runs" / "corrected" / "fc18-20" / "exact" /
+     "article-seed0.json").unlink()
     code, _, stderr = run_cli("reproduce", "--quick", "--out", reproduce_quick_copy,
                               "--backend", "sequential", "--progress", "lines")
     assert code == 0

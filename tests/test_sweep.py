@@ -17,8 +17,11 @@ import pytest
 from helpers import load_json as load
 from helpers import run_cli
 
-QUICK_RULES = "exact,seed-original,seed-broken,broken-upstream"  # the default rules
-QUICK_JOBS = 3 * 4  # experiments x rules (a job trains both protocols)
+QUICK_RULES = "exact,seed-original,seed-broken,broken-upstream,broken-text"  # the defaults
+# experiments x (5 rules on the corrected net + 2 on the as-run net + 2 sensitivity jobs);
+# a job trains both protocols (article and held-out runs)
+QUICK_JOBS = 3 * (5 + 2 + 2)
+QUICK_RECORDS = 3 * (5 + 2) * 2 * 2 + 3 * 2 * 2  # ... x seeds x protocols; sensitivity
 INTERRUPT_EPOCHS = 10
 SAME = ("cost", "test_accuracy", "test_correct", "test_raw", "alignment", "diverged",
         "fingerprint", "seed", "config")
@@ -58,7 +61,7 @@ def local_run(reproduce_quick_copy) -> Path:
 
 def test_second_run_reuses_every_job(local_run):
     records = record_files(local_run)
-    assert len(records) == QUICK_JOBS * (2 + 2)
+    assert len(records) == QUICK_RECORDS
     before = mtimes(records)
     contents = {p: p.read_bytes() for p in records}
     summary_before = load(local_run / "summary.json")
@@ -73,7 +76,7 @@ def test_second_run_reuses_every_job(local_run):
     assert meta["jobs"] == QUICK_JOBS and meta["interrupted"] is False
     assert f"{QUICK_JOBS}/{QUICK_JOBS} jobs finished, {QUICK_JOBS} reused" in \
         (local_run / "summary.txt").read_text()
-    assert summary["experiments"] == summary_before["experiments"]
+    assert summary["variants"] == summary_before["variants"]
     assert f"{QUICK_JOBS} reused" in stdout
 
 
@@ -137,8 +140,9 @@ def interrupt_study(out: Path, argv: list[str]) -> list:
     meta = summary["meta"]
     assert meta["interrupted"] is True
     assert meta["finished_jobs"] == len(finished) and meta["jobs"] == len(jobs)
-    for experiment, data in summary["experiments"].items():
-        present = len(list((out / "runs" / experiment / "exact").glob("seed*.json")))
+    for experiment, data in summary["variants"]["corrected"].items():
+        present = len(list((out / "runs" / "corrected" / experiment / "exact").glob(
+            "article-seed*.json")))
         assert data["rules"]["exact"]["runs"] == present, experiment
     assert "Interrupted" in (out / "report.md").read_text()
     assert f"{len(finished)}/{len(jobs)} jobs finished" in (out / "summary.txt").read_text()
@@ -222,11 +226,11 @@ def test_dask_backend_runs_on_the_workers_and_gives_the_local_results(local_run,
         first, second = load(a), load(b)
         assert second["pid"] in worker_pids, b  # trained in the worker, not in this process
         for key in SAME:
-            assert first[key] == second[key], (a, key)
+            assert first.get(key) == second.get(key), (a, key)
     summary = load(out / "summary.json")
     assert summary["meta"]["backend"] == "dask"
     assert summary["meta"]["finished_jobs"] == QUICK_JOBS
-    assert summary["experiments"] == load(local_run / "summary.json")["experiments"]
+    assert summary["variants"] == load(local_run / "summary.json")["variants"]
 
 
 def _lines(stream, into: queue.Queue) -> None:

@@ -20,6 +20,7 @@ FEEDBACK_DFA    10    DFA's fixed B (extra: the layer index)
 DATA_SPLIT      11    which images are held out (train/test split) and the training order
 PROBE           12    probes and other measurement-only draws
 PERTURB         13    perturbations of initial weights (sensitivity studies)
+HELDOUT         14    a study's held-out split per seed (which 20% are scored)
 ==============  ====  ================================================================
 """
 
@@ -44,6 +45,7 @@ class Stream(IntEnum):
     DATA_SPLIT = 11
     PROBE = 12
     PERTURB = 13
+    HELDOUT = 14
 
 
 def generator(seed: int, stream: Stream, *extra: int) -> np.random.Generator:

@@ -11,8 +11,9 @@ from ..core.io import save_figure
 
 RULE_COLORS = {"seed-broken": "tab:red", "seed-original": "tab:blue", "exact": "black",
                "broken-upstream": "tab:green", "broken-mask": "tab:orange",
-               "fa": "tab:purple", "usf": "tab:cyan", "frsf": "tab:olive",
-               "brsf": "tab:brown", "dfa": "tab:pink"}
+               "broken-text": "tab:olive", "fa": "tab:purple", "fa-glorot": "mediumpurple",
+               "usf": "tab:cyan", "frsf": "teal", "brsf": "tab:brown", "dfa": "tab:pink",
+               "dfa-biotorch": "hotpink", "kp": "tab:gray"}
 
 
 def pyplot():
@@ -53,25 +54,25 @@ def _save(plt, fig, path: Path, dpi: int = 110) -> Path:
     return saved
 
 
-def mean_band(matrix: np.ndarray, resamples: int = 1000, seed: int = 0
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column: mean over rows and its 95% bootstrap interval (NaN rows ignored)."""
+def mean_band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: the mean over rows (runs; NaN rows ignored) and its 95% t-interval
+    (``scipy.stats.t``), the same band for every figure. With one run there is no band."""
+    from scipy import stats
+
     matrix = np.asarray(matrix, dtype=np.float64)
     with np.errstate(all="ignore"):
+        n = np.sum(np.isfinite(matrix), axis=0)
         mean = np.nanmean(matrix, axis=0)
-        if matrix.shape[0] < 2:
-            return mean, mean, mean
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, matrix.shape[0], size=(resamples, matrix.shape[0]))
-        means = np.nanmean(matrix[picks], axis=1)
-        low, high = np.nanquantile(means, [0.025, 0.975], axis=0)
-    return mean, low, high
+        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.nanstd(
+            matrix, axis=0, ddof=1) / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    return mean, mean - half, mean + half
 
 
 @quiet
 def curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel: str,
            log: bool = False, xlabel: str = "epoch", start: int = 1) -> Path:
-    """One line per rule: the mean over runs with its 95% bootstrap band."""
+    """One line per rule: the mean over runs with its 95% t-interval band."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (rule, matrix) in enumerate(series.items()):
@@ -127,7 +128,7 @@ def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
 def alignment_grid(path: Path, layers: Sequence[str],
                    series: dict[str, dict[str, np.ndarray]], title: str,
                    ylabel: str = "angle to exact gradient (degrees)") -> Path:
-    """One panel per layer; in each, one line per rule (mean over runs, 95% band)."""
+    """One panel per layer; in each, one line per rule (mean over runs, 95% t band)."""
     plt = pyplot()
     cols = min(len(layers), 3) or 1
     rows = int(np.ceil(len(layers) / cols)) or 1

@@ -29,8 +29,10 @@ class GroupResult:
 def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
                 test_x: np.ndarray, test_labels: np.ndarray, config: TrainConfig, probe: int,
                 out: str | Path, job_id: str, weight_metrics: bool = True,
-                counts: list[int] | None = None) -> GroupResult:
-    """Train the replicas of ``net`` in lockstep with ``rule_name``.
+                counts: list[int] | None = None, engine: str = "numpy",
+                transform: str | None = None) -> GroupResult:
+    """Train the replicas of ``net`` in lockstep with ``rule_name`` (its map transform set
+    to ``transform`` if given) on ``engine``.
 
     Alignment with the exact gradient is logged before training and after every epoch
     on a fixed probe batch (the first ``probe`` training images of each replica);
@@ -42,7 +44,7 @@ def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
     from .runner import JobProgress
 
     seeds = list(net.replica_seeds)
-    rule = make_rule(rule_name, net, seeds)
+    rule = make_rule(rule_name, net, seeds, transform=transform)
     loss_name, loss_fn = loss_for(net, config)
     probe = min(probe, x.shape[1])
     log = AlignmentLog(None if rule_name == "exact" else rule, x[:, :probe],
@@ -57,7 +59,8 @@ def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
         report((epoch + 1) * steps_per_epoch)
 
     start = time.perf_counter()
-    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts)
+    history = fit(net, x, labels, config, rule=rule, on_epoch=on_epoch, counts=counts,
+                  engine=engine)
     with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
         evaluation = evaluate(net, test_x, test_labels)
     return GroupResult(history, log, evaluation, time.perf_counter() - start)

@@ -1,22 +1,31 @@
-"""``handprop reproduce``: the article's original-vs-broken experiments, with statistics.
+"""``handprop reproduce``: the article's original-vs-broken experiments, over many seeds.
 
-For each experiment (dense widths) and each rule, two protocols are run, every run
-with the article's training protocol (online SGD, 500 epochs, lr 0.09, alpha 0.0009,
-standard-normal weights, raw pixels):
+Every run uses the article's training protocol (online SGD, 500 epochs, lr 0.09, alpha
+0.0009, standard-normal weights, raw pixels; :mod:`handprop.core.article`). For each
+*variant* of the network, experiment (dense widths) and rule, every seed trains:
 
-* **article** -- one run per seed: shuffle the 360 images of 0 and 1 with the seed, hold
-  out the first 10, train on 350. Test accuracy is on those 10 images.
-* **cv** -- the held-out protocol: stratified k-fold cross-validation over all 360 images
-  (k=5: train on 288, test on 72, every image tested exactly once per rule).
+* **article** -- the article's run: shuffle the 360 images of 0 and 1 with the seed,
+  hold out the first 10, train on 350, score the 10;
+* **heldout** -- the same seed on a stratified 80% split drawn from the seed's own
+  stream (288 images), scored on the other 20% (72): one held-out accuracy per seed;
+* or, with ``folds = k``, k-fold cross-validation per seed (every image scored once per
+  seed; the seed's accuracy is the mean over its folds).
 
-Every rule gets the same initial weights and data order for a given seed (paired).
-The runs of one (experiment, rule, protocol) are trained in lockstep as replicas of
-one network, which is what makes the default study fit in minutes.
+The unit of replication is the trained network: every statistic of the report is
+computed over seeds, paired by seed (every rule starts from the seed's weights and sees
+the seed's data in the same order). The variants:
+
+* ``corrected`` -- the network the article's text describes (the ``seed`` preset);
+* ``as-run`` -- the network the author's code ran (``seed-as-run``: layer 2 applies
+  conv1's second kernel to all four maps), trained with the code's rules.
+
+A sensitivity section reruns a few seeds with one initial weight moved by one ulp and
+by 1e-8 (:mod:`.sensitivity`). All runs of one (variant, experiment, rule) are replicas
+of one network trained in lockstep.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +43,13 @@ from .records import collect, cost_matrix, final_alignment
 from .runner import Job
 from .study import Study, option, register_study
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 IMAGES = 360  # the digits 0 and 1 of scikit-learn's set
-# Records by (experiment, rule, protocol).
-Records = dict[tuple[str, str, str], list[dict]]
-CONFIG_KEYS = ("experiment", "fc", "rule", "epochs", "lr", "momentum", "probe", "first_seed")
+VARIANTS = {"corrected": "seed", "as-run": "seed-as-run"}  # variant -> preset
+PROTOCOLS = ("article", "heldout", "fold")
+# Records by (variant, experiment, rule, protocol).
+Records = dict[tuple[str, str, str, str], list[dict]]
+TRANSFORMS = ("transpose", "rot180")
 
 
 @dataclass
@@ -54,19 +65,35 @@ class ReproduceConfig:
 
     experiments: list[Experiment]
     rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(10, help="number of paired seeds", low=1, high=MAX_SEEDS)
+    seeds: int = option(12, help="number of paired seeds", low=1, high=MAX_SEEDS)
     first_seed: int = option(0, low=0, high=MAX_SEED)
     epochs: int = option(ARTICLE.epochs, low=1, high=MAX_EPOCHS)
     lr: float = ARTICLE.lr
     momentum: float = ARTICLE.momentum
-    folds: int = option(5, help="k of the held-out k-fold CV (0: none)", low=0, high=IMAGES)
+    heldout: bool = True  # also train each seed on a stratified 80% split, score the 20%
+    folds: int = option(0, help="k-fold CV per seed instead of the single 80/20 split "
+                                "(0: off)", low=0, high=IMAGES)
     probe: int = option(32, help="images in the alignment probe batch", low=1,
                         high=MAX_PROBE)
+    transform: str = option("transpose", help="map transform of broken-text: transpose "
+                                              "(the article's text) | rot180 (its code)")
+    variant: list[str] = option(default_factory=lambda: ["corrected", "as-run"],
+                                help="networks: corrected (the article's text) and/or "
+                                     "as-run (the network its code ran)")
+    as_run_rules: list[str] = field(default_factory=lambda: ["seed-original", "seed-broken"])
+    sensitivity: int = option(2, help="seeds per experiment rerun with one initial weight "
+                                      "moved by one ulp and by 1e-8 (0: none)", low=0,
+                              high=MAX_SEEDS)
+    engine: str = option("auto", help="auto | numpy | compiled")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def rules_of(self, variant: str) -> list[str]:
+        """The rules trained on ``variant``'s network."""
+        return list(self.rules) if variant == "corrected" else list(self.as_run_rules)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,11 +124,6 @@ def _experiments(items: Any, source: str) -> list[Experiment]:
         check_name(name, f"{source}: experiment {i}: name")
         claim = check_type(item.get("claim", ""), str, f"{source}: experiment {i}: claim")
         experiments.append(Experiment(name, (fc[0], fc[1]), claim))
-    if not experiments:
-        raise ConfigError(f"{source}: no experiments")
-    names = [e.name for e in experiments]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: experiment names must be unique, got {names}")
     return experiments
 
 
@@ -112,8 +134,6 @@ def validate_config(config: ReproduceConfig, source: str = "config") -> Reproduc
 
 def _check_rules(config: ReproduceConfig, source: str) -> ReproduceConfig:
     """What the field types and bounds (checked first) do not say."""
-    from ..rules import RULES
-
     if not config.experiments:
         raise ConfigError(f"{source}: no experiments")
     for experiment in config.experiments:
@@ -125,25 +145,47 @@ def _check_rules(config: ReproduceConfig, source: str) -> ReproduceConfig:
     if last > MAX_SEED:
         raise ConfigError(f"{source}: seeds {config.first_seed}..{last} go beyond the largest "
                           f"seed, {MAX_SEED}")
-    if config.folds == 1 or (config.folds and 360 % config.folds):
-        raise ConfigError(
-            f"{source}: folds must be 0 (no cross-validation) or divide the 360 images into "
-            f"equal folds (2, 3, 4, 5, 6, 8, 9, 10, ...), got {config.folds}"
-        )
+    if config.folds == 1 or (config.folds and IMAGES % config.folds):
+        raise ConfigError(f"{source}: folds must be 0 (none) or divide the 360 images into "
+                          f"equal folds (2, 3, 4, 5, 6, 8, 9, 10, ...), got {config.folds}")
     for name in ("lr", "momentum"):
         value = getattr(config, name)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-            raise ConfigError(f"{source}: {name} must be a finite number"
-                              f"{' > 0' if name == 'lr' else ' >= 0'}, got {value!r}")
-    if not config.rules:
-        raise ConfigError(f"{source}: no rules")
-    for rule in config.rules:
-        if rule not in RULES:
-            raise ConfigError(f"{source}: unknown rule {rule!r}; choose from {', '.join(RULES)}")
-    if len(set(config.rules)) != len(config.rules):
-        raise ConfigError(f"{source}: rules repeat: {config.rules}")
+        if value < 0 or (name == "lr" and value == 0):
+            raise ConfigError(f"{source}: {name} must be {'> 0' if name == 'lr' else '>= 0'}, "
+                              f"got {value!r}")
+    _check_rule_lists(config, source)
+    if config.transform not in TRANSFORMS:
+        raise ConfigError(f"{source}: transform must be one of {', '.join(TRANSFORMS)}, "
+                          f"got {config.transform!r}")
+    if config.sensitivity > config.seeds:
+        raise ConfigError(f"{source}: sensitivity ({config.sensitivity}) cannot exceed seeds "
+                          f"({config.seeds})")
+    from ..training.epoch import ENGINES
+
+    if config.engine not in ENGINES:
+        raise ConfigError(f"{source}: engine must be one of {', '.join(ENGINES)}, "
+                          f"got {config.engine!r}")
     return config
+
+
+def _check_rule_lists(config: ReproduceConfig, source: str) -> None:
+    from ..rules import RULES
+
+    if not config.variant or set(config.variant) - set(VARIANTS):
+        raise ConfigError(f"{source}: variant must list some of {', '.join(VARIANTS)}, got "
+                          f"{config.variant!r}")
+    if len(set(config.variant)) != len(config.variant):
+        raise ConfigError(f"{source}: variants repeat: {config.variant}")
+    for what in ("rules", "as_run_rules"):
+        rules = getattr(config, what)
+        if not rules and (what == "rules" or "as-run" in config.variant):
+            raise ConfigError(f"{source}: no {what}")
+        for rule in rules:
+            if rule not in RULES:
+                raise ConfigError(f"{source}: unknown rule {rule!r} in {what}; choose from "
+                                  f"{', '.join(RULES)}")
+        if len(set(rules)) != len(rules):
+            raise ConfigError(f"{source}: {what} repeat: {rules}")
 
 
 def load_config(path: str | Path | None = None) -> ReproduceConfig:
@@ -153,10 +195,31 @@ def load_config(path: str | Path | None = None) -> ReproduceConfig:
 
 # -- data ------------------------------------------------------------------------------
 
-def _article_split(seed: int):
-    from ..training.data import load_digits
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from ..training.data import _select_classes, _sklearn_digits
 
-    return load_digits(seed=seed)
+    images, labels = _sklearn_digits()
+    images, labels = _select_classes(images, labels, ARTICLE.classes, "digits")
+    return images.astype(np.float64), labels
+
+
+def split_for(run: dict[str, Any], folds: int):
+    """The data of one run: the article's split, the seed's 80/20 split, or one fold."""
+    from ..training.data import Dataset, load_digits, stratified_split
+
+    seed = run["seed"]
+    if run["protocol"] == "article":
+        return load_digits(seed=seed)
+    images, labels = _digits()
+    if run["protocol"] == "heldout":
+        train, test = stratified_split(labels, 0.2, generator(seed, Stream.HELDOUT))
+    else:  # fold: the seed's own assignment of images to folds
+        assignment = equal_stratified_folds(labels, folds, seed)
+        test = np.flatnonzero(assignment == run["fold"])
+        train = generator(seed, Stream.DATA_SPLIT, run["fold"]).permutation(
+            np.flatnonzero(assignment != run["fold"]))
+    return Dataset(f"digits-{run['protocol']}", images[train], labels[train], images[test],
+                   labels[test], ARTICLE.classes, info={"test_index": test.tolist()})
 
 
 def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -170,35 +233,64 @@ def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndar
     return fold
 
 
-def _cv_split(base_seed: int, folds: int, fold: int, seed: int):
-    from ..training.data import Dataset, _select_classes, _sklearn_digits
-
-    images, labels = _sklearn_digits()
-    images, labels = _select_classes(images, labels, (0, 1), "digits")
-    images = images.astype(np.float64)
-    assignment = equal_stratified_folds(labels, folds, base_seed)
-    test = np.flatnonzero(assignment == fold)
-    train = generator(seed, Stream.DATA_SPLIT).permutation(np.flatnonzero(assignment != fold))
-    return Dataset(f"digits-cv{fold}", images[train], labels[train], images[test], labels[test],
-                   (0, 1), info={"fold": fold, "folds": folds, "test_index": test.tolist()})
-
-
-# -- one job: a group of runs in lockstep ----------------------------------------------
-
-def record_path(out: Path, experiment: str, rule: str, protocol: str, run: int) -> Path:
-    name = f"seed{run}.json" if protocol == "article" else f"cv-fold{run}.json"
-    return out / "runs" / experiment / rule / name
-
-
-def _padded(arrays: list[np.ndarray]) -> np.ndarray:
+def padded(arrays: list[np.ndarray]) -> np.ndarray:
     """Stack arrays of different lengths, padding each with its first item."""
     longest = max(len(a) for a in arrays)
     return np.stack([np.concatenate([a, np.repeat(a[:1], longest - len(a), axis=0)])
                      for a in arrays])
 
 
-def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result,
-            replicas: int) -> dict[str, Any]:
+# -- one job: a group of runs in lockstep ----------------------------------------------
+
+def runs_of(config: ReproduceConfig) -> list[dict[str, Any]]:
+    """Every run of one (variant, experiment, rule): its protocol, seed (and fold)."""
+    runs = [{"protocol": "article", "seed": seed} for seed in config.seed_list]
+    if config.folds:
+        runs += [{"protocol": "fold", "seed": seed, "fold": fold}
+                 for seed in config.seed_list for fold in range(config.folds)]
+    elif config.heldout:
+        runs += [{"protocol": "heldout", "seed": seed} for seed in config.seed_list]
+    return runs
+
+
+def record_path(out: Path, variant: str, experiment: str, rule: str,
+                run: dict[str, Any]) -> Path:
+    fold = f"-fold{run['fold']}" if run["protocol"] == "fold" else ""
+    name = f"{run['protocol']}-seed{run['seed']}{fold}.json"
+    return out / "runs" / variant / experiment / rule / name
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train every run of one (variant, experiment, rule) in lockstep; write their records.
+
+    The article's runs (350 training images) and the held-out runs (288) are replicas
+    of one network; the shorter ones sit out the last steps of each epoch (``fit``'s
+    ``counts``), so every run ends exactly as it would alone.
+    """
+    from ..core.presets import PRESETS
+    from ..training.loop import TrainConfig
+    from .lockstep import train_group  # looked up per call: tests spy on it
+
+    runs = spec["runs"]
+    datasets = [split_for(run, spec["folds"]) for run in runs]
+    net = PRESETS[VARIANTS[spec["variant"]]](tuple(spec["fc"]))
+    net.init(replicas=[run["seed"] for run in runs])
+    config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
+                         lr=spec["lr"], momentum=spec["momentum"], seed=runs[0]["seed"])
+    result = train_group(net, spec["rule"], padded([d.x_train for d in datasets]),
+                         padded([d.y_train for d in datasets]),
+                         padded([d.x_test for d in datasets]),
+                         padded([d.y_test for d in datasets]), config, spec["probe"],
+                         spec["out"], spec["job_id"], weight_metrics=False,
+                         counts=[len(d.y_train) for d in datasets], engine=spec["engine"],
+                         # the study's transform is broken-text's (the article's text rule)
+                         transform=spec["transform"] if spec["rule"] == "broken-text" else None)
+    for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
+        write_json(Path(spec["outputs"][r]), _record(spec, r, run, data, result))
+    return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
+
+
+def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> dict[str, Any]:
     """The record of replica ``r`` (one run) of a trained group."""
     from .records import rounded, versions
 
@@ -207,16 +299,10 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result,
     tested = len(data.y_test)  # the group's test sets are padded to the longest
     correct = (evaluation.predicted[r, :tested] == data.y_test).tolist()
     return {
-        "version": RECORD_VERSION,
-        "fingerprint": spec["fingerprint"],
-        "experiment": spec["experiment"],
-        "fc": list(spec["fc"]),
-        "rule": spec["rule"],
-        "protocol": run["protocol"],
-        "run": run["run"],
-        "seed": run["seed"],
-        "cost": rounded(history.cost_list(r)),
-        "diverged": diverged,
+        "version": RECORD_VERSION, "fingerprint": spec["fingerprint"],
+        "variant": spec["variant"], "experiment": spec["experiment"], "fc": list(spec["fc"]),
+        "rule": spec["rule"], "protocol": run["protocol"], "seed": run["seed"],
+        "fold": run.get("fold"), "cost": rounded(history.cost_list(r)), "diverged": diverged,
         "train_images": len(data.y_train),
         "test_accuracy": None if diverged else float(np.mean(correct)),
         "test_correct": None if diverged else correct,
@@ -225,114 +311,109 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result,
         "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
         "alignment_probe": f"first {spec['probe']} training images, after every epoch "
                            "(entry 0: before training)",
-        "config": {**{key: spec[key] for key in CONFIG_KEYS}, "protocol": run["protocol"],
-                   "folds": spec["folds"] if run["protocol"] == "cv" else None},
-        "seconds_for_job": result.seconds,
-        "replicas_in_job": replicas,
+        "config": {key: spec[key] for key in ("epochs", "lr", "momentum", "probe", "folds",
+                                              "transform")},
+        "engine": result.history.extra.get("engine"),
+        "seconds_for_job": result.seconds, "replicas_in_job": len(spec["runs"]),
         "pid": os.getpid(),  # the process that trained it (not part of the results)
         "versions": versions(),
     }
 
 
-def run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train every run of one (experiment, rule) in lockstep and write their records.
-
-    The article's runs (350 training images) and the cross-validation folds (288) are
-    replicas of one network; the folds sit out the last steps of each epoch (``fit``'s
-    ``counts``), so every run ends exactly as it would alone.
-    """
-    from ..core.presets import seed_net
-    from ..training.loop import TrainConfig
-    from .lockstep import train_group  # looked up per call: tests spy on it
-
-    runs = spec["runs"]  # [{"protocol", "run", "seed"}]
-    datasets = [_article_split(r["seed"]) if r["protocol"] == "article" else
-                _cv_split(spec["first_seed"], spec["folds"], r["run"], r["seed"])
-                for r in runs]
-    seeds = [r["seed"] for r in runs]
-    net = seed_net(tuple(spec["fc"])).init(replicas=seeds)
-    config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
-                         lr=spec["lr"], momentum=spec["momentum"], seed=seeds[0])
-    result = train_group(net, spec["rule"], _padded([d.x_train for d in datasets]),
-                         _padded([d.y_train for d in datasets]),
-                         _padded([d.x_test for d in datasets]),
-                         _padded([d.y_test for d in datasets]), config, spec["probe"],
-                         spec["out"], spec["job_id"], weight_metrics=False,
-                         counts=[len(d.y_train) for d in datasets])
-    for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
-        write_json(Path(spec["outputs"][r]), _record(spec, r, run, data, result, len(runs)))
-    return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
-
-
 def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
-    """One job per (experiment, rule): its article runs and its cross-validation folds."""
-    runs = [{"protocol": "article", "run": seed, "seed": seed} for seed in config.seed_list]
-    runs += [{"protocol": "cv", "run": fold, "seed": config.first_seed + fold}
-             for fold in range(config.folds)]
+    """One job per (variant, experiment, rule), plus the sensitivity jobs."""
+    from .sensitivity import sensitivity_jobs
+
+    runs = runs_of(config)
     jobs = []
     # Largest networks first: the long jobs start early and the cores finish together.
     by_size = sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
-    for experiment in by_size:
-        for rule in config.rules:
-            outputs = [record_path(out, experiment.name, rule, r["protocol"], r["run"])
-                       for r in runs]
-            job_id = f"{experiment.name}/{rule}"
-            spec = {
-                "job_id": job_id, "out": str(out), "experiment": experiment.name,
-                "fc": list(experiment.fc), "rule": rule, "runs": runs,
-                "epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
-                "probe": config.probe, "first_seed": config.first_seed, "folds": config.folds,
-                "outputs": [str(p) for p in outputs],
-            }
-            jobs.append(Job(job_id, "handprop.studies.reproduce:run_job", spec, outputs,
-                            steps=config.epochs * 350))
-    return jobs
+    for variant in config.variant:
+        for experiment in by_size:
+            for rule in config.rules_of(variant):
+                jobs.append(_job(config, out, variant, experiment, rule, runs))
+    return jobs + sensitivity_jobs(config, out)
+
+
+def _job(config: ReproduceConfig, out: Path, variant: str, experiment: Experiment, rule: str,
+         runs: list[dict[str, Any]]) -> Job:
+    outputs = [record_path(out, variant, experiment.name, rule, run) for run in runs]
+    job_id = f"{variant}/{experiment.name}/{rule}"
+    spec = {"job_id": job_id, "out": str(out), "variant": variant,
+            "experiment": experiment.name, "fc": list(experiment.fc), "rule": rule,
+            "runs": runs, "epochs": config.epochs, "lr": config.lr,
+            "momentum": config.momentum, "probe": config.probe, "folds": config.folds,
+            "transform": config.transform, "engine": config.engine,
+            "outputs": [str(p) for p in outputs]}
+    return Job(job_id, "handprop.studies.reproduce:run_job", spec, outputs,
+               steps=config.epochs * 350)
 
 
 # -- aggregation -----------------------------------------------------------------------
 
 def load_records(jobs: list[Job]) -> Records:
-    """Records with the study's current settings, by (experiment, rule, protocol)."""
-    found: dict[tuple[str, str, str], list[dict]] = {}
-    for job in jobs:
-        for protocol in ("article", "cv"):
-            found[(job.spec["experiment"], job.spec["rule"], protocol)] = []
+    """Records with the study's current settings, by (variant, experiment, rule,
+    protocol); the sensitivity runs under variant "sensitivity"."""
+    found: Records = {}
     for records in collect(jobs).values():
         for record in records:
-            key = (record["experiment"], record["rule"], record["protocol"])
-            found[key].append(record)
+            key = (record["variant"], record["experiment"], record["rule"],
+                   record["protocol"])
+            found.setdefault(key, []).append(record)
     return found
 
 
+def per_seed(records: list[dict], value) -> dict[int, float]:
+    """{seed: value(records of that seed)} -- folds of one seed are averaged, so every
+    seed gives one number (NaN where its runs diverged)."""
+    by_seed: dict[int, list[float]] = {}
+    for record in records:
+        got = value(record)
+        by_seed.setdefault(record["seed"], []).append(np.nan if got is None else got)
+    return {seed: float(np.mean(values)) for seed, values in sorted(by_seed.items())}
+
+
+def final_cost(record: dict) -> float | None:
+    return None if record["diverged"] or not record["cost"] else record["cost"][-1]
+
+
 def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
-    """The numbers of ``summary.json``: per experiment and rule."""
+    """The numbers of ``summary.json``: per variant, experiment and rule (per-seed values
+    first, then their mean with an interval over seeds)."""
     summary: dict[str, Any] = {}
-    for experiment in config.experiments:
-        per_rule = {}
-        for rule in config.rules:
-            article = records.get((experiment.name, rule, "article"), [])
-            cv = records.get((experiment.name, rule, "cv"), [])
-            costs = cost_matrix(article)
-            finals = costs[:, -1] if costs.size else np.array([])
-            any_final = bool(np.isfinite(finals).any())
-            test = [r["test_accuracy"] for r in article if r["test_accuracy"] is not None]
-            heldout_correct = [c for r in cv if r["test_correct"] for c in r["test_correct"]]
-            per_rule[rule] = {
-                "runs": len(article),
-                "diverged": sum(1 for r in article if r["diverged"]),
-                "final_cost_mean": float(np.nanmean(finals)) if any_final else None,
-                "final_cost_median": float(np.nanmedian(finals)) if any_final else None,
-                "test_accuracy_mean": float(np.mean(test)) if test else None,
-                "test_all_correct": sum(1 for a in test if a == 1.0),
-                "heldout_accuracy_mean": (float(np.mean(heldout_correct)) if heldout_correct
-                                          else None),
-                "heldout_images": len(heldout_correct),
-                "heldout_folds": len(cv),
-                "alignment": final_alignment(article),
-            }
-        summary[experiment.name] = {"fc": list(experiment.fc), "claim": experiment.claim,
-                                    "rules": per_rule}
+    for variant in config.variant:
+        for experiment in config.experiments:
+            rows = {rule: _rule_summary(records, variant, experiment.name, rule)
+                    for rule in config.rules_of(variant)}
+            summary.setdefault(variant, {})[experiment.name] = {
+                "fc": list(experiment.fc), "claim": experiment.claim, "rules": rows}
     return summary
+
+
+def _rule_summary(records: Records, variant: str, experiment: str, rule: str
+                  ) -> dict[str, Any]:
+    from .statistics import mean_interval
+
+    article = records.get((variant, experiment, rule, "article"), [])
+    heldout = (records.get((variant, experiment, rule, "heldout"), [])
+               or records.get((variant, experiment, rule, "fold"), []))
+    costs = per_seed(article, final_cost)
+    test10 = per_seed(article, lambda r: r["test_accuracy"])
+    held = per_seed(heldout, lambda r: r["test_accuracy"])
+    row: dict[str, Any] = {"runs": len(article),
+                           "diverged": sum(1 for r in article if r["diverged"])}
+    for name, values in (("final_cost", costs), ("test10_accuracy", test10),
+                         ("heldout_accuracy", held)):
+        finite = [v for v in values.values() if np.isfinite(v)]
+        interval = mean_interval(finite) if finite else None
+        row[name] = {"per_seed": values, "n": len(finite),
+                     "mean": float(np.mean(finite)) if finite else None,
+                     "ci": None if interval is None else [interval.low, interval.high]}
+    row["test10_all_correct"] = sum(1 for v in test10.values() if v == 1.0)
+    row["alignment"] = final_alignment(article)
+    row["signal_alignment"] = final_alignment(article, "signal")
+    row["cost_curve_seeds"] = cost_matrix(article).shape[0]
+    return row
 
 
 # -- the study ---------------------------------------------------------------------
@@ -340,17 +421,18 @@ def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
 @register_study
 class ReproduceStudy(Study):
     """The article's experiments: the skeleton with this module's jobs, summary and the
-    claims of :mod:`.reproduce_report`."""
+    claims of :mod:`.reproduce_claims`."""
 
     name = "reproduce"
     help = "the article's experiments, many seeds, statistics, plots, report"
     config_class = ReproduceConfig
     default_out = "results"
-    quick = {"epochs": 5, "seeds": 2, "folds": 2}
-    quick_help = "a smoke run: 5 epochs, 2 seeds, 2 folds"
-    flag_order = ("seeds", "first_seed", "epochs", "rules", "folds", "probe")
+    quick = {"epochs": 5, "seeds": 2, "sensitivity": 1}
+    quick_help = "a smoke run: 5 epochs, 2 seeds, 1 sensitivity seed"
+    flag_order = ("seeds", "first_seed", "epochs", "rules", "variant", "transform", "folds",
+                  "sensitivity", "probe", "engine")
     order = 40
-    summary_key, findings_key = "experiments", "claims"
+    summary_key, findings_key = "variants", "findings"
 
     @classmethod
     def config_from_table(cls, table: dict[str, Any], source: str) -> ReproduceConfig:
@@ -366,12 +448,12 @@ class ReproduceStudy(Study):
         return build_jobs(self.config, self.out)
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
-        """The largest experiment's group of runs (seeds and folds as replicas of one
-        network), times the jobs that run at once."""
+        """The largest experiment's group of runs (seeds and held-out runs as replicas
+        of one network), times the jobs that run at once."""
         from ..core.limits import estimate_training_bytes
         from ..core.presets import seed_net
 
-        replicas = self.config.seeds + self.config.folds
+        replicas = len(runs_of(self.config))
         largest = max(self.config.experiments, key=lambda e: e.fc[0] * e.fc[1])
         per_job = estimate_training_bytes(seed_net(largest.fc), replicas, batch=1,
                                           samples=IMAGES)
@@ -387,9 +469,12 @@ class ReproduceStudy(Study):
         return summarize(records, self.config)
 
     def findings(self, records: Records, summary: dict[str, Any]) -> dict[str, Any]:
-        from .reproduce_report import evaluate_claims
+        from .reproduce_claims import evaluate_claims
+        from .sensitivity import summarize_sensitivity
 
-        return evaluate_claims(records, self.config)
+        engines = sorted({str(r.get("engine")) for rows in records.values() for r in rows})
+        return {"claims": evaluate_claims(records, self.config),
+                "sensitivity": summarize_sensitivity(records, self.config), "engines": engines}
 
     def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
         from .reproduce_report import write_figures
@@ -406,4 +491,4 @@ class ReproduceStudy(Study):
                          meta: dict[str, Any]) -> str:
         from .reproduce_report import terminal_summary
 
-        return terminal_summary(summary, findings, meta)
+        return terminal_summary(self.config, summary, findings, meta)

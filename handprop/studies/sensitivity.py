@@ -138,6 +138,7 @@ def _record(spec, history, tested, matrix, k, j, seed, kind, index) -> dict[str,
             "relative_distance": rounded(matrix[2 * k + j].tolist(), 4),
             "cost": rounded(history.cost_list(row)), "base_cost": rounded(history.cost_list(base)),
             "test_accuracy": accuracy(row), "base_test_accuracy": accuracy(base),
+            "config": {key: spec[key] for key in ("epochs", "lr", "momentum")},
             "engine": history.extra.get("engine"), "pid": os.getpid(), "versions": versions()}
 
 

@@ -66,6 +66,7 @@ from scipy import stats
 
 Method = Literal["bootstrap-t", "t", "BCa"]
 METHODS: tuple[Method, ...] = ("bootstrap-t", "t", "BCa")
+MANY_SEEDS = 10_000  # beyond this, "seeds needed" is reported as "more than"
 RESAMPLES = 9999  # bootstrap resamples; (RESAMPLES + 1) * 0.025 is a whole number
 SIGN_FLIPS = 99999  # Monte Carlo sign flips; exact enumeration while 2^n <= SIGN_FLIPS (n <= 16)
 SEED = 0
@@ -329,6 +330,9 @@ def verdict(comparison: PairedComparison, adjusted_p: float, claimed_better: str
     k = seeds_needed(comparison.dz, alpha=alpha)
     if k is None:
         return f"{head} (too few seeds to estimate the effect)"
+    if k > MANY_SEEDS:
+        return (f"{head} (the observed effect is so small that a paired test would need "
+                f"more than {MANY_SEEDS:,} seeds at 80% power)")
     return f"{head} (a paired test would need about {k} seeds at 80% power for the observed effect)"
 
 
