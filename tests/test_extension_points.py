@@ -121,7 +121,7 @@ def test_study_flags_keep_their_names_and_order(capsys):
     expected = {
         "reproduce": ["--config", "--out", "--quick", "--seeds", "--first-seed", "--epochs",
                       "--rules", "--variant", "--transform", "--folds", "--sensitivity",
-                      "--probe", "--engine", "--backend", "--scheduler", "--jobs",
+                      "--probe", "--align-every", "--engine", "--backend", "--scheduler", "--jobs",
                       "--wait-workers", "--progress", "--quiet"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",

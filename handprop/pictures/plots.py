@@ -127,8 +127,10 @@ def grouped_points(path: Path, groups: Sequence[str], rules: Sequence[str],
 @quiet
 def alignment_grid(path: Path, layers: Sequence[str],
                    series: dict[str, dict[str, np.ndarray]], title: str,
-                   ylabel: str = "angle to exact gradient (degrees)") -> Path:
-    """One panel per layer; in each, one line per rule (mean over runs, 95% t band)."""
+                   ylabel: str = "angle to exact gradient (degrees)",
+                   epochs: Sequence[int] | None = None) -> Path:
+    """One panel per layer; in each, one line per rule (mean over runs, 95% t band).
+    ``epochs``: the epoch of each column (default 0, 1, 2, ...)."""
     plt = pyplot()
     cols = min(len(layers), 3) or 1
     rows = int(np.ceil(len(layers) / cols)) or 1
@@ -140,9 +142,10 @@ def alignment_grid(path: Path, layers: Sequence[str],
             if matrix is None or matrix.size == 0:
                 continue
             mean, low, high = mean_band(matrix)
-            epochs = np.arange(len(mean))
-            ax.plot(epochs, mean, color=color(rule, i), label=rule, lw=1.2)
-            ax.fill_between(epochs, low, high, color=color(rule, i), alpha=0.18, lw=0)
+            xs = np.arange(len(mean)) if epochs is None or len(epochs) != len(mean) else \
+                np.asarray(epochs)
+            ax.plot(xs, mean, color=color(rule, i), label=rule, lw=1.2)
+            ax.fill_between(xs, low, high, color=color(rule, i), alpha=0.18, lw=0)
         ax.axhline(90, color="grey", lw=0.8, ls="--")
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("epoch")

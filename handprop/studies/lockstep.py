@@ -18,25 +18,28 @@ if TYPE_CHECKING:
 
 @dataclass
 class GroupResult:
-    """A trained group of replicas: its history, alignment log and evaluation."""
+    """A trained group of replicas: its history, alignment log (measured after the epochs
+    in ``alignment_epochs``; 0 is before training) and evaluation."""
 
     history: Any
     alignment: Any
     evaluation: Any
     seconds: float
+    alignment_epochs: list[int]
 
 
 def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
                 test_x: np.ndarray, test_labels: np.ndarray, config: TrainConfig, probe: int,
                 out: str | Path, job_id: str, weight_metrics: bool = True,
                 counts: list[int] | None = None, engine: str = "numpy",
-                transform: str | None = None) -> GroupResult:
+                transform: str | None = None, align_every: int = 1) -> GroupResult:
     """Train the replicas of ``net`` in lockstep with ``rule_name`` (its map transform set
     to ``transform`` if given) on ``engine``.
 
-    Alignment with the exact gradient is logged before training and after every epoch
-    on a fixed probe batch (the first ``probe`` training images of each replica);
-    progress goes to the study's progress file for the parent's progress bar.
+    Alignment with the exact gradient is logged before training, every ``align_every``
+    epochs and after the last, on a fixed probe batch (the first ``probe`` training images
+    of each replica); progress goes to the study's progress file for the parent's
+    progress bar.
     """
     from ..rules import make_rule
     from ..training.loop import evaluate, fit, loss_for, targets_for
@@ -51,11 +54,14 @@ def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
                        targets_for(net, labels[:, :probe], loss_name, net.dtype), loss_fn,
                        weight_metrics=weight_metrics)
     log.record(net)  # before training
+    measured = [0]
     steps_per_epoch = -(-x.shape[1] // config.batch_size)
     report = JobProgress(out, job_id, config.epochs * steps_per_epoch)
 
     def on_epoch(epoch: int, history) -> None:
-        log.record(net)
+        if (epoch + 1) % align_every == 0 or epoch + 1 == config.epochs:
+            log.record(net)
+            measured.append(epoch + 1)
         report((epoch + 1) * steps_per_epoch)
 
     start = time.perf_counter()
@@ -63,4 +69,4 @@ def train_group(net: Network, rule_name: str, x: np.ndarray, labels: np.ndarray,
                   engine=engine)
     with np.errstate(all="ignore"):  # diverged replicas predict NaN quietly
         evaluation = evaluate(net, test_x, test_labels)
-    return GroupResult(history, log, evaluation, time.perf_counter() - start)
+    return GroupResult(history, log, evaluation, time.perf_counter() - start, measured)

@@ -85,6 +85,14 @@ def alignment_matrices(records: list[dict], section: str = "gradient",
     return out
 
 
+def alignment_epochs(records: list[dict]) -> list[int] | None:
+    """The epochs at which the records' alignment was measured (0: before training)."""
+    for record in records:
+        if record.get("alignment_epochs"):
+            return list(record["alignment_epochs"])
+    return None
+
+
 def final_alignment(records: list[dict], section: str = "gradient") -> dict[str, dict[str, Any]]:
     """Per layer, each metric's value after the last epoch, averaged over the runs where
     it is defined (``<metric>_final_mean``, or None), and how many runs it was undefined

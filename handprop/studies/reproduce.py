@@ -75,6 +75,8 @@ class ReproduceConfig:
                                 "(0: off)", low=0, high=IMAGES)
     probe: int = option(32, help="images in the alignment probe batch", low=1,
                         high=MAX_PROBE)
+    align_every: int = option(5, help="epochs between alignment measurements", low=1,
+                              high=MAX_EPOCHS)
     transform: str = option("transpose", help="map transform of broken-text: transpose "
                                               "(the article's text) | rot180 (its code)")
     variant: list[str] = option(default_factory=lambda: ["corrected", "as-run"],
@@ -284,7 +286,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                          spec["out"], spec["job_id"], weight_metrics=False,
                          counts=[len(d.y_train) for d in datasets], engine=spec["engine"],
                          # the study's transform is broken-text's (the article's text rule)
-                         transform=spec["transform"] if spec["rule"] == "broken-text" else None)
+                         transform=spec["transform"] if spec["rule"] == "broken-text" else None,
+                         align_every=spec["align_every"])
     for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
         write_json(Path(spec["outputs"][r]), _record(spec, r, run, data, result))
     return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
@@ -309,10 +312,10 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> 
         "test_index": data.info.get("test_index"),
         "test_raw": rounded(evaluation.raw[r, :tested, 0].tolist()),
         "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
-        "alignment_probe": f"first {spec['probe']} training images, after every epoch "
-                           "(entry 0: before training)",
+        "alignment_epochs": result.alignment_epochs,
+        "alignment_probe": f"first {spec['probe']} training images",
         "config": {key: spec[key] for key in ("epochs", "lr", "momentum", "probe", "folds",
-                                              "transform")},
+                                              "transform", "align_every")},
         "engine": result.history.extra.get("engine"),
         "seconds_for_job": result.seconds, "replicas_in_job": len(spec["runs"]),
         "pid": os.getpid(),  # the process that trained it (not part of the results)
@@ -344,6 +347,7 @@ def _job(config: ReproduceConfig, out: Path, variant: str, experiment: Experimen
             "runs": runs, "epochs": config.epochs, "lr": config.lr,
             "momentum": config.momentum, "probe": config.probe, "folds": config.folds,
             "transform": config.transform, "engine": config.engine,
+            "align_every": config.align_every,
             "outputs": [str(p) for p in outputs]}
     return Job(job_id, "handprop.studies.reproduce:run_job", spec, outputs,
                steps=config.epochs * 350)
@@ -430,7 +434,7 @@ class ReproduceStudy(Study):
     quick = {"epochs": 5, "seeds": 2, "sensitivity": 1}
     quick_help = "a smoke run: 5 epochs, 2 seeds, 1 sensitivity seed"
     flag_order = ("seeds", "first_seed", "epochs", "rules", "variant", "transform", "folds",
-                  "sensitivity", "probe", "engine")
+                  "sensitivity", "probe", "align_every", "engine")
     order = 40
     summary_key, findings_key = "variants", "findings"
 

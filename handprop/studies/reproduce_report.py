@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .records import alignment_matrices, cost_matrix
+from .records import alignment_epochs, alignment_matrices, cost_matrix
 from .reproduce_claims import median_power, smallest_n, tested_claims
 from .sensitivity import PERTURBATIONS, THRESHOLDS, median
 
@@ -67,14 +67,16 @@ def _alignment_figures(out, config, records, alignment_grid) -> list[Path]:
     variant = config.variant[0]
     for experiment in config.experiments:
         for section, what in (("gradient", "update"), ("signal", "hidden-layer signal")):
-            align = {rule: alignment_matrices(records.get((variant, experiment.name, rule,
-                                                           "article"), []), section)
-                     for rule in config.rules_of(variant) if rule != "exact"}
+            runs = {rule: records.get((variant, experiment.name, rule, "article"), [])
+                    for rule in config.rules_of(variant) if rule != "exact"}
+            align = {rule: alignment_matrices(rows, section) for rule, rows in runs.items()}
             layers = sorted({layer for per in align.values() for layer in per})
+            epochs = alignment_epochs([r for rows in runs.values() for r in rows])
             if layers:
                 figures.append(alignment_grid(
                     out / f"alignment_{section}_{experiment.name}.png", layers, align,
-                    f"{experiment.name}: angle between each rule's {what} and the exact one"))
+                    f"{experiment.name}: angle between each rule's {what} and the exact one",
+                    epochs=epochs))
     return figures
 
 
