@@ -125,7 +125,8 @@ def test_study_flags_keep_their_names_and_order(capsys):
                       "--wait-workers", "--progress", "--quiet"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",
-                    "--momentum", "--probe", "--backend", "--scheduler", "--jobs",
+                    "--momentum", "--probe", "--align-every", "--engine", "--backend",
+                    "--scheduler", "--jobs",
                     "--wait-workers", "--progress", "--quiet"],
     }
     for name, flags in expected.items():

@@ -3,8 +3,8 @@
 * gradient alignment: per weight array, the cosine (and angle) between the rule's update
   and the exact gradient computed on the same forward pass, and the fraction of entries
   with the same sign (counted where at least one of the two is nonzero);
-* signal alignment: per hidden activation, the angle between the gradient the rule sends
-  to that activation's output and the exact gradient of the same activation (what
+* signal alignment: per hidden activation, the angle between the signal the rule sends
+  into that hidden layer (the gradient the activation sends down) and the exact one (what
   Lillicrap et al. 2016 measured: the hidden-layer signal, not the weight update);
 * weight alignment (rules with feedback matrices B): the angle between B and W, the norm
   ratio |B| / |W|, and the fraction of entries where sign(B) == sign(W).
@@ -52,16 +52,17 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, rep_ndim: int = 0) -> dict[str,
 
 
 class _Recording(LearningRule):
-    """Runs ``inner`` and keeps the gradient arriving at the output of chosen layers."""
+    """Runs ``inner`` and keeps what chosen layers send down."""
 
     def __init__(self, inner: LearningRule, indices: set[int]) -> None:
         super().__init__()
-        self.inner, self.indices, self.arrived = inner, indices, {}
+        self.inner, self.indices, self.sent = inner, indices, {}
 
     def layer_backward(self, step: Step):
+        grad_in, grads = self.inner.layer_backward(step)
         if step.index in self.indices:
-            self.arrived[step.index] = step.out_grad
-        return self.inner.layer_backward(step)
+            self.sent[step.index] = grad_in
+        return grad_in, grads
 
 
 def hidden_activations(net: Network) -> list[int]:
@@ -77,7 +78,9 @@ def alignment_pass(net: Network, rule: LearningRule, x: np.ndarray, targets: np.
                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
     """Rule vs exact on the same forward pass of batch ``x`` (*rep, N, *input_shape):
     ``(gradient, signal)``, each ``{name: {metric: (*rep,)}}``: per weight array, and per
-    hidden activation layer (the gradient arriving at its output)."""
+    hidden activation layer the signal it sends down, delta = (what reached its output) x
+    f'(z) -- the same f' for both, so this is the angle of the hidden-layer signal however
+    the rule delivered it (through B, injected directly, or transformed)."""
     saved = net.buffer_flat.copy()
     try:
         out, tape = net.forward(x)
@@ -91,8 +94,8 @@ def alignment_pass(net: Network, rule: LearningRule, x: np.ndarray, targets: np.
     rep_ndim = len(net.rep_shape)
     gradient = {name: compare_arrays(rule_grads[name], exact_grads[name], rep_ndim)
                 for name in weight_names(net)}
-    signal = {net.layers[i].name: compare_arrays(changed.arrived[i], exact.arrived[i], rep_ndim)
-              for i in sorted(hidden) if i in changed.arrived and changed.arrived[i] is not None}
+    signal = {net.layers[i].name: compare_arrays(changed.sent[i], exact.sent[i], rep_ndim)
+              for i in sorted(hidden) if changed.sent.get(i) is not None}
     return gradient, signal
 
 

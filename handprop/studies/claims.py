@@ -72,6 +72,8 @@ def _number(value: float, unit: str = "") -> str:
         return "n/a"
     if unit == "%":
         return f"{100 * value:+.1f} pp"
+    if unit == "deg":
+        return f"{value:+.1f} deg"
     return f"{value:+.4g}"
 
 
