@@ -22,6 +22,7 @@ import importlib
 import pkgutil
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     streams = _guard_streams()
     try:
-        return args.handprop_run(args)
+        with warnings.catch_warnings():
+            default, warnings.showwarning = warnings.showwarning, _note
+            _note.default = default  # type: ignore[attr-defined]
+            return args.handprop_run(args)
     except HandpropError as exc:
         sys.stderr.write(f"handprop: error: {exc}\n")
         return EXIT_USAGE
@@ -89,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _release_streams(streams)
+
+
+def _note(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
+    """handprop's notices (e.g. the compiled engine fell back to NumPy) as one line on
+    stderr, without a file and line: they are news, not bugs. Others as usual."""
+    from ..training.loop import EngineNotice
+
+    if issubclass(category, EngineNotice):
+        sys.stderr.write(f"handprop: note: {message}\n")
+    else:
+        _note.default(message, category, *args, **kwargs)  # type: ignore[attr-defined]
 
 
 def _guard_streams() -> dict[str, Any]:

@@ -42,7 +42,7 @@ def _network_and_cost(args: argparse.Namespace) -> tuple[TrainRun, np.ndarray]:
         return run, state.cost_history()
     run = prepare_run(args)
     _check_image(args, run)
-    return run, train_run(run, progress_mode(args)).cost
+    return run, train_run(run, progress_mode(args), engine=args.engine).cost
 
 
 def _check_image(args: argparse.Namespace, run: TrainRun) -> None:

@@ -69,6 +69,9 @@ def add_train_args(p: argparse.ArgumentParser, json: bool = True) -> None:
     p.add_argument("--seed", type=int_in(0, MAX_SEED), help="(default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="(default float64)")
     p.add_argument("--rule", help="learning rule (see `handprop rules`; default exact)")
+    p.add_argument("--engine", choices=["auto", "numpy", "compiled"], default="auto",
+                   help="auto (default: compiled wherever it supports the run) | numpy (the "
+                        "readable reference) | compiled")
     if json:
         p.add_argument("--json", type=output_file, help="write the results here")
     add_progress_args(p)
@@ -276,9 +279,9 @@ def save_checkpoint(path: Path, run: TrainRun, state: TrainState) -> None:
 # -- training --------------------------------------------------------------------------
 
 def train_run(run: TrainRun, progress: str, checkpoint: Path | None = None,
-              state: TrainState | None = None) -> History:
-    """Train with progress (``auto``, ``bar``, ``lines`` or ``none``); checkpoint after
-    every epoch when asked."""
+              state: TrainState | None = None, engine: str = "auto") -> History:
+    """Train on ``engine`` with progress (``auto``, ``bar``, ``lines`` or ``none``);
+    checkpoint after every epoch when asked."""
     from ..studies.progress import ProgressBar
     from ..training.loop import fit
 
@@ -297,7 +300,7 @@ def train_run(run: TrainRun, progress: str, checkpoint: Path | None = None,
 
     try:
         return fit(run.net, run.data.x_train, run.data.y_train, config, rule=run.rule,
-                   progress=on_progress, on_epoch=on_epoch, state=state)
+                   progress=on_progress, on_epoch=on_epoch, state=state, engine=engine)
     finally:
         bar.close()
 
@@ -333,7 +336,8 @@ def _print_outcome(run: TrainRun, history: History, evaluation: Any,
     diverged = history.diverged[0]
     costs = history.cost_list()
     print(f"{net.name} net, {len(costs)} epochs, {history.steps} steps in "
-          f"{history.seconds:.1f}s ({1e6 * history.seconds / max(history.steps, 1):.0f} us/step)")
+          f"{history.seconds:.1f}s ({1e6 * history.seconds / max(history.steps, 1):.0f} us/step, "
+          f"{history.extra.get('engine')} engine)")
     if costs:
         print(f"cost: first epoch {format_number(costs[0])}, last epoch "
               f"{format_number(costs[-1])}")
@@ -363,6 +367,7 @@ def _results(run: TrainRun, history: History, evaluation: Any) -> dict[str, Any]
                         "predicted": [data.classes[p] for p in evaluation.predicted]},
         "seconds": history.seconds,
         "steps": history.steps,
+        "engine": history.extra.get("engine"),
         "versions": versions(),
     }
 
@@ -378,7 +383,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run, state, checkpoint = prepare_run(args), None, args.checkpoint
     before = _stamp(checkpoint)
     try:
-        history = train_run(run, progress_mode(args), checkpoint, state)
+        history = train_run(run, progress_mode(args), checkpoint, state, args.engine)
     except KeyboardInterrupt:
         # The checkpoint this run saved (not a stale file from an earlier run), else the
         # one it resumed from.

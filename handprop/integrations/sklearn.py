@@ -90,6 +90,9 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
     scale : float, default=None
         Divisor applied to ``X`` before the network sees it (e.g. 16.0 for the 0..16
         pixels of ``load_digits``); None = no scaling.
+    engine : {"auto", "numpy", "compiled"}, default="auto"
+        The training engine (:func:`handprop.training.loop.fit`): ``auto`` uses the
+        compiled one wherever it supports the run and is faster, else NumPy.
 
     Attributes
     ----------
@@ -132,6 +135,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         dtype="float64",
         image_shape=None,
         scale=None,
+        engine="auto",
     ):
         self.net = net
         self.rule = rule
@@ -144,6 +148,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.image_shape = image_shape
         self.scale = scale
+        self.engine = engine
 
     # -- tags ----------------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -173,7 +178,7 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : HandpropClassifier
         """
-        check_params(self.net, self.rule, self.scale)
+        check_params(self.net, self.rule, self.scale, self.engine)
         X, shape_4d = flatten_4d(X)
         X, y = validate_data(
             self, X, y, dtype=(np.float64, np.float32), ensure_all_finite=True,
@@ -193,7 +198,8 @@ class HandpropClassifier(ClassifierMixin, BaseEstimator):
         net.init(config.seed, scheme=config.init, dtype=config.dtype)
         rule.bind(net, config.seed)
         images = scaled(X, self.scale).reshape(X.shape[0], *net.input_shape)
-        history = fit_network(net, images, encoded.astype(np.int64), config, rule=rule)
+        history = fit_network(net, images, encoded.astype(np.int64), config, rule=rule,
+                              engine=self.engine)
         if history.diverged[0] is not None:
             where = history.diverged[0]
             raise DivergedError(

@@ -64,8 +64,12 @@ def dense_fallback_spec(input_shape: tuple[int, ...], classes: int) -> dict[str,
 
 # -- parameters ------------------------------------------------------------------------
 
-def check_params(net: Any, rule: Any, scale: Any) -> None:
+def check_params(net: Any, rule: Any, scale: Any, engine: Any = "auto") -> None:
     """Refuse parameter values ``fit`` cannot use (scikit-learn checks them at fit time)."""
+    from ..training.epoch import ENGINES
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if scale is not None:
         ok = isinstance(scale, int | float | np.number) and not isinstance(scale, bool)
         if not ok or not np.isfinite(scale) or scale <= 0:
