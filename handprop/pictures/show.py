@@ -19,6 +19,7 @@ from a notebook that shows its own plots inline.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from math import ceil, sqrt
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,63 @@ def layer_outputs(net: Network, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 # -- kernels ---------------------------------------------------------------------------
 
+KERNEL_PANEL, CHAR = 0.55, 0.07  # inches per kernel, and per character of 7-9 pt text
+
+
+@dataclass
+class _KernelBlock:
+    """One conv layer's panel: its kernels, labels and the width its text needs."""
+
+    weight: np.ndarray
+    shown: int
+    ylabels: list[str]
+    xlabels: list[str]
+    title: list[str]
+    width: float
+
+
+def _kernel_block(layer: Conv2d, weight: np.ndarray, max_out: int) -> _KernelBlock:
+    out_channels, per_group, kh, kw = weight.shape
+    shown = min(out_channels, max_out)
+    per_out_group = out_channels // layer.groups
+    if layer.groups == 1:
+        ylabels = [f"out {o}" for o in range(shown)]
+        xlabels = [f"in {c}" for c in range(per_group)]
+    else:  # name the input channels each output reads
+        starts = [(o // per_out_group) * per_group for o in range(shown)]
+        ylabels = [f"out {o} <- in {f}" if per_group == 1 else
+                   f"out {o} <- in {f}..{f + per_group - 1}"
+                   for o, f in zip(range(shown), starts, strict=True)]
+        xlabels = [f"#{c} of group" for c in range(per_group)]
+    notes = ([f"groups={layer.groups}"] if layer.groups > 1 else []) + (
+        [f"first {shown} of {out_channels} outputs"] if shown < out_channels else [])
+    title = [f"{layer.name}: weight {tuple(weight.shape)}"] + ([", ".join(notes)] if notes else [])
+    # The image sits against its colour bar on the right; labels and title extend left.
+    width = max(CHAR * max(map(len, ylabels)) + KERNEL_PANEL * per_group * kw / kh,
+                CHAR * 1.1 * max(map(len, title)))
+    return _KernelBlock(weight, shown, ylabels, xlabels, title, width)
+
+
+def _draw_kernel_block(fig: Any, ax: Any, block: _KernelBlock) -> None:
+    weight, shown = block.weight, block.shown
+    per_group, kh, kw = weight.shape[1:]
+    scale = _symmetric(weight[:shown])
+    zoom = _zoom(min(kh, kw), 6)
+    tiles = [[weight[o, c] for c in range(per_group)] for o in range(shown)]
+    image = ax.imshow(_mosaic(tiles, zoom), cmap=_cmap(DIVERGING), vmin=-scale, vmax=scale,
+                      interpolation="nearest")
+    ax.set_yticks(_centres(shown, kh, zoom), block.ylabels)
+    ax.set_xticks(_centres(per_group, kw, zoom), block.xlabels)
+    ax.tick_params(labelsize=7, length=0)
+    ax.xaxis.tick_top()
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("\n".join(block.title), fontsize=9, loc="right")
+    fig.colorbar(image, ax=ax, shrink=0.9 if shown <= 4 else max(0.3, 3.6 / shown),
+                 aspect=12, pad=0.03)
+    ax.set_anchor("E")  # against the colour bar
+
+
 def kernels(net: Network, path: str | Path, max_out: int = 64) -> Path:
     """Every convolution layer's learned kernels, one small image each.
 
@@ -249,52 +307,12 @@ def kernels(net: Network, path: str | Path, max_out: int = 64) -> Path:
     if not convs:
         kinds = ", ".join(f"{layer.name} ({layer.kind})" for layer in net.layers)
         raise ConfigError(f"kernels: network {net.name!r} has no conv2d layer (it has {kinds})")
-    panel, char = 0.55, 0.07  # inches per kernel, and per character of 7-9 pt text
-    blocks = []
-    for layer, weight in convs:
-        out_channels, per_group, kh, kw = weight.shape
-        shown = min(out_channels, max_out)
-        per_out_group = out_channels // layer.groups
-        if layer.groups == 1:
-            ylabels = [f"out {o}" for o in range(shown)]
-            xlabels = [f"in {c}" for c in range(per_group)]
-        else:  # name the input channels each output reads
-            starts = [(o // per_out_group) * per_group for o in range(shown)]
-            ylabels = [f"out {o} <- in {f}" if per_group == 1 else
-                       f"out {o} <- in {f}..{f + per_group - 1}"
-                       for o, f in zip(range(shown), starts, strict=True)]
-            xlabels = [f"#{c} of group" for c in range(per_group)]
-        title = [f"{layer.name}: weight {tuple(weight.shape)}"]
-        if layer.groups > 1:
-            title.append(f"groups={layer.groups}")
-        if shown < out_channels:
-            title.append(f"first {shown} of {out_channels} outputs")
-        title = [title[0], ", ".join(title[1:])] if len(title) > 1 else title
-        # The image sits against its colour bar on the right; labels and title extend left.
-        width = max(char * max(map(len, ylabels)) + panel * per_group * kw / kh,
-                    char * 1.1 * max(map(len, title)))
-        blocks.append((weight, shown, ylabels, xlabels, title, width))
-    heights = [panel * b[1] + 0.35 * len(b[4]) + 0.45 for b in blocks]
-    fig = _figure(max(b[-1] for b in blocks) + 1.1, sum(heights))
+    blocks = [_kernel_block(layer, weight, max_out) for layer, weight in convs]
+    heights = [KERNEL_PANEL * b.shown + 0.35 * len(b.title) + 0.45 for b in blocks]
+    fig = _figure(max(b.width for b in blocks) + 1.1, sum(heights))
     grid = fig.add_gridspec(len(blocks), 1, height_ratios=heights)
-    for k, (weight, shown, ylabels, xlabels, title, _) in enumerate(blocks):
-        per_group, kh, kw = weight.shape[1:]
-        scale = _symmetric(weight[:shown])
-        ax = fig.add_subplot(grid[k])
-        zoom = _zoom(min(kh, kw), 6)
-        tiles = [[weight[o, c] for c in range(per_group)] for o in range(shown)]
-        image = ax.imshow(_mosaic(tiles, zoom), cmap=_cmap(DIVERGING), vmin=-scale, vmax=scale,
-                          interpolation="nearest")
-        ax.set_yticks(_centres(shown, kh, zoom), ylabels)
-        ax.set_xticks(_centres(per_group, kw, zoom), xlabels)
-        ax.tick_params(labelsize=7, length=0)
-        ax.xaxis.tick_top()
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.set_title("\n".join(title), fontsize=9, loc="right")
-        fig.colorbar(image, ax=ax, shrink=0.9 if shown <= 4 else max(0.3, 3.6 / shown),
-                     aspect=12, pad=0.03)
-        ax.set_anchor("E")  # against the colour bar
+    for k, block in enumerate(blocks):
+        _draw_kernel_block(fig, fig.add_subplot(grid[k]), block)
     return _save(fig, path)
 
 
@@ -448,34 +466,7 @@ def misclassified(net: Network, x: np.ndarray, labels: np.ndarray, classes: Sequ
     x = _check_images(net, x, "misclassified")
     if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
         raise ConfigError(f"misclassified: limit must be a positive integer, got {limit!r}")
-    labels = np.asarray(labels)
-    if labels.shape != (len(x),):
-        raise ShapeError(
-            f"misclassified: {len(x)} images need labels of shape ({len(x)},), "
-            f"got {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ShapeError(
-            f"misclassified: labels must be integer class indices, got dtype {labels.dtype}"
-        )
-    classes = tuple(classes)
-    outputs = net.output_shape[-1] if len(net.output_shape) == 1 else None
-    expected = 2 if outputs == 1 else outputs
-    if expected is None:
-        raise ShapeError(
-            f"misclassified: network {net.name!r} must output one vector per image, its "
-            f"output shape is {net.output_shape}"
-        )
-    if len(classes) != expected:
-        raise ConfigError(
-            f"misclassified: network {net.name!r} has {outputs} output(s), so it needs "
-            f"{expected} class names; got {len(classes)}: {classes}"
-        )
-    if labels.min() < 0 or labels.max() >= len(classes):
-        bad = labels[(labels < 0) | (labels >= len(classes))][0]
-        raise DataError(
-            f"misclassified: label index {bad} is outside the {len(classes)} classes {classes}"
-        )
+    labels, classes = _check_labels(net, x, labels, classes)
     evaluation = evaluate(net, x, labels)
     wrong = np.flatnonzero(evaluation.predicted != labels)
     if len(wrong) == 0:
@@ -488,21 +479,12 @@ def misclassified(net: Network, x: np.ndarray, labels: np.ndarray, classes: Sequ
     rows = ceil(len(shown) / cols)
     fig = _figure(max(1.45 * cols, 3.8), 1.65 * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    raw = evaluation.raw
     for ax, index in zip(axes, shown, strict=False):
         truth, predicted = labels[index], evaluation.predicted[index]
-        if outputs == 1:
-            score = f"out {raw[index, 0]:.3f}"
-        elif net.loss == "softmax_ce":
-            logits = raw[index] - raw[index].max()
-            prob = np.exp(logits) / np.exp(logits).sum()
-            score = f"p {prob[predicted]:.3f}"
-        else:
-            score = f"out {raw[index, predicted]:.3f}"
         ax.imshow(_picture(x[index]), cmap=IMAGE_CMAP)
         _no_ticks(ax)
-        ax.set_title(f"#{index} true {classes[truth]}\npred {classes[predicted]} ({score})",
-                     fontsize=7)
+        ax.set_title(f"#{index} true {classes[truth]}\npred {classes[predicted]} "
+                     f"({_score(net, evaluation.raw[index], predicted)})", fontsize=7)
     for ax in axes[len(shown):]:
         ax.axis("off")
     title = f"{len(wrong)} of {len(x)} images misclassified"
@@ -510,6 +492,44 @@ def misclassified(net: Network, x: np.ndarray, labels: np.ndarray, classes: Sequ
         title += f" (first {len(shown)} shown)"
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def _check_labels(net: Network, x: np.ndarray, labels: Any, classes: Sequence[Any]
+                  ) -> tuple[np.ndarray, tuple]:
+    """Labels as class indices that fit ``x`` and ``classes``, and ``classes`` that fit
+    the network's output."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(x),):
+        raise ShapeError(f"misclassified: {len(x)} images need labels of shape ({len(x)},), "
+                         f"got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ShapeError(
+            f"misclassified: labels must be integer class indices, got dtype {labels.dtype}")
+    classes = tuple(classes)
+    outputs = net.output_shape[-1] if len(net.output_shape) == 1 else None
+    expected = 2 if outputs == 1 else outputs
+    if expected is None:
+        raise ShapeError(f"misclassified: network {net.name!r} must output one vector per "
+                         f"image, its output shape is {net.output_shape}")
+    if len(classes) != expected:
+        raise ConfigError(f"misclassified: network {net.name!r} has {outputs} output(s), so it "
+                          f"needs {expected} class names; got {len(classes)}: {classes}")
+    if labels.min() < 0 or labels.max() >= len(classes):
+        bad = labels[(labels < 0) | (labels >= len(classes))][0]
+        raise DataError(f"misclassified: label index {bad} is outside the {len(classes)} "
+                        f"classes {classes}")
+    return labels, classes
+
+
+def _score(net: Network, raw: np.ndarray, predicted: int) -> str:
+    """The raw output behind a prediction: the output of a one-output net, the predicted
+    class's probability for a softmax net, else the largest output."""
+    if raw.shape[-1] == 1:
+        return f"out {raw[0]:.3f}"
+    if net.loss == "softmax_ce":
+        logits = raw - raw.max()
+        return f"p {(np.exp(logits) / np.exp(logits).sum())[predicted]:.3f}"
+    return f"out {raw[predicted]:.3f}"
 
 
 # -- cost ------------------------------------------------------------------------------

@@ -105,31 +105,7 @@ def save_checkpoint(path: str | Path, net: Any, meta: dict[str, Any],
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint (never unpickles anything)."""
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint path is a directory: {path}") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    if magic != b"PK\x03\x04":  # every .npz is a zip archive
-        raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "meta.json" not in archive.files or "params" not in archive.files:
-                raise CheckpointError(f"{path} is not a readable checkpoint (no meta.json or "
-                                      "params entry)")
-            entries = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: "
-                              f"{exc})") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):  # an object array: loading it would run pickle
-            raise CheckpointError(f"{path} holds objects that would need pickle to load; "
-                                  "refused") from None
-        raise CheckpointError(f"{path} has a corrupt entry ({exc})") from None
+    entries = _read_entries(path)
     try:
         meta = json.loads(entries.pop("meta.json").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -153,6 +129,35 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                  if k.startswith("optimizer.")}
     rule = {k.removeprefix("rule."): v for k, v in entries.items() if k.startswith("rule.")}
     return Checkpoint(meta, params, optimizer, rule, buffers)
+
+
+def _read_entries(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path`` (object arrays refused: no pickle)."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint path is a directory: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "meta.json" not in archive.files or "params" not in archive.files:
+                raise CheckpointError(f"{path} is not a readable checkpoint (no meta.json or "
+                                      "params entry)")
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: "
+                              f"{exc})") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # an object array: loading it would run pickle
+            raise CheckpointError(f"{path} holds objects that would need pickle to load; "
+                                  "refused") from None
+        raise CheckpointError(f"{path} has a corrupt entry ({exc})") from None
 
 
 def check_architecture(checkpoint: Checkpoint, net: Any, source: str) -> None:
