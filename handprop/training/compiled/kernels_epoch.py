@@ -19,11 +19,14 @@ from .kernels_elementwise import act_backward, act_forward, loss, update
 from .kernels_pool import pool_backward, pool_forward
 from .plan import (
     ACT,
+    ASRUN_TRUE,
     B_OFF,
+    BORROW_OFF,
     CONV,
     DENSE,
     FB_KIND,
     FB_OFF,
+    FW_OFF,
     GROUPS,
     INJECT,
     INJECT_OFF,
@@ -113,19 +116,53 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
                 fill(gp, op[W_OFF], _weight_size(op))
                 if op[B_OFF] >= 0:
                     fill(gp, op[B_OFF], op[O])
+                if op[ASRUN_TRUE] != 0:
+                    fill(a, op[BORROW_OFF], _weight_size(op) // op[O])
             continue
         if kind == DENSE:
             weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
             dense_backward(op, weights, w0, a, ga, gp, nb, op[NEED_DX] != 0)
             flowing = op[NEED_DX] != 0
         elif kind == CONV:
-            weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
-            conv_backward(op, weights, w0, a, ga, gp, nb, work, op[NEED_DX] != 0)
+            if op[ASRUN_TRUE] != 0:  # the true gradient: through the borrowed kernel
+                conv_backward(op, p, op[FW_OFF], 0, a, ga, gp, nb, work, op[NEED_DX] != 0)
+                borrowed_grad(op, gp, a)
+            else:
+                weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
+                conv_backward(op, weights, w0, _weight_size(op) // op[O], a, ga, gp, nb,
+                              work, op[NEED_DX] != 0)
             flowing = op[NEED_DX] != 0
         elif kind == POOL:
             pool_backward(op, codes, a, ga, wins, nb, a, work)
         elif kind == ACT:
             act_backward(op, codes, slopes, a, ga, nb)
+    add_borrowed(ops, gp, a)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def borrowed_grad(op, gp, a):
+    """An as-run layer's true gradient: dL/dK = sum over outputs of the per-output
+    kernel gradients (kept in ``a[BORROW_OFF:]`` until the lender's own is known), and 0
+    for the layer's own W."""
+    kernel = _weight_size(op) // op[O]
+    w0, k0 = op[W_OFF], op[BORROW_OFF]
+    for t in range(kernel):
+        total = gp[w0 + t]
+        for o in range(1, op[O]):
+            total += gp[w0 + o * kernel + t]
+        a[k0 + t] = total
+    fill(gp, w0, _weight_size(op))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def add_borrowed(ops, gp, a):
+    """Add each as-run layer's dL/dK to its lender's gradient (the lender sits lower, so
+    its own gradient is complete only now)."""
+    for layer in range(ops.shape[0]):
+        op = ops[layer]
+        if op[KIND] == CONV and op[ASRUN_TRUE] != 0:
+            for t in range(_weight_size(op) // op[O]):
+                gp[op[FW_OFF] + t] += a[op[BORROW_OFF] + t]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

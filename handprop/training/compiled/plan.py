@@ -17,6 +17,7 @@ import numpy as np
 
 from ...core.network import Network
 from ...core.ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from ...core.ops.asrun import AsRunConv2d
 from ...rules.base import LearningRule
 from ..optim import Adam, Momentum, Nesterov, Optimizer
 from .adapter import (
@@ -35,8 +36,8 @@ CONV, POOL, DENSE, FLAT, ACT = 0, 1, 2, 3, 4
 # Columns of the ops table.
 (KIND, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, GROUPS, W_OFF, B_OFF, IN_OFF, OUT_OFF,
  IN_SIZE, OUT_SIZE, CODE_OFF, INT_OFF, NEED_DX, TIES, ROT_W, ROT_DX, TRANSFORM, FB_KIND,
- FB_OFF, INJECT, INJECT_OFF, SCALE) = range(32)
-COLUMNS = 32
+ FB_OFF, INJECT, INJECT_OFF, SCALE, FW_OFF, W_OSTRIDE, ASRUN_TRUE, BORROW_OFF) = range(36)
+COLUMNS = 36
 # Activation codes.
 IDENTITY, RELU, LEAKY, TANH, ARCTAN, SIGMOID = range(6)
 _ACT_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "arctan": ARCTAN,
@@ -155,6 +156,9 @@ class _Builder:
         _, offsets = self._layout(index)
         if type(layer) is Conv2d:
             self._conv(row, layer, in_shape, out_shape, offsets)
+        elif type(layer) is AsRunConv2d:
+            self._conv(row, layer, in_shape, out_shape, offsets)
+            self._as_run(row, index, layer)
         elif type(layer) is Dense:
             row[KIND] = DENSE
             row[C], row[O] = in_shape[0], out_shape[0]
@@ -207,6 +211,29 @@ class _Builder:
             row[SCALE] = len(self.scales)
             self.scales.append(self.rules.sign_scale[index])
 
+    def _as_run(self, row: np.ndarray, index: int, layer: AsRunConv2d) -> None:
+        """The forward pass reads the lender's kernel for every output channel. Backward:
+        the conv's own formulas with its own W where the rule computes them (the
+        article's rules, feedback rules), else the true gradient: through the borrowed
+        kernel, dL/dK = sum over outputs added to the lender's gradient, 0 for W."""
+        owner, _, local = layer.borrowed()["source"].rpartition(".")
+        source = self.net.layer_index(owner)
+        start, stop, shape = self.net._layout[source][local]
+        own = layer.param_shapes()["weight"]
+        kernel = prod(own[1:])
+        if tuple(shape[1:]) != tuple(own[1:]) or not 0 <= layer.source_channel < shape[0]:
+            raise UnsupportedError(f"layer {layer.name!r}: kernel {layer.source_channel} of "
+                                   f"{owner}.{local} {tuple(shape)} cannot stand in for its "
+                                   f"weight {tuple(own)}")
+        row[FW_OFF], row[W_OSTRIDE] = start + layer.source_channel * kernel, 0
+        if index not in self.rules.conv_formulas:
+            if row[FB_KIND] != FB_WEIGHT:
+                raise UnsupportedError(f"layer {layer.name!r}: the rule's feedback with a "
+                                       "borrowed kernel has no compiled form")
+            row[ASRUN_TRUE] = 1
+            row[BORROW_OFF] = self.arena
+            self.arena += kernel
+
     def _conv(self, row, layer: Conv2d, in_shape, out_shape, offsets) -> None:
         row[KIND] = CONV
         row[C], row[H], row[W] = in_shape
@@ -215,6 +242,7 @@ class _Builder:
         (row[PH], row[PW]), row[GROUPS] = layer.padding, layer.groups
         index = self.net.layers.index(layer)
         self._weights(row, index, layer, offsets)
+        row[FW_OFF], row[W_OSTRIDE] = row[W_OFF], prod(layer.param_shapes()["weight"][1:])
         # padded input, delta widened to padded rows, padded input gradient
         padded = in_shape[0] * (in_shape[1] + 2 * row[PH]) * (in_shape[2] + 2 * row[PW])
         self.work = max(self.work, 2 * padded + out_shape[1] * (in_shape[2] + 2 * row[PW]))
