@@ -26,6 +26,7 @@ from .lanes import (
     vzero,
 )
 from .plan import (
+    ARCTAN,
     B_OFF,
     CODE_OFF,
     FW_OFF,
@@ -43,6 +44,7 @@ from .plan import (
     RELU,
     SH,
     SW,
+    TANH,
     TIES,
     TRANSFORM,
     W_OFF,
@@ -52,6 +54,7 @@ from .plan import (
     O,
     W,
 )
+from .special import atan, tanh
 
 # -- conv2d, stride 1 (kernels_conv's "wide" runs) -------------------------------------
 
@@ -357,6 +360,18 @@ def _positive(v):
 
 
 @njit(**JIT)
+def _atan(v):
+    return (atan(v[0]), atan(v[1]), atan(v[2]), atan(v[3]), atan(v[4]), atan(v[5]), atan(v[6]),
+            atan(v[7]))
+
+
+@njit(**JIT)
+def _tanh(v):
+    return (tanh(v[0]), tanh(v[1]), tanh(v[2]), tanh(v[3]), tanh(v[4]), tanh(v[5]), tanh(v[6]),
+            tanh(v[7]))
+
+
+@njit(**JIT)
 def act_forward(op, codes, slopes, a, nb):
     channels, per_channel = op[C], op[H]
     for m in range(nb * channels):
@@ -368,6 +383,12 @@ def act_forward(op, codes, slopes, a, nb):
                 vstore(a, y0 + s, _relu(vload(a, z0 + s)))
         elif code == IDENTITY:
             vcopy(a, y0, a, z0, per_channel)
+        elif code == ARCTAN:
+            for s in range(per_channel):
+                vstore(a, y0 + s, _atan(vload(a, z0 + s)))
+        elif code == TANH:
+            for s in range(per_channel):
+                vstore(a, y0 + s, _tanh(vload(a, z0 + s)))
         else:
             for s in range(per_channel * 8):
                 a[U(y0 * 8 + s)] = activate(code, slope, a[U(z0 * 8 + s)])
