@@ -304,22 +304,24 @@ def _update(kind, p, g, s1, s2, hyper, c1, c2, keep):
     if decay != 0:
         for k in range(size):
             vstore(g, k, vadd(vload(g, k), _scaled(decay, vload(p, k))))
-    for k in range(size):
-        old, grad = vload(p, k), vload(g, k)
-        if kind == SGD:
-            vstore(p, k, vsel(keep, _sub(old, _scaled(lr, grad)), old))
-        elif kind == MOMENTUM:
-            vel = vload(s1, k)
-            new = vadd(_times(vel, mom), _times(grad, lr))
+    if kind == SGD:
+        for k in range(size):
+            old = vload(p, k)
+            vstore(p, k, vsel(keep, _sub(old, _scaled(lr, vload(g, k))), old))
+    elif kind == MOMENTUM:
+        for k in range(size):
+            old, vel = vload(p, k), vload(s1, k)
+            new = vadd(_times(vel, mom), _times(vload(g, k), lr))
             vstore(s1, k, vsel(keep, new, vel))
             vstore(p, k, vsel(keep, _sub(old, new), old))
-        elif kind == NESTEROV:
-            buf = vload(s1, k)
+    elif kind == NESTEROV:
+        for k in range(size):
+            old, buf, grad = vload(p, k), vload(s1, k), vload(g, k)
             new = vadd(_times(buf, mom), grad)
             vstore(s1, k, vsel(keep, new, buf))
-            step = _scaled(lr, vadd(grad, _scaled(mom, new)))
-            vstore(p, k, vsel(keep, _sub(old, step), old))
-        elif kind == ADAM:
+            vstore(p, k, vsel(keep, _sub(old, _scaled(lr, vadd(grad, _scaled(mom, new)))), old))
+    elif kind == ADAM:
+        for k in range(size):
             for lane in range(8):
                 if keep[lane]:
                     i = U(k * 8 + lane)

@@ -21,6 +21,7 @@ from .lanes import (
     vhit,
     vload,
     vmul,
+    vmuladd,
     vstore,
     vsum,
     vzero,
@@ -323,22 +324,30 @@ def dense_forward(op, p, a, nb):
 
 @njit(**JIT)
 def dense_backward(op, weights, w0, a, ga, gp, nb, need_dx):
+    """kernels_dense.dense_backward's sums: the first sample's terms added to 0 (as its
+    fill then add), the others added in turn; each dx slot summed over the outputs in
+    registers, in order, from 0."""
     fan_in, fan_out, wp, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
-    vfill(gp, wp, fan_out * fan_in)
-    if b0 >= 0:
-        vfill(gp, b0, fan_out)
     for n in range(nb):
         x0 = op[IN_OFF] + n * fan_in
         d0 = op[OUT_OFF] + n * fan_out
-        if need_dx:
-            vfill(ga, x0, fan_in)
         for o in range(fan_out):
             d = vload(ga, d0 + o)
             if b0 >= 0:
-                vstore(gp, b0 + o, _add(vload(gp, b0 + o), d))
-            vaxpy(gp, wp + o * fan_in, d, a, x0, fan_in)
-            if need_dx:
-                vaxpy(ga, x0, d, weights, w0 + o * fan_in, fan_in)
+                vstore(gp, b0 + o, _add(vzero() if n == 0 else vload(gp, b0 + o), d))
+            row = wp + o * fan_in
+            if n == 0:
+                zero = vzero()
+                for k in range(fan_in):
+                    vstore(gp, row + k, vmuladd(zero, d, vload(a, x0 + k)))
+            else:
+                vaxpy(gp, row, d, a, x0, fan_in)
+        if need_dx:
+            for k in range(fan_in):
+                total = vzero()
+                for o in range(fan_out):
+                    total = vmuladd(total, vload(ga, d0 + o), vload(weights, w0 + o * fan_in + k))
+                vstore(ga, x0 + k, total)
 
 
 # -- activations -------------------------------------------------------------------------
@@ -369,6 +378,19 @@ def _atan(v):
 def _tanh(v):
     return (tanh(v[0]), tanh(v[1]), tanh(v[2]), tanh(v[3]), tanh(v[4]), tanh(v[5]), tanh(v[6]),
             tanh(v[7]))
+
+
+@njit(**JIT)
+def _arctan_slope(z):
+    return (1 / (1 + z[0] * z[0]), 1 / (1 + z[1] * z[1]), 1 / (1 + z[2] * z[2]),
+            1 / (1 + z[3] * z[3]), 1 / (1 + z[4] * z[4]), 1 / (1 + z[5] * z[5]),
+            1 / (1 + z[6] * z[6]), 1 / (1 + z[7] * z[7]))
+
+
+@njit(**JIT)
+def _tanh_slope(y):
+    return (1 - y[0] * y[0], 1 - y[1] * y[1], 1 - y[2] * y[2], 1 - y[3] * y[3],
+            1 - y[4] * y[4], 1 - y[5] * y[5], 1 - y[6] * y[6], 1 - y[7] * y[7])
 
 
 @njit(**JIT)
@@ -404,6 +426,12 @@ def act_backward(op, codes, slopes, a, ga, nb):
         if code == RELU:
             for s in range(per_channel):
                 vstore(ga, z0 + s, vmul(vload(ga, y0 + s), _positive(vload(a, z0 + s))))
+        elif code == ARCTAN:  # dy * (1 / (1 + z*z))
+            for s in range(per_channel):
+                vstore(ga, z0 + s, vmul(vload(ga, y0 + s), _arctan_slope(vload(a, z0 + s))))
+        elif code == TANH:  # dy * (1 - y*y)
+            for s in range(per_channel):
+                vstore(ga, z0 + s, vmul(vload(ga, y0 + s), _tanh_slope(vload(a, y0 + s))))
         else:
             for s in range(per_channel * 8):
                 z, y = U(z0 * 8 + s), U(y0 * 8 + s)

@@ -27,13 +27,16 @@ C1, C2 = 6.93145751953125e-1, 1.42860682030941723212e-6  # ln 2 = C1 + C2
 POW2 = np.array([2.0**n for n in range(64)])
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def atan(x):
     """Cephes ``atan``: reduced to |t| <= 0.66, then t + t z P(z)/Q(z), z = t*t."""
     ax = abs(x)
     big = ax > T3P8
     mid = ax > 0.66
-    t = -1.0 / ax if big else ((ax - 1.0) / (ax + 1.0) if mid else ax)
+    # one division for the three cases: -1/ax, (ax - 1)/(ax + 1), ax/1 (exact)
+    top = -1.0 if big else (ax - 1.0 if mid else ax)
+    bottom = ax if big else (ax + 1.0 if mid else 1.0)
+    t = top / bottom
     base = HALF_PI if big else (QUARTER_PI if mid else 0.0)
     extra = MOREBITS if big else (0.5 * MOREBITS if mid else 0.0)
     z = t * t
@@ -47,7 +50,7 @@ def atan(x):
     return math.copysign(y, x)
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _exp_small(x):
     """Cephes ``exp`` for 0 <= x <= 2 * TANH_ONE (so 2**n comes from a table)."""
     n = math.floor(LOG2E * x + 0.5)
@@ -60,7 +63,7 @@ def _exp_small(x):
     return (1.0 + 2.0 * (p / (q - p))) * POW2[int(n)]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def tanh(x):
     """Cephes ``tanh``: x + x s P(s)/Q(s) (s = x*x) below 0.625, else 1 - 2/(e^2|x| + 1)."""
     ax = abs(x)
