@@ -164,6 +164,12 @@ class CompiledEpoch:
             return self._rows(opt.m), self._rows(opt.v)
         return spare, spare
 
+    def _state_rows(self) -> np.ndarray:
+        """The network's state buffer (running statistics) as (R, -1) rows, a view."""
+        if not self.net.num_state:
+            return np.zeros((self.replicas, 1), self.net.dtype)
+        return self._rows(self.net.buffer_flat)
+
     def _hyper(self) -> np.ndarray:
         opt = self.optimizer
         beta1, beta2 = getattr(opt, "beta1", 0.0), getattr(opt, "beta2", 0.0)
@@ -213,13 +219,14 @@ class CompiledEpoch:
         self._fill_fixed()  # the rule's arrays as they are now (e.g. after load_state)
         flat = self._rows(net.flat)
         state1, state2 = self._optimizer_arrays()
-        before = [flat.copy(), state1.copy(), state2.copy()]
+        self._buffers = self._state_rows()
+        before = [flat.copy(), state1.copy(), state2.copy(), self._buffers.copy()]
         rule_before = adapter.save_rule_state(self.rule)
         inputs = (x, y, sizes, self._settings(count), self._hyper(), self._corrections(steps))
         cost, bad = self._run(inputs, flat, state1, state2, steps)
         stop = _early_stop(bad, alive, steps)
         if stop < steps:  # every alive replica diverged: the reference stops right there
-            for array, saved in zip((flat, state1, state2), before, strict=True):
+            for array, saved in zip((flat, state1, state2, self._buffers), before, strict=True):
                 array[...] = saved
             adapter.load_rule_state(self.rule, rule_before)
             cost, bad = self._run(inputs, flat, state1, state2, stop)
@@ -244,8 +251,8 @@ class CompiledEpoch:
             if plan.rule.redraws:
                 drawn = self._draw(first, todo, sizes)
             arrays = (plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat, state1,
-                      state2, hyper, corrections, x, y, sizes, self.fixed, drawn, self.arena,
-                      self.garena, self.ints, self.gflat, cost, bad, first, todo)
+                      state2, self._buffers, hyper, corrections, x, y, sizes, self.fixed, drawn,
+                      self.arena, self.garena, self.ints, self.gflat, cost, bad, first, todo)
             self._side_by_side(train_epoch, arrays, self.replicas)
         return cost, bad
 

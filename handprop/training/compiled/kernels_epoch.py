@@ -16,11 +16,14 @@ from .adapter import FB_MATRIX, FB_SIGN_SCALE, FB_WEIGHT
 from .kernels_conv import conv_backward, conv_forward
 from .kernels_dense import copy, dense_backward, dense_forward, fill
 from .kernels_elementwise import act_backward, act_forward, loss, update
+from .kernels_norm import avg_backward, avg_forward, bn_backward, bn_forward
 from .kernels_pool import pool_backward, pool_forward
 from .plan import (
     ACT,
     ASRUN_TRUE,
+    AVG,
     B_OFF,
+    BN,
     BORROW_OFF,
     CONV,
     DENSE,
@@ -50,11 +53,15 @@ SETTINGS = 13
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _forward(ops, codes, slopes, p, a, wins, nb, work):
+def _forward(ops, codes, slopes, scales, p, q, a, wins, nb, work):
     for layer in range(ops.shape[0]):
         op = ops[layer]
         kind = op[KIND]
-        if kind == CONV:
+        if kind == AVG:
+            avg_forward(op, scales, a, nb)
+        elif kind == BN:
+            bn_forward(op, scales, p, q, a, nb)
+        elif kind == CONV:
             conv_forward(op, p, a, nb, work)
         elif kind == DENSE:
             dense_forward(op, p, a, nb)
@@ -112,6 +119,9 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             _inject(op, fb, ga, settings, nb)
             flowing = True
         if not flowing:
+            if kind == BN and op[W_OFF] >= 0:
+                fill(gp, op[W_OFF], op[C])
+                fill(gp, op[B_OFF], op[C])
             if kind in (CONV, DENSE):  # the rule left it alone: no update
                 fill(gp, op[W_OFF], _weight_size(op))
                 if op[B_OFF] >= 0:
@@ -136,6 +146,10 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             pool_backward(op, codes, a, ga, wins, nb, a, work)
         elif kind == ACT:
             act_backward(op, codes, slopes, a, ga, nb)
+        elif kind == AVG:
+            avg_backward(op, scales, ga, nb)
+        elif kind == BN:
+            bn_backward(op, p, a, ga, gp, nb, op[NEED_DX] != 0)
     add_borrowed(ops, gp, a)
 
 
@@ -166,11 +180,11 @@ def add_borrowed(ops, gp, a):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
-                  corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
-                  first, steps):
+def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2, buffers,
+                  hyper, corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost,
+                  bad, first, steps):
     """Steps ``first .. first + steps - 1`` of the epoch for replica r."""
-    p, a, ga, wins, gp = flat[r], arena[r], garena[r], ints[r], gflat[r]
+    p, a, ga, wins, gp, q = flat[r], arena[r], garena[r], ints[r], gflat[r], buffers[r]
     batch, count, in_size = settings[BATCH], settings[COUNT], settings[IN_SIZE]
     out0 = ops[ops.shape[0] - 1, OUT_OFF]
     scratch = settings[SCRATCH]
@@ -180,7 +194,7 @@ def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2,
             continue
         nb = min(batch, count - start)
         copy(a, 0, x[r], start * in_size, nb * in_size)
-        _forward(ops, codes, slopes, p, a, wins, nb, settings[WORK])
+        _forward(ops, codes, slopes, scales, p, q, a, wins, nb, settings[WORK])
         value = loss(settings[LOSS], settings[MEAN] != 0, a, ga, out0, y[r], start, nb,
                      settings[CLASSES])
         a[scratch] = value  # the reference's value is in the network's dtype
@@ -196,12 +210,12 @@ def train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def train_epoch(ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
+def train_epoch(ops, codes, slopes, scales, settings, flat, state1, state2, buffers, hyper,
                 corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
                 first, steps, r0, r1):
     """:func:`train_replica` for replicas r0 .. r1 - 1, one after another (threads run
     disjoint ranges side by side: the GIL is released)."""
     for r in range(r0, r1):
-        train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
-                      corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost,
-                      bad, first, steps)
+        train_replica(r, ops, codes, slopes, scales, settings, flat, state1, state2, buffers,
+                      hyper, corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat,
+                      cost, bad, first, steps)
