@@ -82,3 +82,37 @@ def test_a_diverging_lane_leaves_the_others_alone(digits):
         assert history.diverged[r] is None
         assert np.array_equal(group.flat[r], net.flat), f"replica {r}"
         assert np.array_equal(history.cost[:, r], alone.cost)
+
+
+# -- one network's minibatch samples in lanes -------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["exact", "seed-broken", "fa", "brsf", "dfa"])
+def test_batches_in_lanes_match_numpy(rule):
+    """Batches of 8, 16, 24 samples of one network (samples in lanes), every loss."""
+    from compiled_cases import one_step, random_net
+
+    for batch, optimizer in ((8, "momentum"), (16, "adam"), (24, "sgd")):
+        errors = one_step(seed_net(), rule, optimizer, "l2", "mean", batch, seed=batch)
+        assert max(errors.values()) <= 1e-12, (batch, errors)
+    if rule == "exact":
+        for k, (loss, reduction) in enumerate((("softmax_ce", "mean"), ("bce", "sum"))):
+            errors = one_step(random_net(k, loss), rule, "nesterov", loss, reduction, 16, seed=k)
+            assert max(errors.values()) <= 1e-12, errors
+
+
+@pytest.mark.parametrize("rule", ["exact", "seed-broken", "brsf"])
+def test_a_network_trained_on_batches_equals_it_among_replicas(digits, rule):
+    """Samples in lanes (one network) and replicas in lanes give the same bits, with a
+    short last batch (100 = 6 x 16 + 4)."""
+    config = TrainConfig(epochs=2, batch_size=16, seed=3, reduction="mean", shuffle=True)
+    alone = seed_net().init(3)
+    bound = make_rule(rule, alone, 3) if rule != "exact" else None
+    h1 = fit(alone, digits.x_train[:100], digits.y_train[:100], config, rule=bound,
+             engine="compiled")
+    group = seed_net().init(3, replicas=[3, 4])
+    bound = make_rule(rule, group, [3, 4]) if rule != "exact" else None
+    h2 = fit(group, np.stack([digits.x_train[:100]] * 2), np.stack([digits.y_train[:100]] * 2),
+             config, rule=bound, engine="compiled")
+    assert np.array_equal(alone.flat, group.flat[0])
+    assert np.array_equal(h1.cost, h2.cost[:, 0])

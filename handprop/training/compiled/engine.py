@@ -42,6 +42,8 @@ from .lanes import LANES
 from .plan import (
     ACT,
     ADAM,
+    ASRUN_TRUE,
+    B_OFF,
     CONV,
     DENSE,
     FLAT,
@@ -74,6 +76,16 @@ def lanes_fit(plan: Plan, dtype: np.dtype, replicas: int) -> bool:
         if op[KIND] not in (CONV, POOL, DENSE, FLAT, ACT):
             return False
     return True
+
+
+def batch_lanes_fit(plan: Plan, dtype: np.dtype, replicas: int, batch_size: int) -> bool:
+    """Whether one network's batches run with their samples in lanes (see
+    :mod:`.lanes_batch`): the lane kernels' ops, batches of multiples of eight, and
+    no sum the lanes would take in another order (conv biases, as-run true gradients)."""
+    if replicas != 1 or batch_size % LANES or not lanes_fit(plan, dtype, LANES_FROM):
+        return False
+    convs = plan.ops[plan.ops[:, KIND] == CONV]
+    return not ((convs[:, B_OFF] >= 0).any() or (convs[:, ASRUN_TRUE] != 0).any())
 
 
 def to_lanes(rows: np.ndarray, blocks: int) -> np.ndarray:
@@ -112,14 +124,18 @@ class CompiledEpoch:
         dtype = net.dtype
         plan = self.plan
         self.lanes = lanes_fit(plan, dtype, self.replicas)
-        # per-replica rows, or per block of LANES replicas in the lane layout
+        self.batch_lanes = batch_lanes_fit(plan, dtype, self.replicas, batch_size)
+        if self.batch_lanes:  # a block holds one sample per lane: arenas for one sample
+            self.plan = plan = build_plan(net, rule, optimizer, loss, reduction, 1)
+        # per-replica rows, or per block of LANES replicas (or samples) in the lane layout
         rows = -(-self.replicas // LANES) if self.lanes else self.replicas
-        width = LANES if self.lanes else 1
+        width = LANES if self.lanes or self.batch_lanes else 1
         self.arena = np.zeros((rows, plan.arena * width), dtype)
         self.garena = np.zeros((rows, plan.arena * width), dtype)
         self.ints = np.zeros((rows, plan.ints * width), np.int64)
         self.gflat = np.zeros((rows, net.num_params * width), dtype)
         self.fixed = np.zeros((self.replicas, plan.feedback), dtype)
+        self._gp = np.zeros(net.num_params, dtype)  # batch lanes: the batch's gradient
         self._fill_fixed()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -246,6 +262,8 @@ class CompiledEpoch:
         drawn = np.zeros((self.replicas, 1, 1), flat.dtype)
         if self.lanes:
             return self._run_lanes(inputs, flat, state1, state2, steps, chunk)
+        if self.batch_lanes:
+            return self._run_batch_lanes(inputs, flat, state1, state2, steps, chunk)
         for first in range(0, steps, chunk):
             todo = min(chunk, steps - first)
             if plan.rule.redraws:
@@ -285,6 +303,32 @@ class CompiledEpoch:
             from_lanes(lanes, array)
         return cost[: self.replicas], bad[: self.replicas]
 
+    def _run_batch_lanes(self, inputs, flat, state1, state2, steps: int, chunk: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_run` for one network whose batches' samples take the lanes."""
+        from .lanes_batch import train_batches
+
+        x, y, sizes, settings, hyper, corrections = inputs
+        plan, count = self.plan, int(settings[COUNT])
+        blocks = -(-count // LANES)
+        x_l = to_lanes(x.reshape(count, -1), blocks)
+        y_l = to_lanes(y.reshape(count, -1), blocks)
+        fixed = to_lanes(np.repeat(self.fixed, LANES, axis=0), 1)[0]
+        cost, bad = np.zeros(1), np.zeros(1, np.int64)
+        p_lanes = np.zeros(flat.shape[1] * LANES, flat.dtype)
+        m_lanes = np.zeros(max(plan.drawn, 1) * LANES, flat.dtype)
+        drawn = np.zeros((1, 1), flat.dtype)
+        for first in range(0, steps, chunk):
+            todo = min(chunk, steps - first)
+            if plan.rule.redraws:
+                drawn = self._draw(first, todo, sizes)[0]
+            arrays = (plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat[0],
+                      state1[0], state2[0], hyper, corrections, x_l, y_l, fixed, drawn,
+                      self.arena[0], self.garena[0], self.ints[0], self.gflat[0], p_lanes,
+                      m_lanes, self._gp, cost, bad, first, todo)
+            _compiled_once(train_batches, arrays, ())(*arrays)
+        return cost, bad
+
     def _side_by_side(self, kernel, arrays: tuple, rows: int) -> None:
         """The kernel over contiguous ranges of rows (replicas or blocks), one range per
         thread."""
@@ -317,15 +361,22 @@ class CompiledEpoch:
 
 
 def _lane_kernel(arrays: tuple) -> Any:
-    """The lane kernel, compiled (or loaded from the cache) with the vectorizers it
-    needs (see :mod:`.lanes`) on first use."""
-    from .lanes import vector_codegen
+    """The lane kernel for blocks of replicas."""
     from .lanes_epoch import train_blocks
 
-    if not train_blocks.signatures:
+    return _compiled_once(train_blocks, arrays, (0, 0))  # no block: compiles, returns
+
+
+def _compiled_once(kernel: Any, arrays: tuple, nothing: tuple) -> Any:
+    """``kernel``, compiled (or loaded from the cache) on first use with the vectorizers
+    the lane kernels need (see :mod:`.lanes`), by a call that does no work: ``arrays``
+    with zero steps, then ``nothing``."""
+    from .lanes import vector_codegen
+
+    if not kernel.signatures:
         with vector_codegen():
-            train_blocks(*arrays, 0, 0)  # no block: compiles and returns
-    return train_blocks
+            kernel(*arrays[:-1], 0, *nothing)
+    return kernel
 
 
 def _early_stop(bad: np.ndarray, alive: np.ndarray, steps: int) -> int:
