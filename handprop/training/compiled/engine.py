@@ -135,7 +135,6 @@ class CompiledEpoch:
         self.ints = np.zeros((rows, plan.ints * width), np.int64)
         self.gflat = np.zeros((rows, net.num_params * width), dtype)
         self.fixed = np.zeros((self.replicas, plan.feedback), dtype)
-        self._gp = np.zeros(net.num_params, dtype)  # batch lanes: the batch's gradient
         self._fill_fixed()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -289,15 +288,17 @@ class CompiledEpoch:
         bad = np.zeros(blocks * LANES, np.int64)
         drawn = np.zeros((blocks, 1, LANES), flat.dtype)
         fixed = to_lanes(self.fixed, blocks)
+        spare = np.zeros((3, 1), flat.dtype)
         for first in range(0, steps, chunk):
             todo = min(chunk, steps - first)
             if plan.rule.redraws:
                 drawn = self._draw(first, todo, sizes)
                 drawn = to_lanes(drawn.reshape(self.replicas, -1), blocks).reshape(blocks, todo,
                                                                                    -1)
-            arrays = (plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat_l,
+            arrays = (False, plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat_l,
                       state1_l, state2_l, hyper, corrections, x_l, y_l, sizes_l, fixed, drawn,
-                      self.arena, self.garena, self.ints, self.gflat, cost, bad, first, todo)
+                      self.arena, self.garena, self.ints, self.gflat, spare, cost, bad, first,
+                      todo)
             self._side_by_side(_lane_kernel(arrays), arrays, blocks)
         for array, lanes in zip(rows, (flat_l, state1_l, state2_l), strict=True):
             from_lanes(lanes, array)
@@ -306,27 +307,25 @@ class CompiledEpoch:
     def _run_batch_lanes(self, inputs, flat, state1, state2, steps: int, chunk: int
                          ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_run` for one network whose batches' samples take the lanes."""
-        from .lanes_batch import train_batches
-
         x, y, sizes, settings, hyper, corrections = inputs
         plan, count = self.plan, int(settings[COUNT])
         blocks = -(-count // LANES)
         x_l = to_lanes(x.reshape(count, -1), blocks)
         y_l = to_lanes(y.reshape(count, -1), blocks)
-        fixed = to_lanes(np.repeat(self.fixed, LANES, axis=0), 1)[0]
+        fixed = to_lanes(np.repeat(self.fixed, LANES, axis=0), 1)
         cost, bad = np.zeros(1), np.zeros(1, np.int64)
-        p_lanes = np.zeros(flat.shape[1] * LANES, flat.dtype)
-        m_lanes = np.zeros(max(plan.drawn, 1) * LANES, flat.dtype)
-        drawn = np.zeros((1, 1), flat.dtype)
+        # the parameters in every lane, brSF's magnitudes in every lane, the gradient
+        spare = np.zeros((3, max(flat.shape[1], plan.drawn) * LANES), flat.dtype)
+        drawn = np.zeros((1, 1, 1), flat.dtype)
         for first in range(0, steps, chunk):
             todo = min(chunk, steps - first)
             if plan.rule.redraws:
-                drawn = self._draw(first, todo, sizes)[0]
-            arrays = (plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat[0],
-                      state1[0], state2[0], hyper, corrections, x_l, y_l, fixed, drawn,
-                      self.arena[0], self.garena[0], self.ints[0], self.gflat[0], p_lanes,
-                      m_lanes, self._gp, cost, bad, first, todo)
-            _compiled_once(train_batches, arrays, ())(*arrays)
+                drawn = self._draw(first, todo, sizes)
+            arrays = (True, plan.ops, plan.codes, plan.slopes, plan.scales, settings, flat,
+                      state1, state2, hyper, corrections, x_l, y_l, sizes, fixed, drawn,
+                      self.arena, self.garena, self.ints, self.gflat, spare, cost, bad, first,
+                      todo)
+            _lane_kernel(arrays)(*arrays, 0, 1)
         return cost, bad
 
     def _side_by_side(self, kernel, arrays: tuple, rows: int) -> None:
@@ -361,22 +360,15 @@ class CompiledEpoch:
 
 
 def _lane_kernel(arrays: tuple) -> Any:
-    """The lane kernel for blocks of replicas."""
-    from .lanes_epoch import train_blocks
-
-    return _compiled_once(train_blocks, arrays, (0, 0))  # no block: compiles, returns
-
-
-def _compiled_once(kernel: Any, arrays: tuple, nothing: tuple) -> Any:
-    """``kernel``, compiled (or loaded from the cache) on first use with the vectorizers
-    the lane kernels need (see :mod:`.lanes`), by a call that does no work: ``arrays``
-    with zero steps, then ``nothing``."""
+    """The lane kernel, compiled (or loaded from the cache) on first use with the
+    vectorizers it needs (see :mod:`.lanes`), by a call that does no work."""
     from .lanes import vector_codegen
+    from .lanes_batch import train_lanes
 
-    if not kernel.signatures:
+    if not train_lanes.signatures:
         with vector_codegen():
-            kernel(*arrays[:-1], 0, *nothing)
-    return kernel
+            train_lanes(False, *arrays[1:-1], 0, 0, 0)  # no steps, no block
+    return train_lanes
 
 
 def _early_stop(bad: np.ndarray, alive: np.ndarray, steps: int) -> int:

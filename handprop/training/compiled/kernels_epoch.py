@@ -42,6 +42,7 @@ from .plan import (
     POOL,
     SCALE,
     W_OFF,
+    W_OSTRIDE,
     C,
     O,
 )
@@ -135,7 +136,8 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             flowing = op[NEED_DX] != 0
         elif kind == CONV:
             if op[ASRUN_TRUE] != 0:  # the true gradient: through the borrowed kernel
-                conv_backward(op, p, op[FW_OFF], 0, a, ga, gp, nb, work, op[NEED_DX] != 0)
+                conv_backward(op, p, op[FW_OFF], op[W_OSTRIDE], a, ga, gp, nb, work,
+                              op[NEED_DX] != 0)
                 borrowed_grad(op, gp, a)
             else:
                 weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)

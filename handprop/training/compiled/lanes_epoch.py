@@ -74,6 +74,7 @@ from .plan import (
     SCALE,
     SGD,
     W_OFF,
+    W_OSTRIDE,
     C,
     H,
     O,
@@ -137,18 +138,21 @@ def _inject(op, fb, ga, settings, nb):
 
 @njit(**JIT)
 def _conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx):
-    """kernels_conv.conv_backward: bias, rotations, weight and input gradients."""
+    """kernels_conv.conv_backward: bias, rotations, weight and input gradients (with
+    rot180(delta) for the weights: one pass with delta rotated, one for dx)."""
     if op[B_OFF] >= 0:
         conv_bias_grad(op, ga, gp, nb)
     plane_out = op[OH] * op[OW]
-    if op[ROT_W] != 0:
-        rotate_maps(ga, op[OUT_OFF], nb * op[O], plane_out)
-        conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, True, False)
-        rotate_maps(ga, op[OUT_OFF], nb * op[O], plane_out)
-        if need_dx:
-            conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, False, True)
-    else:
-        conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, True, need_dx)
+    rotated = op[ROT_W] != 0
+    passes = 2 if rotated and need_dx else 1
+    for part in range(passes):  # flags computed here, not literals: one compiled version
+        grads = part == 0
+        dx = need_dx and (part == 1 or not rotated)
+        if rotated and grads:
+            rotate_maps(ga, op[OUT_OFF], nb * op[O], plane_out)
+        conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, grads, dx)
+        if rotated and grads:
+            rotate_maps(ga, op[OUT_OFF], nb * op[O], plane_out)
     if need_dx and op[ROT_DX] != 0:
         rotate_maps(ga, op[IN_OFF], nb * op[C], op[H] * op[W])
 
@@ -202,7 +206,7 @@ def _backward(ops, codes, slopes, scales, settings, p, fb, magnitudes, a, ga, wi
             flowing = need_dx
         elif kind == CONV:
             if op[ASRUN_TRUE] != 0:
-                _conv_backward(op, p, op[FW_OFF], 0, a, ga, gp, nb, work, need_dx)
+                _conv_backward(op, p, op[FW_OFF], op[W_OSTRIDE], a, ga, gp, nb, work, need_dx)
                 _borrowed_grad(op, gp, a)
             else:
                 weights, w0 = _feedback_weights(op, scales, p, fb, magnitudes, a, scratch)
@@ -368,14 +372,3 @@ def train_block(b, ops, codes, slopes, scales, settings, flat, state1, state2, h
                   nb)
         _update(settings[OPTIMIZER], p, gp, state1[b], state2[b], hyper, corrections[step, 0],
                 corrections[step, 1], keep)
-
-
-@njit(**JIT)
-def train_blocks(ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
-                 corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
-                 first, steps, b0, b1):
-    """:func:`train_block` for blocks b0 .. b1 - 1 (threads run disjoint ranges)."""
-    for b in range(b0, b1):
-        train_block(b, ops, codes, slopes, scales, settings, flat, state1, state2, hyper,
-                    corrections, x, y, sizes, fb, drawn, arena, garena, ints, gflat, cost, bad,
-                    first, steps)
