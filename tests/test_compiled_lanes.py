@@ -1,8 +1,9 @@
 """The lane layout (eight replicas per block, replica axis innermost) against the
 per-replica kernels: the same bits for every replica, whatever shares its block.
 
-A replicated run uses lanes (from two replicas on), a single network the per-replica
-kernels, so "a replica alone equals the replica among others" compares the two.
+A replicated run uses lanes (from three replicas on), a single network the per-replica
+kernels (online) or its samples in lanes (batches of multiples of 8), so "a replica
+alone equals the replica among others" compares the layouts.
 """
 
 from __future__ import annotations
@@ -103,16 +104,18 @@ def test_batches_in_lanes_match_numpy(rule):
 
 @pytest.mark.parametrize("rule", ["exact", "seed-broken", "brsf"])
 def test_a_network_trained_on_batches_equals_it_among_replicas(digits, rule):
-    """Samples in lanes (one network) and replicas in lanes give the same bits, with a
-    short last batch (100 = 6 x 16 + 4)."""
+    """Samples in lanes (one network), replicas per replica and replicas in lanes give
+    the same bits, with a short last batch (100 = 6 x 16 + 4)."""
     config = TrainConfig(epochs=2, batch_size=16, seed=3, reduction="mean", shuffle=True)
     alone = seed_net().init(3)
     bound = make_rule(rule, alone, 3) if rule != "exact" else None
     h1 = fit(alone, digits.x_train[:100], digits.y_train[:100], config, rule=bound,
              engine="compiled")
-    group = seed_net().init(3, replicas=[3, 4])
-    bound = make_rule(rule, group, [3, 4]) if rule != "exact" else None
-    h2 = fit(group, np.stack([digits.x_train[:100]] * 2), np.stack([digits.y_train[:100]] * 2),
-             config, rule=bound, engine="compiled")
-    assert np.array_equal(alone.flat, group.flat[0])
-    assert np.array_equal(h1.cost, h2.cost[:, 0])
+    for seeds in ([3, 4], [3, 4, 5]):  # per replica; replicas in lanes
+        group = seed_net().init(3, replicas=seeds)
+        bound = make_rule(rule, group, seeds) if rule != "exact" else None
+        h2 = fit(group, np.stack([digits.x_train[:100]] * len(seeds)),
+                 np.stack([digits.y_train[:100]] * len(seeds)), config, rule=bound,
+                 engine="compiled")
+        assert np.array_equal(alone.flat, group.flat[0])
+        assert np.array_equal(h1.cost, h2.cost[:, 0])

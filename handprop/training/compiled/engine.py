@@ -60,9 +60,10 @@ from .plan import (
 # brSF's magnitudes are drawn ahead for at most this many bytes of steps at a time.
 DRAWN_BYTES = 32 << 20
 # From this many replicas on, the lane layout (eight replicas per block) runs them: it
-# gives each replica the same bits as the per-replica kernels, faster (measured here:
-# R = 2 ... ; R = 15 ...).
-LANES_FROM = 2
+# gives each replica the same bits as the per-replica kernels, and is faster from three
+# on (measured here, seed net, us per replica-step: R = 2: 10.3 in lanes, 8.6 per
+# replica; R = 3: 7.0 / 8.6; R = 4: 5.8 / 8.7; R = 24: 3.0 / 8.9).
+LANES_FROM = 3
 
 
 def lanes_fit(plan: Plan, dtype: np.dtype, replicas: int) -> bool:
