@@ -95,6 +95,12 @@ def _forward_run(code, slope, a, z0, y0, count):
     elif code == IDENTITY:
         for k in range(count):
             a[U(y0 + k)] = a[U(z0 + k)]
+    elif code == ARCTAN:
+        for k in range(count):
+            a[U(y0 + k)] = special.atan(a[U(z0 + k)])
+    elif code == TANH:
+        for k in range(count):
+            a[U(y0 + k)] = special.tanh(a[U(z0 + k)])
     else:
         for k in range(count):
             a[U(y0 + k)] = activate(code, slope, a[U(z0 + k)])
@@ -106,6 +112,14 @@ def _backward_run(code, slope, a, ga, z0, y0, count):
     if code == RELU:
         for k in range(count):
             ga[U(z0 + k)] = ga[U(y0 + k)] * (1.0 if a[U(z0 + k)] > 0 else 0.0)
+    elif code == ARCTAN:
+        for k in range(count):
+            z = a[U(z0 + k)]
+            ga[U(z0 + k)] = ga[U(y0 + k)] * (1 / (1 + z * z))
+    elif code == TANH:
+        for k in range(count):
+            y = a[U(y0 + k)]
+            ga[U(z0 + k)] = ga[U(y0 + k)] * (1 - y * y)
     else:
         for k in range(count):
             ga[U(z0 + k)] = ga[U(y0 + k)] * derivative(code, slope, a[U(z0 + k)],
