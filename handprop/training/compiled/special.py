@@ -29,16 +29,20 @@ POW2 = np.array([2.0**n for n in range(64)])
 
 @njit(inline="always", **JIT)
 def atan(x):
-    """Cephes ``atan``: reduced to |t| <= 0.66, then t + t z P(z)/Q(z), z = t*t."""
+    """Cephes ``atan``: reduced to |t| <= 0.66, then t + t z P(z)/Q(z), z = t*t.
+
+    The three reductions -- t = -1/|x| above tan(3 pi/8), (|x| - 1)/(|x| + 1) above
+    0.66, |x| below -- are blended with 0/1 weights in one division (no branch, so it
+    vectorizes fully): each weighted term is exact (x * 1, and 0 * a finite value,
+    with |x| clipped where only the discarded terms use it), so the sums are too."""
     ax = abs(x)
-    big = ax > T3P8
-    mid = ax > 0.66
-    # one division for the three cases: -1/ax, (ax - 1)/(ax + 1), ax/1 (exact)
-    top = -1.0 if big else (ax - 1.0 if mid else ax)
-    bottom = ax if big else (ax + 1.0 if mid else 1.0)
-    t = top / bottom
-    base = HALF_PI if big else (QUARTER_PI if mid else 0.0)
-    extra = MOREBITS if big else (0.5 * MOREBITS if mid else 0.0)
+    big = 1.0 * (ax > T3P8)
+    mid = 1.0 * (ax > 0.66) - big
+    small = 1.0 - big - mid
+    near = min(ax, 10.0)  # the mid and small terms' |x|: finite when they are discarded
+    t = (-big + mid * (near - 1.0) + small * near) / (big * ax + mid * (near + 1.0) + small)
+    base = big * HALF_PI + mid * QUARTER_PI
+    extra = big * MOREBITS + mid * (0.5 * MOREBITS)
     z = t * t
     p = (((-8.750608600031904122785e-1 * z - 1.615753718733365076637e1) * z
           - 7.500855792314704667340e1) * z - 1.228866684490136173410e2) * z \
