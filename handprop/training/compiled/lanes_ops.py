@@ -199,7 +199,8 @@ def _window_max(a, start, kh, kw, win, lane):
 
 
 @njit(**JIT)
-def pool_forward(op, a, wins, nb):
+def _exact_pool_forward(op, a, wins, nb):
+    """kernels_pool.pool_forward, lane by lane (NaN: the first one wins)."""
     channels, hin, win, hout, wout = op[C], op[H], op[W], op[OH], op[OW]
     kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
     for m in range(nb * channels):
@@ -212,6 +213,65 @@ def pool_forward(op, a, wins, nb):
                 best, where = _window_max(a, x0 + corner, kh, kw, win, lane)
                 a[U((y0 + window) * 8 + lane)] = best
                 wins[U((t0 + window) * 8 + lane)] = corner + where
+
+
+@njit(**JIT)
+def _keep_larger(v, best, where, at):
+    """Lane by lane, (v, at) where v > best, else (best, where)."""
+    return ((v[0] if v[0] > best[0] else best[0], v[1] if v[1] > best[1] else best[1],
+             v[2] if v[2] > best[2] else best[2], v[3] if v[3] > best[3] else best[3],
+             v[4] if v[4] > best[4] else best[4], v[5] if v[5] > best[5] else best[5],
+             v[6] if v[6] > best[6] else best[6], v[7] if v[7] > best[7] else best[7]),
+            (at if v[0] > best[0] else where[0], at if v[1] > best[1] else where[1],
+             at if v[2] > best[2] else where[2], at if v[3] > best[3] else where[3],
+             at if v[4] > best[4] else where[4], at if v[5] > best[5] else where[5],
+             at if v[6] > best[6] else where[6], at if v[7] > best[7] else where[7]))
+
+
+@njit(**JIT)
+def _winners(corner, where):
+    return (corner + int(where[0]), corner + int(where[1]), corner + int(where[2]),
+            corner + int(where[3]), corner + int(where[4]), corner + int(where[5]),
+            corner + int(where[6]), corner + int(where[7]))
+
+
+@njit(**JIT)
+def _finite_pool_forward(op, a, wins, nb):
+    """The max-pool forward on all eight lanes at once, exact while no value is NaN or
+    infinite (then the first maximum is simply the first strictly larger value); False
+    if one was (``flag`` sums v - v: NaN for those)."""
+    channels, hin, win, hout, wout = op[C], op[H], op[W], op[OH], op[OW]
+    kh, kw, sh, sw = op[KH], op[KW], op[SH], op[SW]
+    flag = vzero()
+    for m in range(nb * channels):
+        x0 = op[IN_OFF] + m * hin * win
+        y0 = op[OUT_OFF] + m * hout * wout
+        t0 = op[INT_OFF] + m * hout * wout
+        for window in range(hout * wout):
+            corner = (window // wout) * sh * win + (window % wout) * sw
+            best, where = vload(a, x0 + corner), vzero()
+            for i in range(kh):
+                for j in range(kw):
+                    value = vload(a, x0 + corner + i * win + j)
+                    flag = _add(flag, _sub(value, value))
+                    best, where = _keep_larger(value, best, where, float(i * win + j))
+            vstore(a, y0 + window, best)
+            vstore(wins, t0 + window, _winners(corner, where))
+    total = flag[0] + flag[1] + flag[2] + flag[3] + flag[4] + flag[5] + flag[6] + flag[7]
+    return total == 0.0
+
+
+@njit(**JIT)
+def pool_forward(op, a, wins, nb):
+    """kernels_pool.pool_forward: each lane's first maximum (or first NaN) and where."""
+    if not _finite_pool_forward(op, a, wins, nb):
+        _exact_pool_forward(op, a, wins, nb)
+
+
+@njit(**JIT)
+def _sub(u, v):
+    return (u[0] - v[0], u[1] - v[1], u[2] - v[2], u[3] - v[3], u[4] - v[4], u[5] - v[5],
+            u[6] - v[6], u[7] - v[7])
 
 
 @njit(**JIT)
