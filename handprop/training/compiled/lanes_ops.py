@@ -90,9 +90,8 @@ def conv_forward(op, p, a, nb, work):
             vfill(a, out_wide, run)
             for c in range(per_in):
                 for i in range(kh):
-                    for j in range(kw):
-                        w = vload(p, w0 + o * ostride + (c * kh + i) * kw + j)
-                        vaxpy(a, out_wide, w, a, x0 + (first + c) * plane + i * wide + j, run)
+                    _add_row_taps(a, out_wide, p, w0 + o * ostride + (c * kh + i) * kw, kw,
+                                  x0 + (first + c) * plane + i * wide, run)
             y0 = op[OUT_OFF] + (n * cout + o) * plane_out
             for y in range(hout):
                 vcopy(a, y0 + y * wout, a, out_wide + y * wide, wout)
@@ -100,6 +99,24 @@ def conv_forward(op, p, a, nb, work):
                 bias = vload(p, b0 + o)
                 for k in range(plane_out):
                     vstore(a, y0 + k, _add(vload(a, y0 + k), bias))
+
+
+@njit(**JIT)
+def _add_row_taps(a, o0, p, w0, kw, s0, run):
+    """out[o0 + k] += w[j] * x[s0 + k + j] for the kernel row's taps j = 0 .. kw - 1, in
+    that order (kernels_conv's axpy per tap, each slot loaded and stored once)."""
+    if kw == 3:  # the common kernel: its three weights held in registers
+        w_0, w_1, w_2 = vload(p, w0), vload(p, w0 + 1), vload(p, w0 + 2)
+        for k in range(run):
+            total = vmuladd(vload(a, o0 + k), w_0, vload(a, s0 + k))
+            total = vmuladd(total, w_1, vload(a, s0 + k + 1))
+            vstore(a, o0 + k, vmuladd(total, w_2, vload(a, s0 + k + 2)))
+        return
+    for k in range(run):
+        total = vload(a, o0 + k)
+        for j in range(kw):
+            total = vmuladd(total, vload(p, w0 + j), vload(a, s0 + k + j))
+        vstore(a, o0 + k, total)
 
 
 @njit(**JIT)
@@ -149,21 +166,74 @@ def conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, grads, need_dx)
             first = (o // per_out) * per_in
             for c in range(per_in):
                 for i in range(kh):
-                    for j in range(kw):
-                        tap = (c * kh + i) * kw + j
-                        if grads:
-                            at = wp + o * taps + tap
-                            shift = x0 + (first + c) * plane + i * wide + j
-                            vstore(gp, at, _add(vload(gp, at), vdot(a, delta, a, shift, run)))
-                        if need_dx:
-                            vaxpy(a, grad + (first + c) * tall * wide + i * wide + j,
-                                  vload(weights, w0 + o * wstride + tap), a, delta, run)
+                    row = (c * kh + i) * kw  # the kernel row's first tap
+                    if grads:
+                        _row_weight_grads(gp, wp + o * taps + row, kw, a, delta,
+                                          x0 + (first + c) * plane + i * wide, run)
+                    if need_dx:
+                        _row_input_grads(a, grad + (first + c) * tall * wide + i * wide,
+                                         weights, w0 + o * wstride + row, kw, delta, run)
         if need_dx:
             dx0 = op[IN_OFF] + n * cin * hin * win
             for c in range(cin):
                 for y in range(hin):
                     vcopy(ga, dx0 + (c * hin + y) * win, a, grad + (c * tall + y + ph) * wide + pw,
                           win)
+
+
+@njit(**JIT)
+def _row_weight_grads(gp, g0, kw, a, delta, s0, run):
+    """gp[g0 + j] += vdot(delta, x[s0 + j:]) for the row's taps j (three at once for
+    kw = 3: the same four partial sums per tap, delta loaded once for all three)."""
+    if kw != 3:
+        for j in range(kw):
+            vstore(gp, g0 + j, _add(vload(gp, g0 + j), vdot(a, delta, a, s0 + j, run)))
+        return
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = vzero()
+    k = 0
+    while k + 4 <= run:
+        d0, d1, d2, d3 = vload(a, delta + k), vload(a, delta + k + 1), vload(a, delta + k + 2), \
+            vload(a, delta + k + 3)
+        x0, x1, x2 = vload(a, s0 + k), vload(a, s0 + k + 1), vload(a, s0 + k + 2)
+        x3, x4, x5 = vload(a, s0 + k + 3), vload(a, s0 + k + 4), vload(a, s0 + k + 5)
+        a0, a1, a2, a3 = vmuladd(a0, d0, x0), vmuladd(a1, d1, x1), vmuladd(a2, d2, x2), \
+            vmuladd(a3, d3, x3)
+        b0, b1, b2, b3 = vmuladd(b0, d0, x1), vmuladd(b1, d1, x2), vmuladd(b2, d2, x3), \
+            vmuladd(b3, d3, x4)
+        c0, c1, c2, c3 = vmuladd(c0, d0, x2), vmuladd(c1, d1, x3), vmuladd(c2, d2, x4), \
+            vmuladd(c3, d3, x5)
+        k += 4
+    while k < run:
+        d = vload(a, delta + k)
+        a0 = vmuladd(a0, d, vload(a, s0 + k))
+        b0 = vmuladd(b0, d, vload(a, s0 + k + 1))
+        c0 = vmuladd(c0, d, vload(a, s0 + k + 2))
+        k += 1
+    vstore(gp, g0, _add(vload(gp, g0), _add(_add(a0, a1), _add(a2, a3))))
+    vstore(gp, g0 + 1, _add(vload(gp, g0 + 1), _add(_add(b0, b1), _add(b2, b3))))
+    vstore(gp, g0 + 2, _add(vload(gp, g0 + 2), _add(_add(c0, c1), _add(c2, c3))))
+
+
+@njit(**JIT)
+def _row_input_grads(a, g0, weights, w0, kw, delta, run):
+    """grad[g0 + j + k] += w[j] * delta[k] for the row's taps j in order (kernels_conv's
+    axpy per tap; for kw = 3 each grad slot gathers its three terms, in the same order,
+    loaded and stored once)."""
+    if kw != 3 or run < 2:
+        for j in range(kw):
+            vaxpy(a, g0 + j, vload(weights, w0 + j), a, delta, run)
+        return
+    w_0, w_1, w_2 = vload(weights, w0), vload(weights, w0 + 1), vload(weights, w0 + 2)
+    vstore(a, g0, vmuladd(vload(a, g0), w_0, vload(a, delta)))
+    total = vmuladd(vload(a, g0 + 1), w_0, vload(a, delta + 1))
+    vstore(a, g0 + 1, vmuladd(total, w_1, vload(a, delta)))
+    for t in range(2, run):
+        total = vmuladd(vload(a, g0 + t), w_0, vload(a, delta + t))
+        total = vmuladd(total, w_1, vload(a, delta + t - 1))
+        vstore(a, g0 + t, vmuladd(total, w_2, vload(a, delta + t - 2)))
+    total = vmuladd(vload(a, g0 + run), w_1, vload(a, delta + run - 1))
+    vstore(a, g0 + run, vmuladd(total, w_2, vload(a, delta + run - 2)))
+    vstore(a, g0 + run + 1, vmuladd(vload(a, g0 + run + 1), w_2, vload(a, delta + run - 1)))
 
 
 @njit(**JIT)
