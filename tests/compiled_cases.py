@@ -7,6 +7,8 @@ import copy
 import numpy as np
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, PerChannelActivation
+from handprop.core.ops.avgpool import AvgPool2d
+from handprop.core.ops.batchnorm import BatchNorm2d
 from handprop.core.ops.losses import get_loss
 from handprop.rules import make_rule
 from handprop.training.epoch import NumpyEpoch
@@ -15,7 +17,9 @@ from handprop.training.optim import make_optimizer
 
 ACTIVATIONS = ("relu", "tanh", "arctan", "sigmoid", "identity", "leaky_relu:0.1")
 RULE_NAMES = ("exact", "seed-original", "seed-broken", "broken-upstream", "broken-upstream-t",
-              "broken-mask", "broken-mask-t", "fa", "usf", "frsf", "brsf", "dfa")
+              "broken-mask", "broken-mask-t", "broken-text", "fa", "fa-glorot", "usf", "frsf",
+              "brsf", "dfa")
+SQUARE_RULES = ("broken-upstream-t", "broken-mask-t", "broken-text")  # transpose: square maps
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 LOSSES = (("l2", "sum"), ("bce", "mean"), ("softmax_ce", "mean"), ("l2", "mean"),
           ("softmax_ce", "sum"), ("bce", "sum"))
@@ -140,6 +144,7 @@ def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str,
         with np.errstate(all="ignore"):
             result = runner.run_epoch(x, y, sizes, alive)
         state = {k: v for k, v in opt.state().items() if isinstance(v, np.ndarray)}
+        state["buffers"] = copy_net.buffer_flat  # running statistics
         results.append((result, copy_net.flat - start, state, opt.steps))
     (ref, ref_update, ref_state, ref_steps), (got, update, state, steps) = results
     assert ref.steps == got.steps == 1 and ref_steps == steps
@@ -148,6 +153,20 @@ def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str,
     for key in ref_state:
         errors[key] = _rel(state[key], ref_state[key])
     return errors
+
+
+def norm_net(seed: int, affine: bool = True, padding: int = 1, count_include_pad: bool = True,
+             stride: int = 2) -> Network:
+    """A small CNN with batch norm and average pooling (no max-pool: the article's line
+    rules do not apply to it)."""
+    return Network([Conv2d(3, 3, padding=1, name="conv1"),
+                    BatchNorm2d(affine=affine, name="bn1"), Activation("tanh", name="act1"),
+                    AvgPool2d(3, stride=stride, padding=padding,
+                              count_include_pad=count_include_pad, name="avg1"),
+                    Conv2d(2, 2, name="conv2"), Activation("relu", name="act2"),
+                    Flatten(name="flatten"), Dense(4, name="fc"), Activation("arctan", name="act3"),
+                    Dense(1, name="out")], (1, 8, 8), loss="l2", init="lecun",
+                   name=f"norm{seed}")
 
 
 def _rel(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -55,8 +55,8 @@ def test_quick_bench_reports_every_measurement(quick_results):
     assert machine["numpy"] == np.__version__
     assert (machine["torch"] is not None) == HAS_TORCH
     assert set(quick_results["targets"]) == {
-        "online_step_us", "ratio_online", "replica_step_us_r15", "ratio_seed_batch32",
-        "ratio_lenet_batch64",
+        "online_step_us", "ratio_online", "replica_step_us_r15", "replica_step_us_r24",
+        "ratio_seed_batch32", "ratio_lenet_batch64",
     }
     assert quick_results["engines"] == ["numpy", "compiled"]
     for engine in quick_results["engines"]:
@@ -65,8 +65,11 @@ def test_quick_bench_reports_every_measurement(quick_results):
                 continue  # quick runs leave out the compiled engine's float32 kernels
             assert _positive_finite(quick_results[f"{key}_{engine}"]), (key, engine)
         replicas = quick_results[f"replica_step_us_{engine}"]
-        assert set(replicas) == {"1", "15", "120"}
+        assert set(replicas) == {"1", "15", "24", "120"}
         assert all(_positive_finite(v) for v in replicas.values())
+    rules = quick_results["rule_step_us"]  # the reproduce study's rules, compiled
+    assert {"seed seed-broken", "seed broken-text", "seed-as-run seed-original"} <= set(rules)
+    assert all(_positive_finite(v) for row in rules.values() for v in row.values())
     assert quick_results["online_step_us"] == min(
         quick_results[f"online_step_us_{e}"] for e in quick_results["engines"])
     for key, target in quick_results["targets"].items():  # met says what value and target say
@@ -82,6 +85,7 @@ def test_format_bench_mentions_the_three_measurements(quick_results):
     assert "seed batch-32" in text
     assert "lenet batch-64" in text
     assert "target" in text
+    assert "R=24" in text and "seed-as-run seed-broken" in text
     if HAS_TORCH:
         assert "torch" in text
 

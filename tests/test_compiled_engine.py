@@ -23,7 +23,15 @@ import warnings
 
 import numpy as np
 import pytest
-from compiled_cases import LOSSES, OPTIMIZERS, RULE_NAMES, one_step, random_data, random_net
+from compiled_cases import (
+    LOSSES,
+    OPTIMIZERS,
+    RULE_NAMES,
+    SQUARE_RULES,
+    one_step,
+    random_data,
+    random_net,
+)
 
 from handprop.core.errors import ConfigError
 from handprop.core.presets import seed_net
@@ -57,7 +65,7 @@ def test_one_step_matches_numpy_on_random_architectures(rule, optimizer):
     for offset in range(3):
         k = 3 * base + offset
         loss, reduction = LOSSES[k % len(LOSSES)]
-        net = random_net(k, loss, square=rule.endswith("-t"))
+        net = random_net(k, loss, square=rule in SQUARE_RULES)
         errors = one_step(net, rule, optimizer, loss, reduction, batch=1 + k % 5, seed=k,
                           replicas=(2 + k % 2) if k % 3 == 0 else None,
                           decay=0.01 if k % 4 == 0 else 0.0)
@@ -77,7 +85,7 @@ def test_one_step_matches_numpy_with_tied_maxima(rule):
     for k in range(4):
         net = random_net(100 + k, "l2", activations=PIECEWISE_LINEAR)
         errors = one_step(net, rule, "sgd", "l2", "sum", batch=1 + k, seed=k,
-                          replicas=2 if k % 2 else None, ties=True)
+                          replicas=9 if k % 2 else None, ties=True)
         assert max(errors.values()) <= STEP_TOL, f"{net.name}: {errors}"
 
 

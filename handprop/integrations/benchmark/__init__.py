@@ -16,17 +16,25 @@ best of ``repeats`` runs:
 Each is measured per training engine (``engines``: ``numpy``, the reference, and
 ``compiled``, Numba), as ``<key>_<engine>``; the unsuffixed keys hold the fastest
 engine's figure. Also per engine: ``replica_step_us_<engine>``, microseconds per
-replica-step of the seed net trained as R = 1, 15 and 120 lockstep replicas (one
+replica-step of the seed net trained as R = 1, 15, 24 and 120 lockstep replicas (one
 core), and ``compile_seconds``: the compiled engine's first call in a fresh process
 with an empty Numba cache (cold) and with the cache on disk (warm).
+
+``rule_step_us`` (compiled engine): the work of ``handprop reproduce``, microseconds per
+replica-step at R = 24 lockstep replicas (half of them on 288 of the 350 images, so
+frozen in each epoch's last steps, as the study's held-out runs are) for each of its
+rules on the seed net and on the net as the article's code ran it (``seed-as-run``), at
+the three hidden widths the study trains; ``ratio_rule_step``: PyTorch's online step
+(same run) over it.
 
 With PyTorch installed (a benchmark-only dependency, imported lazily), the same three
 with twins of the networks (:mod:`.torch_twins`) started from the same weights
 and trained by a plain torch loop, in the same run, and the ratios (> 1: handprop is
 faster); the online step also with torch held to one thread (``torch_1thread_*``: on a
 busy machine torch's default two threads wait on each other at every small op).
-Targets: (a) <= 10 us and >= 60x torch, R = 15 <= 7 us per replica-step,
-(b) >= 10x torch, (c) >= 1x torch; :func:`format_bench` says whether each is met.
+Targets: (a) <= 10 us and >= 60x torch, R = 15 <= 7 us per replica-step, R = 24 <= 5 us
+(the reproduce study's budget), (b) >= 10x torch, (c) >= 1x torch; :func:`format_bench`
+says whether each is met.
 Nothing here asserts them: they are measurements of a machine.
 
     handprop bench
@@ -47,7 +55,8 @@ from typing import Any
 import numpy as np
 
 from ...core.network import Network
-from ...core.presets import lenet, seed_net
+from ...core.presets import lenet, seed_as_run, seed_net
+from ...rules import make_rule
 from ...training.data import load_digits
 from ...training.loop import History, TrainConfig, fit, loss_for, targets_for
 from ...training.optim import make_optimizer
@@ -60,10 +69,18 @@ LENET_CLASSES = 10
 TARGET_ONLINE_US = 10.0
 TARGET_ONLINE_RATIO = 60.0
 TARGET_REPLICA15_US = 7.0
+TARGET_REPLICA24_US = 5.0
 TARGET_SEED_BATCH32_RATIO = 10.0
 TARGET_LENET_BATCH64_RATIO = 1.0
 ENGINES = ("numpy", "compiled")
-REPLICAS = (1, 15, 120)
+REPLICAS = (1, 15, 24, 120)
+# The reproduce study's work: (preset, rule) at its hidden widths, R = 24 replicas of
+# which half see 288 of the 350 images.
+REPRODUCE_RUNS = (("seed", "exact"), ("seed", "seed-original"), ("seed", "seed-broken"),
+                  ("seed", "broken-upstream"), ("seed", "broken-text"),
+                  ("seed-as-run", "seed-original"), ("seed-as-run", "seed-broken"))
+REPRODUCE_WIDTHS = ((18, 20), (28, 36), (48, 56))
+REPRODUCE_REPLICAS, REPRODUCE_SHORT = 24, 288
 # Large exact-rule batches may use a second thread (results do not depend on it).
 THREADS = 2
 # Repeats whose slowest/fastest ratio exceeds this are flagged as measured on a busy machine.
@@ -80,12 +97,15 @@ class _Sizes:
     replica_images: int  # images per replica in the lockstep-replica timings (1 epoch)
     compile_times: bool  # measure cold and warm compile times (fresh processes)
     compiled_lenet: bool  # LeNet on the compiled engine (its float32 kernels: a compile)
+    widths: tuple[tuple[int, int], ...]  # hidden widths of the per-rule timings
 
 
 FULL = _Sizes(online_epochs=20, batch32_epochs=100, lenet_images=2048, lenet_epochs=3,
-              replica_images=350, compile_times=True, compiled_lenet=True)
+              replica_images=350, compile_times=True, compiled_lenet=True,
+              widths=REPRODUCE_WIDTHS)
 QUICK = _Sizes(online_epochs=1, batch32_epochs=2, lenet_images=256, lenet_epochs=1,
-               replica_images=20, compile_times=False, compiled_lenet=False)
+               replica_images=20, compile_times=False, compiled_lenet=False,
+               widths=((28, 36),))
 
 
 def machine_info(torch_module: Any = None) -> dict[str, Any]:
@@ -219,6 +239,43 @@ def _replica_step_us(engine: str, xd: np.ndarray, yd: np.ndarray, replicas: int,
     return history.seconds / (history.steps * replicas) * 1e6
 
 
+def _rule_step_us(preset: str, rule: str, fc: tuple[int, int], xd: np.ndarray,
+                  yd: np.ndarray, repeats: int) -> float:
+    """Microseconds per replica-step of the compiled engine on one core: ``preset`` at
+    widths ``fc`` trained with ``rule`` as the reproduce study does (see the module notes)."""
+    replicas, count = REPRODUCE_REPLICAS, len(xd)
+    short = min(count, round(count * REPRODUCE_SHORT / 350))
+    counts = [count if r % 2 == 0 else short for r in range(replicas)]
+    x = np.broadcast_to(xd, (replicas, *xd.shape)).copy()
+    y = np.broadcast_to(yd, (replicas, *yd.shape)).copy()
+    config = TrainConfig(epochs=1, batch_size=1, optimizer="momentum", lr=SEED_LR,
+                         momentum=SEED_MOMENTUM, loss="l2", reduction="sum")
+    build = seed_as_run if preset == "seed-as-run" else seed_net
+    best = math.inf
+    for attempt in range(max(int(repeats), 1) + 1):  # the first run warms up
+        net = build(fc).init(0, replicas=list(range(replicas)))
+        bound = None if rule == "exact" else make_rule(rule, net, list(range(replicas)))
+        history = fit(net, x, y, config, rule=bound, counts=counts, engine="compiled")
+        if attempt:
+            best = min(best, history.seconds / (history.steps * replicas) * 1e6)
+    return best
+
+
+def _reproduce_runs(sizes: _Sizes, repeats: int, xd: np.ndarray, yd: np.ndarray
+                    ) -> dict[str, dict[str, float]]:
+    """:func:`_rule_step_us` for every (preset, rule) of the study and every width."""
+    from threadpoolctl import threadpool_limits
+
+    out: dict[str, dict[str, float]] = {}
+    with threadpool_limits(1):
+        for preset, rule in REPRODUCE_RUNS:
+            out[f"{preset} {rule}"] = {
+                f"{a}x{b}": _rule_step_us(preset, rule, (a, b), xd[: sizes.replica_images],
+                                          yd[: sizes.replica_images], repeats)
+                for a, b in sizes.widths}
+    return out
+
+
 def _engine_runs(engine: str, sizes: _Sizes, repeats: int, data: dict[str, Any],
                  runs: dict[str, list[float]]) -> dict[str, Any]:
     """(a), (b), (c) and the replica timings on one engine."""
@@ -322,6 +379,8 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
                                                   "warm": compile_seconds(cache)}
         for key, value in _engine_runs(engine, sizes, repeats, data, runs).items():
             results[f"{key}_{engine}"] = value
+        if engine == "compiled":
+            results["rule_step_us"] = _reproduce_runs(sizes, repeats, xd, yd)
         ran.append(engine)
     if errors:
         results["engine_errors"] = errors
@@ -341,6 +400,10 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
                          f"alpha {LENET_MOMENTUM}, softmax_ce mean",
         "replicas": f"seed float64 as R = {', '.join(map(str, REPLICAS))} lockstep replicas, "
                     f"{sizes.replica_images} digits each, 1 online epoch, one core",
+        "rules": f"compiled engine, R = {REPRODUCE_REPLICAS} lockstep replicas, half on "
+                 f"{sizes.replica_images} digits, half on {REPRODUCE_SHORT}/350 of them "
+                 "(frozen in each epoch's last steps), 1 online epoch, one core; ratio: "
+                 "torch's online step over it",
         "compiled online": "the compiled engine runs 5x the online epochs (shorter runs "
                            "are dominated by timer noise)",
     }
@@ -377,6 +440,10 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
         )
         results["torch_lenet_batch64_samples_per_s"] = timing.samples_per_s
         runs["torch_lenet_batch64"] = timing.runs
+        if "rule_step_us" in results:
+            results["ratio_rule_step"] = {
+                name: {width: results["torch_online_step_us"] / us for width, us in row.items()}
+                for name, row in results["rule_step_us"].items()}
         for suffix in ["", *(f"_{e}" for e in ran)]:
             results[f"ratio_online{suffix}"] = (
                 results["torch_online_step_us"] / results[f"online_step_us{suffix}"])
@@ -403,8 +470,8 @@ def _target(text: str, value: float | None, met: bool | None) -> dict[str, Any]:
 def _targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target with its value (the fastest engine's) and whether it is met."""
     online = results["online_step_us"]
-    r15 = min((results[f"replica_step_us_{e}"]["15"] for e in results["engines"]),
-              default=None)
+    r15, r24 = (min((results[f"replica_step_us_{e}"][r] for e in results["engines"]),
+                    default=None) for r in ("15", "24"))
     ratio_a, ratio_b, ratio_c = (results.get(k) for k in (
         "ratio_online", "ratio_seed_batch32", "ratio_lenet_batch64"))
     return {
@@ -414,6 +481,8 @@ def _targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                 ratio_a is not None and ratio_a >= TARGET_ONLINE_RATIO),
         "replica_step_us_r15": _target(f"<= {TARGET_REPLICA15_US:g} us", r15,
                                        r15 is not None and r15 <= TARGET_REPLICA15_US),
+        "replica_step_us_r24": _target(f"<= {TARGET_REPLICA24_US:g} us", r24,
+                                       r24 is not None and r24 <= TARGET_REPLICA24_US),
         "ratio_seed_batch32": _target(f">= {TARGET_SEED_BATCH32_RATIO:g}x torch", ratio_b,
                                       ratio_b is not None
                                       and ratio_b >= TARGET_SEED_BATCH32_RATIO),
@@ -440,6 +509,23 @@ def _row(label: str, ours: float | None, theirs: float | None, ratio: float | No
     met = "/".join(_met(t) for t in targets)
     return (f"{label:<{LABEL}}{_num(ours):>11}{_num(theirs):>11}{ratio_text:>10}  "
             f"{target_text:<24}{met}")
+
+
+def _rule_lines(results: dict) -> list[str]:
+    """The per-rule table: us per replica-step at each width (and torch's ratio)."""
+    table, ratios = results.get("rule_step_us"), results.get("ratio_rule_step", {})
+    if not table:
+        return []
+    widths = list(next(iter(table.values())))
+    lines = ["", f"{'us per replica-step, R=24, compiled (x torch online)':<{LABEL}}"
+             + "".join(f"{w:>16}" for w in widths)]
+    for name, row in table.items():
+        cells = []
+        for width in widths:
+            ratio = ratios.get(name, {}).get(width)
+            cells.append(f"{_num(row[width], 2)}" + (f" ({ratio:.0f}x)" if ratio else ""))
+        lines.append(f"{'    ' + name:<{LABEL}}" + "".join(f"{c:>16}" for c in cells))
+    return lines
 
 
 def format_bench(results: dict) -> str:
@@ -496,10 +582,12 @@ def format_bench(results: dict) -> str:
             per = results.get(f"replica_step_us_{engine}", {})
             lines.append(f"{'    ' + engine + ' engine':<{LABEL}}"
                          + "".join(f"{_num(per.get(str(r)), 2):>9}" for r in REPLICAS))
-        target = targets.get("replica_step_us_r15")
-        if target:
-            lines.append(f"{'    target at R=15':<{LABEL}}{target['target']:>9}  met: "
-                         f"{_met(target)}")
+        for r in ("15", "24"):
+            target = targets.get(f"replica_step_us_r{r}")
+            if target:
+                lines.append(f"{'    target at R=' + r:<{LABEL}}{target['target']:>9}  met: "
+                             f"{_met(target)}")
+    lines.extend(_rule_lines(results))
     compile_time = results.get("compile_seconds")
     if compile_time:
         lines.append(f"compiled engine, first epoch in a fresh process: cold (empty Numba "

@@ -62,6 +62,9 @@ class RulePlan:
     inject: set[int] = field(default_factory=set)  # dfa: layers whose output grad is e @ B
     no_input_grad: set[int] = field(default_factory=set)  # dfa: hidden layers fed directly
     redraws: bool = False  # brsf: magnitudes redrawn before every step
+    # conv layers whose gradients the rule computes with the conv's own formulas and
+    # weight (what an as-run layer then trains, instead of its true gradient)
+    conv_formulas: set[int] = field(default_factory=set)
 
 
 def rule_plan(rule: LearningRule | None, net: Any) -> RulePlan:
@@ -89,6 +92,7 @@ def _seed_original(rule: SeedOriginal) -> RulePlan:
     for pool in rule.pool_index:
         plan.pools[pool] = PoolRule(ties=True)
     plan.rotate_input_grad = set(rule.conv_index & rule.conv_below)
+    plan.conv_formulas = set(rule.conv_index)
     return plan
 
 
@@ -107,6 +111,7 @@ def _map_transform(rule: Any, net: Any) -> RulePlan:
     if seed_broken:
         plan.rotate_weight_grad = set(rule.conv_index)
         plan.rotate_input_grad = set(rule.conv_index & rule.conv_below)
+        plan.conv_formulas = set(rule.conv_index)
     return plan
 
 
@@ -116,6 +121,7 @@ def _feedback(rule: Any) -> RulePlan:
             BatchRandomSignSymmetry: FB_SIGN_MAGNITUDE}[type(rule)]
     plan = RulePlan(rule.name, redraws=type(rule) is BatchRandomSignSymmetry)
     plan.feedback = {i: kind for i in rule.owned}
+    plan.conv_formulas = set(rule.owned)
     if kind == FB_SIGN_SCALE:
         plan.sign_scale = {i: float(rule.scales[i]) for i in rule.owned}
     return plan

@@ -21,6 +21,7 @@ from numba import njit
 from .kernels_dense import axpy, copy, dot, fill
 from .plan import (
     B_OFF,
+    FW_OFF,
     GROUPS,
     IN_OFF,
     KH,
@@ -35,6 +36,7 @@ from .plan import (
     SH,
     SW,
     W_OFF,
+    W_OSTRIDE,
     C,
     H,
     O,
@@ -72,7 +74,7 @@ def _forward_strided(op, p, a, nb):
     cout, hout, wout = op[O], op[OH], op[OW]
     kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0, b0 = op[W_OFF], op[B_OFF]
+    w0, b0, ostride = op[FW_OFF], op[B_OFF], op[W_OSTRIDE]
     plane_in, plane_out = hin * win, hout * wout
     for n in range(nb):
         x0 = op[IN_OFF] + n * cin * plane_in
@@ -86,7 +88,7 @@ def _forward_strided(op, p, a, nb):
                     oy_lo, oy_hi = _span(hout, sh, ph, i, hin)
                     for j in range(kw):
                         ox_lo, ox_hi = _span(wout, sw, pw, j, win)
-                        w = p[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        w = p[U(w0 + o * ostride + (c * kh + i) * kw + j)]
                         for oy in range(oy_lo, oy_hi):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
                             _add_row(a, y0 + oy * wout + ox_lo, a, row_in, sw, w,
@@ -149,7 +151,7 @@ def _param_grads_strided(op, a, ga, gp, nb):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _input_grad_strided(op, weights, w0, ga, nb):
+def _input_grad_strided(op, weights, w0, wstride, ga, nb):
     """conv_input_grad for any stride: each tap's shares added back row by row."""
     cin, hin, win = op[C], op[H], op[W]
     cout, hout, wout = op[O], op[OH], op[OW]
@@ -169,7 +171,7 @@ def _input_grad_strided(op, weights, w0, ga, nb):
                     oy_lo, oy_hi = _span(hout, sh, ph, i, hin)
                     for j in range(kw):
                         ox_lo, ox_hi = _span(wout, sw, pw, j, win)
-                        w = weights[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        w = weights[U(w0 + o * wstride + (c * kh + i) * kw + j)]
                         for oy in range(oy_lo, oy_hi):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
                             _scatter_row(ga, row_in, sw, ga, d0 + oy * wout + ox_lo, w,
@@ -220,7 +222,7 @@ def _forward_wide(op, p, a, nb, work):
     cin, cout, hout, wout = op[C], op[O], op[OH], op[OW]
     kh, kw = op[KH], op[KW]
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0, b0 = op[W_OFF], op[B_OFF]
+    w0, b0, ostride = op[FW_OFF], op[B_OFF], op[W_OSTRIDE]
     plane_out = hout * wout
     for n in range(nb):
         src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
@@ -232,7 +234,7 @@ def _forward_wide(op, p, a, nb, work):
             for c in range(per_in):
                 for i in range(kh):
                     for j in range(kw):
-                        w = p[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        w = p[U(w0 + o * ostride + (c * kh + i) * kw + j)]
                         axpy(a, out_wide, w, src, x0 + (first + c) * plane + i * wide + j, run)
             y0 = op[OUT_OFF] + (n * cout + o) * plane_out
             for y in range(hout):
@@ -266,7 +268,7 @@ def _param_grads_wide(op, a, ga, gp, nb, work):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _input_grad_wide(op, weights, w0, a, ga, nb, work):
+def _input_grad_wide(op, weights, w0, wstride, a, ga, nb, work):
     cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
     kh, kw, ph, pw = op[KH], op[KW], op[PH], op[PW]
     per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
@@ -282,7 +284,7 @@ def _input_grad_wide(op, weights, w0, a, ga, nb, work):
             for c in range(per_in):
                 for i in range(kh):
                     for j in range(kw):
-                        w = weights[U(w0 + ((o * per_in + c) * kh + i) * kw + j)]
+                        w = weights[U(w0 + o * wstride + (c * kh + i) * kw + j)]
                         axpy(a, grad + (first + c) * plane + i * wide + j, w, a, delta, run)
         dx0 = op[IN_OFF] + n * cin * hin * win
         for c in range(cin):
@@ -292,7 +294,7 @@ def _input_grad_wide(op, weights, w0, a, ga, nb, work):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _backward_wide(op, weights, w0, a, ga, gp, nb, work, need_dx):
+def _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx):
     """:func:`_param_grads_wide` and (if ``need_dx``) :func:`_input_grad_wide` in one
     pass: each widened delta plane serves both (the same sums in the same order)."""
     cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
@@ -314,12 +316,13 @@ def _backward_wide(op, weights, w0, a, ga, gp, nb, work, need_dx):
             for c in range(per_in):
                 for i in range(kh):
                     for j in range(kw):
-                        tap = ((o * per_in + c) * kh + i) * kw + j
+                        tap = (c * kh + i) * kw + j
                         shift = (first + c) * plane + i * wide + j
-                        gp[U(wp + tap)] += dot(a, delta, src, x0 + shift, run)
+                        gp[U(wp + o * per_in * kh * kw + tap)] += dot(a, delta, src, x0 + shift,
+                                                                      run)
                         if need_dx:
                             axpy(a, grad + (first + c) * tall * wide + i * wide + j,
-                                 weights[U(w0 + tap)], a, delta, run)
+                                 weights[U(w0 + o * wstride + tap)], a, delta, run)
         if need_dx:
             dx0 = op[IN_OFF] + n * cin * hin * win
             for c in range(cin):
@@ -345,7 +348,7 @@ def conv_forward(op, p, a, nb, work):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def conv_backward(op, weights, w0, a, ga, gp, nb, work, need_dx):
+def conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx):
     """dw[o, c, i, j] = sum_{n, y, x} delta[n, o, y, x] xpad[n, c, y*sh + i, x*sw + j]
     (against rot180(delta) when the rule says so: the article's broken net, done by
     rotating delta in place and back); db[o] = sum of delta; and if ``need_dx``, dx:
@@ -363,7 +366,7 @@ def conv_backward(op, weights, w0, a, ga, gp, nb, work, need_dx):
             gp[U(b0 + o)] = total
     stride_one = op[SH] == 1 and op[SW] == 1
     if stride_one and op[ROT_W] == 0:
-        _backward_wide(op, weights, w0, a, ga, gp, nb, work, need_dx)
+        _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx)
     else:
         if op[ROT_W] != 0:
             _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
@@ -374,8 +377,8 @@ def conv_backward(op, weights, w0, a, ga, gp, nb, work, need_dx):
         if op[ROT_W] != 0:
             _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
         if need_dx and stride_one:
-            _input_grad_wide(op, weights, w0, a, ga, nb, work)
+            _input_grad_wide(op, weights, w0, wstride, a, ga, nb, work)
         elif need_dx:
-            _input_grad_strided(op, weights, w0, ga, nb)
+            _input_grad_strided(op, weights, w0, wstride, ga, nb)
     if need_dx and op[ROT_DX] != 0:
         _rotate_maps(ga, op[IN_OFF], nb * op[C], op[H] * op[W])

@@ -107,11 +107,9 @@ def dense_forward(op, p, a, nb):
 def dense_backward(op, weights, w0, a, ga, gp, nb, need_dx):
     """dw[o, i] = sum_n delta[n, o] x[n, i]; db[o] = sum_n delta[n, o]; and, if
     ``need_dx``, dx[n, i] = sum_o delta[n, o] B[o, i] with B = ``weights[w0:]`` (W, or a
-    rule's feedback weights): one pass over delta for both."""
+    rule's feedback weights): one pass over delta for both. The first sample's terms
+    are added to 0 as they are written (no separate zeroing pass)."""
     fan_in, fan_out, wp, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
-    fill(gp, wp, fan_out * fan_in)
-    if b0 >= 0:
-        fill(gp, b0, fan_out)
     for n in range(nb):
         x0 = op[IN_OFF] + n * fan_in
         d0 = op[OUT_OFF] + n * fan_out
@@ -120,7 +118,17 @@ def dense_backward(op, weights, w0, a, ga, gp, nb, need_dx):
         for o in range(fan_out):
             d = ga[U(d0 + o)]
             if b0 >= 0:
-                gp[U(b0 + o)] += d
-            axpy(gp, wp + o * fan_in, d, a, x0, fan_in)
+                gp[U(b0 + o)] = (0.0 if n == 0 else gp[U(b0 + o)]) + d
+            if n == 0:
+                _scaled_into(gp, wp + o * fan_in, d, a, x0, fan_in)
+            else:
+                axpy(gp, wp + o * fan_in, d, a, x0, fan_in)
             if need_dx:
                 axpy(ga, x0, d, weights, w0 + o * fan_in, fan_in)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scaled_into(out, o0, weight, src, s0, count):
+    """out[o0 + k] = 0 + weight * src[s0 + k] (what zeroing then :func:`axpy` gives)."""
+    for k in range(count):
+        out[U(o0 + k)] = 0.0 + weight * src[U(s0 + k)]

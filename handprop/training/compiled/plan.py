@@ -17,6 +17,9 @@ import numpy as np
 
 from ...core.network import Network
 from ...core.ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
+from ...core.ops.asrun import AsRunConv2d
+from ...core.ops.avgpool import AvgPool2d, avg_pool2d_geometry
+from ...core.ops.batchnorm import BatchNorm2d
 from ...rules.base import LearningRule
 from ..optim import Adam, Momentum, Nesterov, Optimizer
 from .adapter import (
@@ -31,12 +34,13 @@ from .adapter import (
 )
 
 # Op codes.
-CONV, POOL, DENSE, FLAT, ACT = 0, 1, 2, 3, 4
+CONV, POOL, DENSE, FLAT, ACT, AVG, BN = 0, 1, 2, 3, 4, 5, 6
 # Columns of the ops table.
 (KIND, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, GROUPS, W_OFF, B_OFF, IN_OFF, OUT_OFF,
  IN_SIZE, OUT_SIZE, CODE_OFF, INT_OFF, NEED_DX, TIES, ROT_W, ROT_DX, TRANSFORM, FB_KIND,
- FB_OFF, INJECT, INJECT_OFF, SCALE) = range(32)
-COLUMNS = 32
+ FB_OFF, INJECT, INJECT_OFF, SCALE, FW_OFF, W_OSTRIDE, ASRUN_TRUE, BORROW_OFF, STATE_OFF,
+ CACHE_OFF) = range(38)
+COLUMNS = 38
 # Activation codes.
 IDENTITY, RELU, LEAKY, TANH, ARCTAN, SIGMOID = range(6)
 _ACT_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "arctan": ARCTAN,
@@ -155,6 +159,9 @@ class _Builder:
         _, offsets = self._layout(index)
         if type(layer) is Conv2d:
             self._conv(row, layer, in_shape, out_shape, offsets)
+        elif type(layer) is AsRunConv2d:
+            self._conv(row, layer, in_shape, out_shape, offsets)
+            self._as_run(row, index, layer)
         elif type(layer) is Dense:
             row[KIND] = DENSE
             row[C], row[O] = in_shape[0], out_shape[0]
@@ -163,6 +170,10 @@ class _Builder:
             self._pool(row, index, layer, in_shape, out_shape)
         elif type(layer) is Flatten:
             row[KIND] = FLAT
+        elif type(layer) is AvgPool2d:
+            self._avg_pool(row, layer, in_shape, out_shape)
+        elif type(layer) is BatchNorm2d:
+            self._batch_norm(row, index, layer, in_shape, offsets)
         elif type(layer) is Activation:
             self._activation(row, [layer.activation.name], in_shape)
         elif type(layer) is PerChannelActivation:
@@ -207,6 +218,29 @@ class _Builder:
             row[SCALE] = len(self.scales)
             self.scales.append(self.rules.sign_scale[index])
 
+    def _as_run(self, row: np.ndarray, index: int, layer: AsRunConv2d) -> None:
+        """The forward pass reads the lender's kernel for every output channel. Backward:
+        the conv's own formulas with its own W where the rule computes them (the
+        article's rules, feedback rules), else the true gradient: through the borrowed
+        kernel, dL/dK = sum over outputs added to the lender's gradient, 0 for W."""
+        owner, _, local = layer.borrowed()["source"].rpartition(".")
+        source = self.net.layer_index(owner)
+        start, stop, shape = self.net._layout[source][local]
+        own = layer.param_shapes()["weight"]
+        kernel = prod(own[1:])
+        if tuple(shape[1:]) != tuple(own[1:]) or not 0 <= layer.source_channel < shape[0]:
+            raise UnsupportedError(f"layer {layer.name!r}: kernel {layer.source_channel} of "
+                                   f"{owner}.{local} {tuple(shape)} cannot stand in for its "
+                                   f"weight {tuple(own)}")
+        row[FW_OFF], row[W_OSTRIDE] = start + layer.source_channel * kernel, 0
+        if index not in self.rules.conv_formulas:
+            if row[FB_KIND] != FB_WEIGHT:
+                raise UnsupportedError(f"layer {layer.name!r}: the rule's feedback with a "
+                                       "borrowed kernel has no compiled form")
+            row[ASRUN_TRUE] = 1
+            row[BORROW_OFF] = self.arena
+            self.arena += kernel
+
     def _conv(self, row, layer: Conv2d, in_shape, out_shape, offsets) -> None:
         row[KIND] = CONV
         row[C], row[H], row[W] = in_shape
@@ -215,6 +249,7 @@ class _Builder:
         (row[PH], row[PW]), row[GROUPS] = layer.padding, layer.groups
         index = self.net.layers.index(layer)
         self._weights(row, index, layer, offsets)
+        row[FW_OFF], row[W_OSTRIDE] = row[W_OFF], prod(layer.param_shapes()["weight"][1:])
         # padded input, delta widened to padded rows, padded input gradient
         padded = in_shape[0] * (in_shape[1] + 2 * row[PH]) * (in_shape[2] + 2 * row[PW])
         self.work = max(self.work, 2 * padded + out_shape[1] * (in_shape[2] + 2 * row[PW]))
@@ -236,6 +271,34 @@ class _Builder:
         self.codes.extend(modes)
         self.slopes.extend([0.0] * len(modes))
         self.work = max(self.work, 2 * in_shape[1] * in_shape[2])
+
+    def _avg_pool(self, row, layer: AvgPool2d, in_shape, out_shape) -> None:
+        row[KIND] = AVG
+        row[C], row[H], row[W] = in_shape
+        row[O], row[OH], row[OW] = out_shape
+        (row[KH], row[KW]), (row[SH], row[SW]) = layer.kernel_size, layer.stride
+        row[PH], row[PW] = layer.padding
+        geometry = avg_pool2d_geometry(tuple(in_shape[1:]), layer.kernel_size, layer.stride,
+                                       layer.padding, layer.count_include_pad)
+        row[SCALE] = len(self.scales)  # each window's divisor
+        self.scales.extend(float(d) for d in geometry.divisor)
+
+    def _batch_norm(self, row, index: int, layer: BatchNorm2d, in_shape, offsets) -> None:
+        """Train mode; running statistics in the state buffer (mean, then variance)."""
+        row[KIND] = BN
+        row[C], row[H], row[W] = in_shape
+        if in_shape[1] * in_shape[2] < 2:  # one value per channel: the reference refuses
+            raise UnsupportedError(f"layer {layer.name!r}: batch norm of 1x1 maps")
+        row[W_OFF] = offsets.get("weight", -1)
+        row[B_OFF] = offsets.get("bias", -1)
+        state = self.net._state_layout[index]
+        row[STATE_OFF] = state["running_mean"][0]
+        if state["running_var"][0] != row[STATE_OFF] + in_shape[0]:
+            raise UnsupportedError(f"layer {layer.name!r}: unexpected state layout")
+        row[CACHE_OFF] = self.arena  # xhat, then 1/sqrt(var + eps) per channel
+        self.arena += self.batch * prod(in_shape) + in_shape[0]
+        row[SCALE] = len(self.scales)
+        self.scales.extend([layer.eps, layer.momentum])
 
     def _activation(self, row, names: list[str], in_shape) -> None:
         row[KIND] = ACT
