@@ -229,17 +229,8 @@ def ref_correlate_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def ref_convolve_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """'valid' 2-D true convolution (kernel flipped), explicit loops."""
-    kh, kw = kernel.shape
-    out = np.zeros((image.shape[0] - kh + 1, image.shape[1] - kw + 1))
-    for y in range(out.shape[0]):
-        for x in range(out.shape[1]):
-            total = 0.0
-            for i in range(kh):
-                for j in range(kw):
-                    total += image[y + i, x + j] * kernel[kh - 1 - i, kw - 1 - j]
-            out[y, x] = total
-    return out
+    """'valid' 2-D true convolution: the cross-correlation with the kernel flipped."""
+    return ref_correlate_valid(image, ref_rot180(kernel))
 
 
 def ref_input_grad(delta: np.ndarray, kernel: np.ndarray, pad: int = 1) -> np.ndarray:

@@ -17,6 +17,7 @@ from handprop.studies.statistics import (
     holm,
     mean_interval,
     paired_comparison,
+    power_at,
     seeds_needed,
     sign_flip_test,
     verdict,
@@ -112,6 +113,11 @@ def test_verdicts():
     k = seeds_needed(weak.dz)
     assert k > 5 and verdict(weak, holm([weak.p_value, 0.01])[0], "B").endswith(
         f"would need about {k} seeds at 80% power for the observed effect)")
+    # with several claims the figure is for the corrected level, so it only grows
+    corrected = seeds_needed(weak.dz, alpha=0.05 / 20)
+    assert corrected > k and verdict(weak, 0.5, "B", claims=20).endswith(
+        f"about {corrected} seeds at 80% power for the observed effect, at the corrected "
+        "level 0.05/20)")
     with pytest.raises(ValueError, match="claimed_better"):
         verdict(c, 0.01, "usf")
 
@@ -171,6 +177,30 @@ def test_mean_interval_methods():
         mean_interval(x, method="percentile")  # type: ignore[arg-type]
 
 
+def test_bootstrap_t_falls_back_when_resamples_have_no_spread():
+    # ten seeds at 100% and two lower: 11% of resamples draw only the 100%s, whose t* is
+    # infinite, so the bootstrap-t bound would be -inf; the t-interval is used and named
+    accuracy = [1.0] * 10 + [0.4, 0.6]
+    unstable = mean_interval(accuracy)
+    assert unstable.method.startswith("t (bootstrap-t unstable: ")
+    ci = stats.ttest_1samp(accuracy, 0.0).confidence_interval()
+    assert (unstable.low, unstable.high) == pytest.approx((ci.low, ci.high))
+    assert math.isfinite(unstable.low) and unstable.high > 1.0
+    # cut to what an accuracy can be: the true mean lies inside, so no coverage is lost
+    bounded = mean_interval(accuracy, bounds=(0.0, 1.0))
+    assert (bounded.low, bounded.high) == pytest.approx((ci.low, 1.0))
+    # bimodal costs (two stuck runs): near-flat resamples, not only exactly flat ones
+    cost = [0.001, 47.0, 45.1, 0.001, 0.5, 0.49, 0.001, 0.008, 0.002, 0.001, 0.001, 0.48]
+    assert mean_interval(cost).method.startswith("t (bootstrap-t unstable")
+    assert mean_interval(cost, bounds=(0.0, math.inf)).low == 0.0
+    # nets that learned and three stuck at chance: the bootstrap-t lower bound was -0.29
+    held_out = [0.986, 0.5, 0.944, 0.972, 0.972, 0.972, 0.5, 1.0, 0.944, 1.0, 0.5]
+    assert mean_interval(held_out, bounds=(0.0, 1.0)).low > 0.6
+    # ordinary data keep the bootstrap-t
+    x = np.random.default_rng(5).exponential(1.0, 10)
+    assert mean_interval(x).method == "bootstrap-t"
+
+
 def test_bad_pairs_rejected():
     with pytest.raises(ValueError, match="differ in length"):
         paired_comparison([1.0, 2.0], [1.0], lower_is_better=True)
@@ -198,7 +228,6 @@ def test_power_at_matches_seeds_needed():
     """The power at the seeds seeds_needed asks for reaches 80%, one seed fewer does not
     (above the sign-flip floor), and no power is claimed where the exact test cannot
     reach p < 0.05."""
-    from handprop.studies.statistics import power_at, seeds_needed
 
     for dz in (0.5, 0.8, 1.2):
         n = seeds_needed(dz)
@@ -207,3 +236,12 @@ def test_power_at_matches_seeds_needed():
             assert power_at(dz, n - 1) < 0.8
     assert power_at(2.0, 5) == 0.0
     assert math.isnan(power_at(float("nan"), 10))
+
+
+def test_power_where_scipys_lower_tail_is_nan():
+    # scipy's nct.cdf(-crit) comes back NaN for these (large nc, small alpha); power is the
+    # upper tail then, and seeds_needed must still end
+    for dz in (2.02, -2.35, 6.01):
+        power = power_at(dz, 10, alpha=0.05 / 21)
+        assert 0.9 < power <= 1.0
+        assert seeds_needed(dz, alpha=0.05 / 21) <= 10

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .statistics import PairedComparison, format_p, holm, power_at, verdict
+from .statistics import PairedComparison, format_p, holm, power_at, seeds_needed, verdict
 
 ALPHA = 0.05
 
@@ -42,6 +42,7 @@ class Claim:
     unit: str = ""
     adjusted_p: float = math.nan
     verdict: str = "description (no test)"
+    tests: int = 1  # tested claims in the report (set by judge): power is at alpha / tests
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,20 +52,20 @@ def judge(claims: list[Claim], alpha: float = ALPHA) -> list[Claim]:
     tested = [claim for claim in claims if claim.comparison is not None]
     for claim, adjusted in zip(tested, holm([c.comparison.p_value for c in tested]),
                                strict=True):
-        claim.adjusted_p = adjusted
-        claim.verdict = _verdict(claim, alpha)
+        claim.adjusted_p, claim.tests = adjusted, len(tested)
+        claim.verdict = _verdict(claim, alpha, len(tested))
     return claims
 
 
-def _verdict(claim: Claim, alpha: float) -> str:
+def _verdict(claim: Claim, alpha: float, claims: int) -> str:
     comparison, adjusted = claim.comparison, claim.adjusted_p
     if claim.claimed_better is not None:
-        return verdict(comparison, adjusted, claim.claimed_better, alpha)
+        return verdict(comparison, adjusted, claim.claimed_better, alpha, claims)
     better = comparison.better
     if better is not None and adjusted < alpha:
         return f"they differ: {better} is better"
     # "not resolved ..." with the seeds needed, worded as for a claim
-    return verdict(comparison, 1.0, better or comparison.labels[0], alpha)
+    return verdict(comparison, 1.0, better or comparison.labels[0], alpha, claims)
 
 
 def _number(value: float, unit: str = "") -> str:
@@ -91,7 +92,7 @@ def evidence(claim: Claim) -> str:
              f"{c.win_interval[0]:.2f}-{c.win_interval[1]:.2f})",
              f"dz {c.dz:+.2f}" if math.isfinite(c.dz) else "dz n/a",
              format_p(c.p_value, c.n, c.min_p, claim.adjusted_p),
-             f"power at n = {c.n} for this effect: {_power_text(c)}"]
+             f"power at n = {c.n} for this effect{_level_text(claim)}: {_power_text(claim)}"]
     if c.dropped:
         parts.append(f"{c.dropped} pair(s) dropped (diverged)")
     if claim.description:
@@ -99,8 +100,18 @@ def evidence(claim: Claim) -> str:
     return "; ".join(parts)
 
 
-def _power_text(comparison: PairedComparison) -> str:
-    power = power_at(comparison.dz, comparison.n)
+def _power(claim: Claim) -> float:
+    """Power of a paired t-test at the claim's n for its observed effect, at the level
+    the verdicts' seed counts use: alpha / (tested claims in the report)."""
+    return power_at(claim.comparison.dz, claim.comparison.n, alpha=ALPHA / claim.tests)
+
+
+def _level_text(claim: Claim) -> str:
+    return "" if claim.tests <= 1 else f" at level {ALPHA:g}/{claim.tests}"
+
+
+def _power_text(claim: Claim) -> str:
+    power = _power(claim)
     return "n/a" if math.isnan(power) else f"{power:.2f}"
 
 
@@ -118,5 +129,6 @@ def as_record(claim: Claim) -> dict[str, Any]:
                 "adjusted_p": claim.adjusted_p, "test": c.test, "wins": c.wins,
                 "losses": c.losses, "ties": c.ties, "win_fraction": c.win_fraction,
                 "win_ci": list(c.win_interval), "dz": c.dz,
-                "power": power_at(c.dz, c.n), "seeds_needed_80": c.seeds_needed_80})
+                "power": _power(claim), "power_alpha": ALPHA / claim.tests,
+                "seeds_needed_80": seeds_needed(c.dz, alpha=ALPHA / claim.tests)})
     return out

@@ -43,7 +43,7 @@ class CompareConfig:
     first_seed: int = option(0, low=0, high=MAX_SEED)
     data: str = option("digits10", help="digits10 | idx:PATH (MNIST-format files; uses lenet)")
     net: str = option("small", help="small | lenet | PATH.toml")
-    epochs: int = option(100, low=1, high=MAX_EPOCHS)
+    epochs: int = option(50, low=1, high=MAX_EPOCHS)
     batch_size: int = option(32, low=1, high=MAX_BATCH)
     optimizer: str = option("adam")
     lr: float = option(0.001)
@@ -193,7 +193,7 @@ def summarize(records: dict[str, list[dict]], config: CompareConfig) -> dict[str
     for rule, runs in records.items():
         errors = errors_by_seed(runs)
         finite = [v for v in errors.values() if math.isfinite(v)]
-        interval = mean_interval(finite) if finite else None
+        interval = mean_interval(finite, bounds=(0.0, 1.0)) if finite else None
         costs = cost_matrix(runs)
         summary[rule] = {
             "runs": len(runs),

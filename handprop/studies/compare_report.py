@@ -175,9 +175,10 @@ def _test_error_section(config: CompareConfig, summary: dict[str, Any],
         f"({config.seeds}), paired: for a seed, every rule starts from the same weights and "
         "sees the same split and order. **The unit of replication is the trained network**: "
         "one test error per seed and rule; intervals are 95% studentized-bootstrap intervals "
-        "over seeds; tests are exact sign-flip permutation tests of paired differences over "
-        "seeds, every p with its n and the smallest p n allows, Holm-adjusted across all the "
-        "tests of this report.",
+        "over seeds (t-intervals where many tied values make the bootstrap-t unstable; each "
+        "interval's method is in summary.json); tests are exact sign-flip permutation "
+        "tests of paired differences over seeds, every p with its n and the smallest p n "
+        "allows, Holm-adjusted across all the tests of this report.",
         f"Alignment is measured before training, every {config.align_every} epochs and after "
         f"the last, on a fixed probe batch (the first {config.probe} training images of each "
         "run).",
@@ -222,7 +223,8 @@ def _literature_section(summary: dict[str, Any], lit: dict[str, Any]) -> list[st
     lines = ["", "## Against the literature", "",
              f"{lit['tests']} tests, Holm-adjusted together. A verdict is *supported* or "
              "*contradicted* only when the adjusted p < 0.05; otherwise *not resolved*, with "
-             "the seeds a paired test would need at 80% power for the effect seen.", ""]
+             "the seeds a paired test would need at 80% power for the effect seen, at the level "
+             f"0.05/{lit['tests']} (Holm never asks for less).", ""]
     lines += ["**BioTorch** (Sanfiz & Akrout 2021, LeNet on MNIST, top-1 error %: " +
               ", ".join(f"{k} {v}" for k, v in lit["biotorch_lenet_mnist_error_pct"].items()) +
               "): sign symmetry stays close to back-propagation; FA and DFA fall behind. "

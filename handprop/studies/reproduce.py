@@ -26,6 +26,7 @@ of one network trained in lockstep.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ class ReproduceConfig:
 
     experiments: list[Experiment]
     rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(12, help="number of paired seeds", low=1, high=MAX_SEEDS)
+    seeds: int = option(11, help="number of paired seeds", low=1, high=MAX_SEEDS)
     first_seed: int = option(0, low=0, high=MAX_SEED)
     epochs: int = option(ARTICLE.epochs, low=1, high=MAX_EPOCHS)
     lr: float = ARTICLE.lr
@@ -406,13 +407,15 @@ def _rule_summary(records: Records, variant: str, experiment: str, rule: str
     held = per_seed(heldout, lambda r: r["test_accuracy"])
     row: dict[str, Any] = {"runs": len(article),
                            "diverged": sum(1 for r in article if r["diverged"])}
-    for name, values in (("final_cost", costs), ("test10_accuracy", test10),
-                         ("heldout_accuracy", held)):
+    for name, values, bounds in (("final_cost", costs, (0.0, math.inf)),
+                                 ("test10_accuracy", test10, (0.0, 1.0)),
+                                 ("heldout_accuracy", held, (0.0, 1.0))):
         finite = [v for v in values.values() if np.isfinite(v)]
-        interval = mean_interval(finite) if finite else None
+        interval = mean_interval(finite, bounds=bounds) if finite else None
         row[name] = {"per_seed": values, "n": len(finite),
                      "mean": float(np.mean(finite)) if finite else None,
-                     "ci": None if interval is None else [interval.low, interval.high]}
+                     "ci": None if interval is None else [interval.low, interval.high],
+                     "ci_method": None if interval is None else interval.method}
     row["test10_all_correct"] = sum(1 for v in test10.values() if v == 1.0)
     row["alignment"] = final_alignment(article)
     row["signal_alignment"] = final_alignment(article, "signal")

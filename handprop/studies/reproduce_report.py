@@ -98,7 +98,7 @@ def _accuracy_figures(out, config, records, grouped_points) -> list[Path]:
                     accuracy = [v for v in per_seed(found, lambda r: r["test_accuracy"]).values()
                                 if math.isfinite(v)]
                     if accuracy:
-                        interval = mean_interval(accuracy)
+                        interval = mean_interval(accuracy, bounds=(0.0, 1.0))
                         values[(experiment.name, rule)] = (float(np.mean(accuracy)),
                                                            interval.low, interval.high)
             if values:
@@ -173,12 +173,15 @@ def _method(config: ReproduceConfig, meta: dict[str, Any]) -> list[str]:
         "* **test10**: the article's run (shuffle the 360 images of 0 and 1 with the seed, "
         "hold out the first 10, train on 350). Ten images cannot tell two nets apart.",
         f"* **held-out**: {held}; one held-out accuracy per seed.",
-        "* Intervals: 95%, studentized bootstrap over seeds (coverage simulated in the tests). "
+        "* Intervals: 95%, studentized bootstrap over seeds (coverage simulated in the tests), "
+        "or the t-interval where many tied values make the bootstrap-t unstable (ten seeds "
+        "at 100% and one lower), cut to the values an accuracy or a cost can take. "
         "Tests: exact sign-flip permutation test of the paired differences over seeds; every "
         "p-value shows n and the smallest p n allows; Holm-adjusted across all the tests of "
         "this report. A verdict is *supported*/*contradicted* only when the adjusted p < "
         "0.05; otherwise *not resolved*, with the seeds a paired test would need at 80% power "
-        "for the effect seen. Claims about single runs are described, never judged.",
+        "for the effect seen, at the level 0.05 / (number of tests) (Holm never asks for "
+        "less). Claims about single runs are described, never judged.",
         f"* Engine: {', '.join(meta.get('engines') or ['see the records'])}; time "
         f"{meta['seconds']:.1f} s "
         f"({meta['finished_jobs'] - meta['skipped_jobs']} jobs run now, "
@@ -192,7 +195,8 @@ def _claims_section(config: ReproduceConfig, claims: dict[str, Any]) -> list[str
     lines = ["## The article's claims against the data", ""]
     power = median_power(claims)
     lines += [f"{tests} tests in one Holm family; the smallest n is {smallest_n(claims)}. "
-              f"Median power of the paired t-test at these n for the effects observed: "
+              f"Median power of the paired t-test at these n for the effects observed, at the "
+              f"level 0.05/{tests} the verdicts' seed counts use: "
               f"{_fmt(power, 2)} (power is for the observed effect sizes, which are noisy "
               "at this n).", ""]
     experiments = {e.name: e for e in config.experiments}

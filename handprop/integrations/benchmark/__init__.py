@@ -335,12 +335,7 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
     started = time.perf_counter()
     sizes = QUICK if quick else FULL
     repeats = max(int(repeats), 1)
-    twins, torch_error = None, None
-    if with_torch:
-        try:  # torch only ever comes in through the benchmark's twins module
-            from . import torch_twins as twins
-        except ImportError as exc:
-            twins, torch_error = None, f"torch not importable: {exc}"
+    twins, torch_error = _torch_twins() if with_torch else (None, None)
     results: dict[str, Any] = {
         "quick": bool(quick),
         "repeats": repeats,
@@ -349,9 +344,30 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
     if torch_error:
         results["torch_error"] = torch_error
     runs: dict[str, list[float]] = {}
+    data = _bench_data(sizes)
+    _measure_engines(results, runs, engines, sizes, repeats, data)
+    results["config"] = _config_text(sizes, len(data["xd"]))
+    if twins is not None:
+        _measure_torch(twins, results, runs, sizes, repeats, data)
+        _ratios(results)
+    results["targets"] = _targets(results)
+    results["runs"] = runs
+    results["seconds_total"] = time.perf_counter() - started
+    return results
 
+
+def _torch_twins() -> tuple[Any, str | None]:
+    """The PyTorch twins module, or None and why not."""
+    try:  # torch only ever comes in through the benchmark's twins module
+        from . import torch_twins
+    except ImportError as exc:
+        return None, f"torch not importable: {exc}"
+    return torch_twins, None
+
+
+def _bench_data(sizes: Any) -> dict[str, Any]:
+    """The digits, LeNet's images and the two networks' factories."""
     digits = load_digits(seed=0)
-    xd, yd = digits.x_train, digits.y_train
     xl, yl = lenet_data(sizes.lenet_images)
 
     def make_seed() -> Network:
@@ -360,16 +376,22 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
     def make_lenet() -> Network:
         return lenet().init(0, dtype="float32")
 
-    seed_params = make_seed().get_params()
-    data = {"xd": xd, "yd": yd, "xl": xl, "yl": yl, "make_seed": make_seed,
-            "make_lenet": make_lenet}
+    return {"xd": digits.x_train, "yd": digits.y_train, "xl": xl, "yl": yl,
+            "make_seed": make_seed, "make_lenet": make_lenet}
+
+
+def _measure_engines(results: dict[str, Any], runs: dict[str, list[float]],
+                     engines: tuple[str, ...] | list[str], sizes: Any, repeats: int,
+                     data: dict[str, Any]) -> None:
+    """Every engine's figures (suffixed by its name), the compile times, the per-rule
+    table, and the fastest engine's unsuffixed figures."""
     ran, errors = [], {}
     for engine in engines:
         if engine == "compiled":
             from ...training.compiled import unsupported_reason
 
-            reason = unsupported_reason(make_seed(), None, make_optimizer("sgd", 0.1), "l2",
-                                        "sum", 1)
+            reason = unsupported_reason(data["make_seed"](), None, make_optimizer("sgd", 0.1),
+                                        "l2", "sum", 1)
             if reason:
                 errors[engine] = reason
                 continue
@@ -380,18 +402,21 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
         for key, value in _engine_runs(engine, sizes, repeats, data, runs).items():
             results[f"{key}_{engine}"] = value
         if engine == "compiled":
-            results["rule_step_us"] = _reproduce_runs(sizes, repeats, xd, yd)
+            results["rule_step_us"] = _reproduce_runs(sizes, repeats, data["xd"], data["yd"])
         ran.append(engine)
     if errors:
         results["engine_errors"] = errors
     results["engines"] = ran
     _fastest(results, ran)
     results["online_step_us_raw"] = _raw_online_us(
-        make_seed, xd, yd, sizes.online_epochs, repeats
+        data["make_seed"], data["xd"], data["yd"], sizes.online_epochs, repeats
     )
 
-    results["config"] = {
-        "online": f"seed float64, digits 0/1 ({len(xd)} images) x {sizes.online_epochs} "
+
+def _config_text(sizes: Any, digits: int) -> dict[str, str]:
+    """What each measurement ran, in words."""
+    return {
+        "online": f"seed float64, digits 0/1 ({digits} images) x {sizes.online_epochs} "
                   f"epochs, batch 1, momentum lr {SEED_LR} alpha {SEED_MOMENTUM}, l2 sum",
         "seed_batch32": f"seed float64, digits 0/1 x {sizes.batch32_epochs} epochs, batch 32, "
                         f"momentum lr {SEED_LR} alpha {SEED_MOMENTUM}, l2 mean",
@@ -408,59 +433,59 @@ def run_bench(quick: bool = False, with_torch: bool = True, repeats: int = 3,
                            "are dominated by timer noise)",
     }
 
-    if twins is not None:
-        timing = twins.time_torch_online(
-            xd, yd, epochs=sizes.online_epochs, params=seed_params, lr=SEED_LR,
-            momentum=SEED_MOMENTUM, repeats=repeats,
-        )
-        results["torch_online_step_us"] = timing.step_us
-        runs["torch_online"] = timing.runs
-        # One intra-op thread too: on a busy machine torch's default two threads wait on
-        # each other at every small op, which a single thread does not.
-        threads = twins.torch.get_num_threads()
-        twins.torch.set_num_threads(1)
-        try:
-            timing = twins.time_torch_online(
-                xd, yd, epochs=sizes.online_epochs, params=seed_params, lr=SEED_LR,
-                momentum=SEED_MOMENTUM, repeats=repeats,
-            )
-        finally:
-            twins.torch.set_num_threads(threads)
-        results["torch_1thread_online_step_us"] = timing.step_us
-        runs["torch_1thread_online"] = timing.runs
-        timing = twins.time_torch_seed_batch(
-            xd, yd, epochs=sizes.batch32_epochs, batch_size=32, reduction="mean",
-            params=seed_params, lr=SEED_LR, momentum=SEED_MOMENTUM, repeats=repeats,
-        )
-        results["torch_seed_batch32_samples_per_s"] = timing.samples_per_s
-        runs["torch_seed_batch32"] = timing.runs
-        timing = twins.time_torch_lenet_batch(
-            xl, yl, epochs=sizes.lenet_epochs, batch_size=64, params=make_lenet().get_params(),
-            lr=LENET_LR, momentum=LENET_MOMENTUM, repeats=repeats,
-        )
-        results["torch_lenet_batch64_samples_per_s"] = timing.samples_per_s
-        runs["torch_lenet_batch64"] = timing.runs
-        if "rule_step_us" in results:
-            results["ratio_rule_step"] = {
-                name: {width: results["torch_online_step_us"] / us for width, us in row.items()}
-                for name, row in results["rule_step_us"].items()}
-        for suffix in ["", *(f"_{e}" for e in ran)]:
-            results[f"ratio_online{suffix}"] = (
-                results["torch_online_step_us"] / results[f"online_step_us{suffix}"])
-            results[f"ratio_online_torch_1thread{suffix}"] = (
-                results["torch_1thread_online_step_us"] / results[f"online_step_us{suffix}"])
-            results[f"ratio_seed_batch32{suffix}"] = (
-                results[f"seed_batch32_samples_per_s{suffix}"]
-                / results["torch_seed_batch32_samples_per_s"])
-            if f"lenet_batch64_samples_per_s{suffix}" in results:
-                results[f"ratio_lenet_batch64{suffix}"] = (
-                    results[f"lenet_batch64_samples_per_s{suffix}"]
-                    / results["torch_lenet_batch64_samples_per_s"])
 
-    results["targets"] = _targets(results)
-    results["runs"] = runs
-    results["seconds_total"] = time.perf_counter() - started
-    return results
+def _measure_torch(twins: Any, results: dict[str, Any], runs: dict[str, list[float]],
+                   sizes: Any, repeats: int, data: dict[str, Any]) -> None:
+    """The PyTorch twins of (a), (b) and (c), measured in this run."""
+    xd, yd = data["xd"], data["yd"]
+    seed_params = data["make_seed"]().get_params()
+    online = {"epochs": sizes.online_epochs, "params": seed_params, "lr": SEED_LR,
+              "momentum": SEED_MOMENTUM, "repeats": repeats}
+    timing = twins.time_torch_online(xd, yd, **online)
+    results["torch_online_step_us"], runs["torch_online"] = timing.step_us, timing.runs
+    # One intra-op thread too: on a busy machine torch's default two threads wait on
+    # each other at every small op, which a single thread does not.
+    threads = twins.torch.get_num_threads()
+    twins.torch.set_num_threads(1)
+    try:
+        timing = twins.time_torch_online(xd, yd, **online)
+    finally:
+        twins.torch.set_num_threads(threads)
+    results["torch_1thread_online_step_us"] = timing.step_us
+    runs["torch_1thread_online"] = timing.runs
+    timing = twins.time_torch_seed_batch(
+        xd, yd, epochs=sizes.batch32_epochs, batch_size=32, reduction="mean",
+        params=seed_params, lr=SEED_LR, momentum=SEED_MOMENTUM, repeats=repeats,
+    )
+    results["torch_seed_batch32_samples_per_s"] = timing.samples_per_s
+    runs["torch_seed_batch32"] = timing.runs
+    timing = twins.time_torch_lenet_batch(
+        data["xl"], data["yl"], epochs=sizes.lenet_epochs, batch_size=64,
+        params=data["make_lenet"]().get_params(), lr=LENET_LR, momentum=LENET_MOMENTUM,
+        repeats=repeats,
+    )
+    results["torch_lenet_batch64_samples_per_s"] = timing.samples_per_s
+    runs["torch_lenet_batch64"] = timing.runs
+
+
+def _ratios(results: dict[str, Any]) -> None:
+    """torch over handprop for times, handprop over torch for rates (> 1: we are faster)."""
+    if "rule_step_us" in results:
+        results["ratio_rule_step"] = {
+            name: {width: results["torch_online_step_us"] / us for width, us in row.items()}
+            for name, row in results["rule_step_us"].items()}
+    for suffix in ["", *(f"_{e}" for e in results["engines"])]:
+        results[f"ratio_online{suffix}"] = (
+            results["torch_online_step_us"] / results[f"online_step_us{suffix}"])
+        results[f"ratio_online_torch_1thread{suffix}"] = (
+            results["torch_1thread_online_step_us"] / results[f"online_step_us{suffix}"])
+        results[f"ratio_seed_batch32{suffix}"] = (
+            results[f"seed_batch32_samples_per_s{suffix}"]
+            / results["torch_seed_batch32_samples_per_s"])
+        if f"lenet_batch64_samples_per_s{suffix}" in results:
+            results[f"ratio_lenet_batch64{suffix}"] = (
+                results[f"lenet_batch64_samples_per_s{suffix}"]
+                / results["torch_lenet_batch64_samples_per_s"])
 
 
 def _target(text: str, value: float | None, met: bool | None) -> dict[str, Any]:
@@ -531,14 +556,19 @@ def _rule_lines(results: dict) -> list[str]:
 def format_bench(results: dict) -> str:
     """A readable table of :func:`run_bench`'s results, with the targets and whether each
     is met."""
+    lines = _header_lines(results) + _main_rows(results) + _replica_lines(results)
+    lines += _rule_lines(results) + _footer_lines(results)
+    return "\n".join(lines)
+
+
+def _header_lines(results: dict) -> list[str]:
     machine = results.get("machine", {})
-    targets = results.get("targets", {})
     cpu = machine.get("cpu_model") or machine.get("processor") or machine.get("machine")
     torch_text = (
         f"torch {machine['torch']} ({machine['torch_threads']} threads)"
         if machine.get("torch") else results.get("torch_error", "torch not run")
     )
-    lines = [
+    return [
         "handprop benchmark" + ("  [quick: smoke-test sizes, numbers are noisy]"
                                 if results.get("quick") else ""),
         f"machine: {machine.get('platform')}, {cpu}, {machine.get('cpu_count')} CPUs",
@@ -548,16 +578,22 @@ def format_bench(results: dict) -> str:
         f"{'measurement':<{LABEL}}{'handprop':>11}{'torch':>11}{'ratio':>10}  "
         f"{'target':<24}met",
     ]
-    rows = [
-        ("(a) seed online step, batch 1, f64 (us/step)", "online_step_us",
-         "torch_online_step_us", "ratio_online", ("online_step_us", "ratio_online")),
-        ("(b) seed batch-32, f64 (samples/s)", "seed_batch32_samples_per_s",
-         "torch_seed_batch32_samples_per_s", "ratio_seed_batch32", ("ratio_seed_batch32",)),
-        ("(c) lenet batch-64, f32 (samples/s)", "lenet_batch64_samples_per_s",
-         "torch_lenet_batch64_samples_per_s", "ratio_lenet_batch64", ("ratio_lenet_batch64",)),
-    ]
-    engines = results.get("engines", [])
-    for label, ours, theirs, ratio, target_keys in rows:
+
+
+_MAIN_ROWS = [
+    ("(a) seed online step, batch 1, f64 (us/step)", "online_step_us",
+     "torch_online_step_us", "ratio_online", ("online_step_us", "ratio_online")),
+    ("(b) seed batch-32, f64 (samples/s)", "seed_batch32_samples_per_s",
+     "torch_seed_batch32_samples_per_s", "ratio_seed_batch32", ("ratio_seed_batch32",)),
+    ("(c) lenet batch-64, f32 (samples/s)", "lenet_batch64_samples_per_s",
+     "torch_lenet_batch64_samples_per_s", "ratio_lenet_batch64", ("ratio_lenet_batch64",)),
+]
+
+
+def _main_rows(results: dict) -> list[str]:
+    """(a), (b), (c): the fastest engine against torch, then each engine."""
+    targets, engines, lines = results.get("targets", {}), results.get("engines", []), []
+    for label, ours, theirs, ratio, target_keys in _MAIN_ROWS:
         fastest = results.get("fastest", {}).get(ours)
         lines.append(_row(label + (f" [{fastest}]" if fastest else ""), results.get(ours),
                           results.get(theirs), results.get(ratio),
@@ -574,20 +610,31 @@ def format_bench(results: dict) -> str:
                 f"{'    numpy bare loop, no fit bookkeeping':<{LABEL}}"
                 f"{_num(results.get('online_step_us_raw')):>11}"
             )
-    if engines:
-        lines.append("")
-        lines.append(f"{'us per replica-step, seed, one core':<{LABEL}}"
-                     + "".join(f"{'R=' + r:>9}" for r in map(str, REPLICAS)))
-        for engine in engines:
-            per = results.get(f"replica_step_us_{engine}", {})
-            lines.append(f"{'    ' + engine + ' engine':<{LABEL}}"
-                         + "".join(f"{_num(per.get(str(r)), 2):>9}" for r in REPLICAS))
-        for r in ("15", "24"):
-            target = targets.get(f"replica_step_us_r{r}")
-            if target:
-                lines.append(f"{'    target at R=' + r:<{LABEL}}{target['target']:>9}  met: "
-                             f"{_met(target)}")
-    lines.extend(_rule_lines(results))
+    return lines
+
+
+def _replica_lines(results: dict) -> list[str]:
+    """us per replica-step at each R, per engine, with the R=15 and R=24 targets."""
+    engines, targets = results.get("engines", []), results.get("targets", {})
+    if not engines:
+        return []
+    lines = ["", f"{'us per replica-step, seed, one core':<{LABEL}}"
+             + "".join(f"{'R=' + r:>9}" for r in map(str, REPLICAS))]
+    for engine in engines:
+        per = results.get(f"replica_step_us_{engine}", {})
+        lines.append(f"{'    ' + engine + ' engine':<{LABEL}}"
+                     + "".join(f"{_num(per.get(str(r)), 2):>9}" for r in REPLICAS))
+    for r in ("15", "24"):
+        target = targets.get(f"replica_step_us_r{r}")
+        if target:
+            lines.append(f"{'    target at R=' + r:<{LABEL}}{target['target']:>9}  met: "
+                         f"{_met(target)}")
+    return lines
+
+
+def _footer_lines(results: dict) -> list[str]:
+    """Compile times, engines not measured, noisy repeats, what ran, the total time."""
+    lines = []
     compile_time = results.get("compile_seconds")
     if compile_time:
         lines.append(f"compiled engine, first epoch in a fresh process: cold (empty Numba "
@@ -612,4 +659,4 @@ def format_bench(results: dict) -> str:
         lines.extend(f"{key}: {text}" for key, text in config.items())
     if "seconds_total" in results:
         lines.append(f"total benchmark time: {results['seconds_total']:.1f} s")
-    return "\n".join(lines)
+    return lines

@@ -81,4 +81,5 @@ def tanh(x):
     q = ((s + 1.12811678491632931402e2) * s + 2.23548839060100448583e3) * s \
         + 4.84406305325125486048e3
     small = x + x * s * (p / q)
-    return large if ax >= 0.625 else small
+    # tanh is odd: the sign is x's (this only changes tanh(-0.0), which was +0.0)
+    return math.copysign(large if ax >= 0.625 else small, x)
