@@ -4,6 +4,7 @@ test session."""
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,13 @@ def digits():
 
     data = load_digits10(seed=0)
     return data.x_train[:200], data.y_train[:200]
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (it raises KeyboardInterrupt), whatever the test run
+    inherited: a shell that starts a job in the background without job control ignores
+    SIGINT in it, and Python then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

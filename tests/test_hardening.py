@@ -61,7 +61,7 @@ def test_checkpoint_json_and_png_follow_the_umask(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_while_the_report_is_drawn_still_writes_it(reproduce_quick_copy, monkeypatch,
-                                                            signum):
+                                                            signum, python_sigint):
     """SIGTERM/Ctrl-C while the figures are drawn: the report, summary.json and summary.txt
     are still written whole, then exit 130."""
     from handprop.studies.reproduce import ReproduceStudy
@@ -305,7 +305,7 @@ def test_memory_budget_from_the_environment(monkeypatch):
         memory_budget()
 
 
-def test_deferred_interrupts_let_a_second_one_through():
+def test_deferred_interrupts_let_a_second_one_through(python_sigint):
     from handprop.core.interrupts import deferred_interrupts
 
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
