@@ -1,14 +1,66 @@
 """Fixtures shared by several test files; the expensive study runs happen once per
-test session."""
+test session.
+
+On a fresh clone the compiled engine's Numba cache is empty, and filling it costs about
+90 s of one core. The session starts ``warm_numba.py`` in a background process at once,
+runs the modules that use the compiled engine most (``LATE``) last, and makes this
+process wait for the warm-up before it builds its first compiled engine, so that the
+compile overlaps the other tests instead of adding to them. Results do not depend on
+it: a kernel loaded from the cache is the kernel compiled in place.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
+
+# Modules that train on the compiled engine from their first tests: run after the others.
+LATE = ("test_bad_input", "test_bench", "test_checkpoint", "test_compiled_coverage",
+        "test_compiled_engine", "test_compiled_lanes", "test_train", "test_sklearn")
+_warm_up: subprocess.Popen | None = None
+
+
+def pytest_sessionstart(session) -> None:
+    global _warm_up
+    if os.environ.get("HANDPROP_NO_WARM_UP"):
+        return
+    _warm_up = subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_numba.py"))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _warm_up is not None and _warm_up.poll() is None:
+        _warm_up.kill()
+        _warm_up.wait()
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The LATE modules last, everything else in its usual order."""
+    items.sort(key=lambda item: item.module.__name__ in LATE if item.module else False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_after_the_warm_up():
+    """This process's first compiled engine waits until the warm-up has filled the cache."""
+    import handprop.training.compiled as compiled
+
+    build = compiled.compiled_engine
+
+    def after_warm_up(*args, **kwargs):
+        if _warm_up is not None:
+            _warm_up.wait()
+        return build(*args, **kwargs)
+
+    compiled.compiled_engine = after_warm_up
+    yield
+    compiled.compiled_engine = build
 
 
 @pytest.fixture(scope="session")
