@@ -16,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,27 +25,61 @@ from helpers import run_cli
 
 # Modules that train on the compiled engine from their first tests: run after the others.
 LATE = ("test_bad_input", "test_bench", "test_checkpoint", "test_compiled_coverage",
-        "test_compiled_engine", "test_compiled_lanes", "test_train", "test_sklearn")
+        "test_compiled_engine", "test_compiled_lanes", "test_faults", "test_hardening",
+        "test_train", "test_sklearn")
 _warm_up: subprocess.Popen | None = None
+_compile_times: dict = {}  # bench's cold/warm compile, measured beside the tests
 
 
 def pytest_sessionstart(session) -> None:
     global _warm_up
-    if os.environ.get("HANDPROP_NO_WARM_UP"):
-        return
-    _warm_up = subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_numba.py"))],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not os.environ.get("HANDPROP_NO_WARM_UP"):
+        _warm_up = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("warm_numba.py"))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _measure_compile_times() -> None:
+    """``compile_seconds`` cold (an empty cache of its own: a full compile in a fresh
+    process, ~30 s of one core) and warm, once the warm-up no longer needs the core."""
+    from handprop.integrations.benchmark import compile_seconds
+
+    try:
+        if _warm_up is not None:
+            _warm_up.wait()
+        cache = tempfile.mkdtemp(prefix="handprop-numba-")
+        _compile_times.update(cache=cache, cold=compile_seconds(cache),
+                              warm=compile_seconds(cache))
+    except BaseException as exc:  # reported by the test that reads the result
+        _compile_times["error"] = exc
+
+
+@pytest.fixture
+def compile_times() -> dict:
+    """The cold and warm compile times measured since the session started (waits)."""
+    _compile_times["thread"].join()
+    if "error" in _compile_times:
+        raise _compile_times["error"]
+    return _compile_times
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     if _warm_up is not None and _warm_up.poll() is None:
         _warm_up.kill()
         _warm_up.wait()
+    if "cache" in _compile_times:
+        shutil.rmtree(_compile_times["cache"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The LATE modules last, everything else in its usual order."""
+    """The LATE modules last, everything else in its usual order; bench's compile times
+    measured from now on if their test was collected."""
     items.sort(key=lambda item: item.module.__name__ in LATE if item.module else False)
+    if any("compile_times" in getattr(item, "fixturenames", ()) for item in items):
+        # not a daemon: the session ends after it, leaving no compile process behind
+        thread = threading.Thread(target=_measure_compile_times)
+        _compile_times["thread"] = thread
+        thread.start()
 
 
 @pytest.fixture(scope="session", autouse=True)
