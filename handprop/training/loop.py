@@ -401,10 +401,11 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
 
 
 # Above this many multiply-adds per step (batch x conv/dense work per sample), NumPy's
-# BLAS-backed path beats the compiled loops. Measured here (2 cores, samples/s compiled
-# vs numpy): seed net batch 1 (3.2k per step) 10-13x faster compiled; seed batch 32
-# (103k) 1.3x faster compiled; small_cnn batch 32 (889k) 2.3x faster in NumPy; LeNet
-# batch 64 float32 (27M) 1.7x faster in NumPy.
+# BLAS-backed path beats the compiled loops. Measured here (2 cores; handprop bench and
+# compare): seed net batch 1 (3.2k per step) 15-22x faster compiled; seed batch 32
+# (103k) 3.5-4.2x faster compiled (samples in lanes); small_cnn batch 32 (889k) at 10
+# replicas 1.6x faster in NumPy (lanes of replicas); LeNet batch 64 float32 (27M) 3-4x
+# faster in NumPy.
 COMPILED_MAX_MACS = 300_000
 
 
