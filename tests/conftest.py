@@ -47,6 +47,8 @@ def _measure_compile_times() -> None:
     try:
         if _warm_up is not None:
             _warm_up.wait()
+        if _compile_times.get("stop"):  # the session ended first (e.g. -x)
+            raise RuntimeError("the session ended before the compile times were measured")
         cache = tempfile.mkdtemp(prefix="handprop-numba-")
         _compile_times.update(cache=cache, cold=compile_seconds(cache),
                               warm=compile_seconds(cache))
@@ -64,6 +66,7 @@ def compile_times() -> dict:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
+    _compile_times["stop"] = True
     if _warm_up is not None and _warm_up.poll() is None:
         _warm_up.kill()
         _warm_up.wait()
@@ -74,7 +77,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def pytest_collection_modifyitems(session, config, items) -> None:
     """The LATE modules last, everything else in its usual order; bench's compile times
     measured from now on if their test was collected."""
-    items.sort(key=lambda item: item.module.__name__ in LATE if item.module else False)
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in LATE)
     if any("compile_times" in getattr(item, "fixturenames", ()) for item in items):
         # not a daemon: the session ends after it, leaving no compile process behind
         thread = threading.Thread(target=_measure_compile_times)
