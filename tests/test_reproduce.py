@@ -252,6 +252,19 @@ def test_sensitivity_base_runs_are_the_study_runs_and_one_weight_moved(quick):
         assert data["ranking_flips"]["pairs"] == 2 * QUICK_SENSITIVITY
 
 
+def test_cost_change_is_relative_to_the_larger_cost():
+    from handprop.studies.sensitivity import _cost_change
+
+    def change(base: float, moved: float, diverged: bool = False) -> float | None:
+        return _cost_change({"diverged": diverged, "base_diverged": False,
+                             "cost": [9.0, moved], "base_cost": [9.0, base]})
+
+    assert change(0.001, 1.0) == pytest.approx(0.999)  # not 99,900%
+    assert change(2.0, 1.0) == change(1.0, 2.0) == 0.5
+    assert change(0.0, 0.0) == 0.0 and change(3.0, 3.0) == 0.0
+    assert change(1.0, 2.0, diverged=True) is None
+
+
 # -- config round trip and determinism -------------------------------------------------
 
 def test_config_toml_reproduces_the_summary(quick, rerun):

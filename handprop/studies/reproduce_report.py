@@ -260,7 +260,8 @@ def _sensitivity_section(sensitivity: dict[str, Any], config: ReproduceConfig) -
              "by 1e-8 (everything else identical). Description of these runs, not inference.",
              "", "| experiment | rule | moved by | first epoch with \\|w'-w\\|/\\|w\\| > "
              f"{THRESHOLDS[0]:g} (median) | ... > {THRESHOLDS[1]:g} | final \\|w'-w\\|/\\|w\\| "
-             "(median) | final cost changed by (median) |", "|---|---|---|---|---|---|---|"]
+             "(median) | final cost changed by, \\|c'-c\\|/max(c, c') (median) |",
+             "|---|---|---|---|---|---|---|"]
     flips_verdict = flips_rank = pairs_verdict = pairs_rank = 0
     for name, data in sensitivity.items():
         for rule, per_kind in data["parting"].items():

@@ -184,11 +184,13 @@ def _parting(rows: list[dict]) -> dict[str, Any]:
 
 
 def _cost_change(record: dict) -> float | None:
-    """|final cost - base final cost| / base final cost."""
+    """|c' - c| / max(|c|, |c'|) of the two final costs: 0 when equal, 1 when one is 0.
+    Relative to the larger one, so a cost near 0 that became O(1) reads 100%, not 1e5%."""
     if record["diverged"] or record["base_diverged"] or not record["cost"]:
         return None
-    base = record["base_cost"][-1]
-    return None if not base else abs(record["cost"][-1] - base) / abs(base)
+    base, moved = record["base_cost"][-1], record["cost"][-1]
+    larger = max(abs(base), abs(moved))
+    return 0.0 if larger == 0 else abs(moved - base) / larger
 
 
 def _all_right(accuracy: float | None) -> bool | None:
