@@ -24,7 +24,7 @@ import math
 
 from numba import njit
 
-from .kernels_elementwise import BCE_EPS, update
+from .kernels_elementwise import update
 from .kernels_epoch import (
     BATCH,
     CLASSES,
@@ -37,8 +37,8 @@ from .kernels_epoch import (
     WORK,
 )
 from .lanes import JIT, U, vcopy
-from .lanes_epoch import _backward, _forward, _max_row, train_block
-from .plan import BCE, L2, OUT_OFF
+from .lanes_epoch import _backward, _forward, sample_loss, train_block
+from .plan import L2, OUT_OFF
 
 
 @njit(**JIT)
@@ -65,37 +65,7 @@ def _loss(kind, mean, a, ga, out0, y, valid, classes, scale, total):
     """kernels_elementwise.loss's terms for the block's first ``valid`` samples, added to
     ``total`` in its order; gradients scaled by ``scale`` (1/batch for a mean)."""
     for lane in range(valid):
-        if kind == L2:
-            for k in range(classes):
-                at = U((out0 + k) * 8 + lane)
-                diff = a[at] - y[U(k * 8 + lane)]
-                total += diff * diff
-                ga[at] = diff * scale if mean else diff
-        elif kind == BCE:
-            for k in range(classes):
-                at = U((out0 + k) * 8 + lane)
-                prob, target = a[at], y[U(k * 8 + lane)]
-                log_p = math.log(prob) if prob > 0 else (-math.inf if prob == 0 else math.nan)
-                log_q = math.log1p(-prob)
-                log_p = -100.0 if log_p < -100.0 else log_p
-                log_q = -100.0 if log_q < -100.0 else log_q
-                total += target * log_p + (1 - target) * log_q
-                bound = prob * (1 - prob)
-                bound = BCE_EPS if bound < BCE_EPS else bound
-                ga[at] = scale * (prob - target) / bound
-        else:
-            shift = _max_row(a, out0, classes, lane)
-            norm = 0.0
-            for k in range(classes):
-                norm += math.exp(a[U((out0 + k) * 8 + lane)] - shift)
-            log_norm = math.log(norm)
-            for k in range(classes):
-                at = U((out0 + k) * 8 + lane)
-                log_prob = (a[at] - shift) - log_norm
-                target = y[U(k * 8 + lane)]
-                total += target * log_prob
-                grad = math.exp(log_prob) - target
-                ga[at] = grad * scale if mean else grad
+        total = sample_loss(kind, mean, a, ga, out0, y, 0, classes, lane, scale, total)
     return total
 
 

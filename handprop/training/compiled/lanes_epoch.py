@@ -238,42 +238,50 @@ def _loss(kind, mean, a, ga, out0, y, row0, nb, classes, lane):
     scale = 1.0 / nb if mean else 1.0
     total = 0.0
     for n in range(nb):
-        p0 = out0 + n * classes
-        t0 = (row0 + n) * classes
-        if kind == L2:
-            for k in range(classes):
-                at = U((p0 + k) * 8 + lane)
-                diff = a[at] - y[U((t0 + k) * 8 + lane)]
-                total += diff * diff
-                ga[at] = diff * scale if mean else diff
-        elif kind == BCE:
-            for k in range(classes):
-                at = U((p0 + k) * 8 + lane)
-                prob, target = a[at], y[U((t0 + k) * 8 + lane)]
-                log_p = math.log(prob) if prob > 0 else (-math.inf if prob == 0 else math.nan)
-                log_q = math.log1p(-prob)
-                log_p = -100.0 if log_p < -100.0 else log_p
-                log_q = -100.0 if log_q < -100.0 else log_q
-                total += target * log_p + (1 - target) * log_q
-                bound = prob * (1 - prob)
-                bound = BCE_EPS if bound < BCE_EPS else bound
-                ga[at] = scale * (prob - target) / bound
-        else:
-            shift = _max_row(a, p0, classes, lane)
-            norm = 0.0
-            for k in range(classes):
-                norm += math.exp(a[U((p0 + k) * 8 + lane)] - shift)
-            log_norm = math.log(norm)
-            for k in range(classes):
-                at = U((p0 + k) * 8 + lane)
-                log_prob = (a[at] - shift) - log_norm
-                target = y[U((t0 + k) * 8 + lane)]
-                total += target * log_prob
-                grad = math.exp(log_prob) - target
-                ga[at] = grad * scale if mean else grad
+        total = sample_loss(kind, mean, a, ga, out0 + n * classes, y, (row0 + n) * classes,
+                            classes, lane, scale, total)
     if kind == L2:
         return 0.5 * scale * total
     return -scale * total
+
+
+@njit(inline="always", **JIT)
+def sample_loss(kind, mean, a, ga, p0, y, t0, classes, lane, scale, total):
+    """One sample's loss terms in one lane, added to ``total`` in kernels_elementwise.loss's
+    order (its predictions at ``a[p0 ..]``, targets at ``y[t0 ..]``), and its output
+    gradient into ``ga`` (times ``scale`` where the reduction is a mean)."""
+    if kind == L2:
+        for k in range(classes):
+            at = U((p0 + k) * 8 + lane)
+            diff = a[at] - y[U((t0 + k) * 8 + lane)]
+            total += diff * diff
+            ga[at] = diff * scale if mean else diff
+    elif kind == BCE:
+        for k in range(classes):
+            at = U((p0 + k) * 8 + lane)
+            prob, target = a[at], y[U((t0 + k) * 8 + lane)]
+            log_p = math.log(prob) if prob > 0 else (-math.inf if prob == 0 else math.nan)
+            log_q = math.log1p(-prob)
+            log_p = -100.0 if log_p < -100.0 else log_p
+            log_q = -100.0 if log_q < -100.0 else log_q
+            total += target * log_p + (1 - target) * log_q
+            bound = prob * (1 - prob)
+            bound = BCE_EPS if bound < BCE_EPS else bound
+            ga[at] = scale * (prob - target) / bound
+    else:
+        shift = _max_row(a, p0, classes, lane)
+        norm = 0.0
+        for k in range(classes):
+            norm += math.exp(a[U((p0 + k) * 8 + lane)] - shift)
+        log_norm = math.log(norm)
+        for k in range(classes):
+            at = U((p0 + k) * 8 + lane)
+            log_prob = (a[at] - shift) - log_norm
+            target = y[U((t0 + k) * 8 + lane)]
+            total += target * log_prob
+            grad = math.exp(log_prob) - target
+            ga[at] = grad * scale if mean else grad
+    return total
 
 
 @njit(**JIT)
