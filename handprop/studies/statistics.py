@@ -142,11 +142,12 @@ def _mean_interval(values: Sequence[float] | np.ndarray, level: float, method: M
         method_used = f"t (bootstrap-t needs at least {MIN_BOOTSTRAP_T} values)"
         return result(*_t_interval(x, level), method_used)
     if method == "bootstrap-t":
-        flat = _flat_fraction(x, resamples, seed)
+        means, variances = _resampled_moments(x, resamples, seed)
+        flat = _flat_fraction(x, variances)
         if flat > (1 - level) / 2:
             return result(*_t_interval(x, level), f"t (bootstrap-t unstable: {flat:.0%} of "
                           "resamples have almost no spread, e.g. many tied values)")
-        return result(*_bootstrap_t(x, level, resamples, seed), method)
+        return result(*_bootstrap_t(x, level, means, variances), method)
     if method == "t":
         return result(*_t_interval(x, level), method)
     res = stats.bootstrap((x,), np.mean, confidence_level=level, method="BCa",
@@ -181,20 +182,20 @@ def _resampled_moments(x: np.ndarray, resamples: int,
     return means, variances
 
 
-def _flat_fraction(x: np.ndarray, resamples: int, seed: int) -> float:
-    """The fraction of resamples whose standard error is below FLAT_RESAMPLE times the
-    sample's: there t* = (mean* - mean) / se* is huge or infinite whatever the data say."""
-    _, variances = _resampled_moments(x, resamples, seed)
+def _flat_fraction(x: np.ndarray, variances: np.ndarray) -> float:
+    """The fraction of resamples (their ``variances``) whose standard error is below
+    FLAT_RESAMPLE times the sample's: there t* = (mean* - mean) / se* is huge or infinite
+    whatever the data say."""
     return float(np.mean(variances < (FLAT_RESAMPLE**2) * x.var(ddof=1)))
 
 
-def _bootstrap_t(x: np.ndarray, level: float, resamples: int,
-                 seed: int) -> tuple[float, float]:
+def _bootstrap_t(x: np.ndarray, level: float, means: np.ndarray,
+                 variances: np.ndarray) -> tuple[float, float]:
     """Studentized bootstrap interval of the mean: the t-interval with the quantiles of
-    t* = (mean* - mean) / se* over resamples in place of Student's t quantiles."""
+    t* = (mean* - mean) / se* over resamples (their :func:`_resampled_moments`) in place
+    of Student's t quantiles."""
     n = x.size
     se = x.std(ddof=1) / math.sqrt(n)
-    means, variances = _resampled_moments(x, resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = means / np.sqrt(variances / n)  # +-inf for a resample without spread
     t = t[~np.isnan(t)]
