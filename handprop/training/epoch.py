@@ -34,8 +34,10 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ..core.limits import estimate_training_bytes
 from ..core.network import Network
 from ..rules.base import LearningRule
+from .allocator import keep_freed_memory
 from .optim import Optimizer
 
 ENGINES = ("auto", "numpy", "compiled")
@@ -78,6 +80,8 @@ class NumpyEpoch:
 
     ``threads=2`` runs the second half of large exact-rule batches in a helper thread
     (NumPy and single-threaded BLAS release the GIL); it changes speed, never results.
+    Each step allocates its arrays afresh: on Linux the engine first asks glibc to keep
+    freed memory for reuse (:mod:`handprop.training.allocator`).
     """
 
     name = "numpy"
@@ -87,6 +91,8 @@ class NumpyEpoch:
                  loss_fn: LossFn, batch_size: int, threads: int = 1) -> None:
         self.net, self.rule, self.optimizer = net, rule, optimizer
         self.loss_fn, self.batch_size = loss_fn, batch_size
+        keep_freed_memory(estimate_training_bytes(net, math.prod(net.rep_shape), batch_size,
+                                                  itemsize=net.dtype.itemsize))
         # Batch statistics (batch norm) are over the whole batch: such a batch is never split.
         coupled = any(layer.batch_coupled for layer in net.layers)
         self.halves = (rule is None and not coupled
