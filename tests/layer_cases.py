@@ -5,7 +5,8 @@
 input shape, the batch size and how to draw the input. ``test_layer_tables.py`` runs
 every case through the Layer API (``build``, ``init_param``, ``init_state``,
 ``forward``, ``backward``) against central finite differences and against the kind's
-torch twin (``torch_twins.TORCH_LAYERS``), with replicas, and through a TOML spec.
+torch twin (``handprop.integrations.torch_twins.TORCH_LAYERS``), with replicas, and
+through a TOML spec.
 
 A registered kind with no finite-difference case or no parity case fails
 ``test_every_layer_kind_has_cases``: a new op adds its cases here.

@@ -8,7 +8,8 @@ gradient ``R`` contracts its output.
 * finite differences: the gradient of ``sum(R * forward(x))`` with respect to the input
   and every parameter, ``rel_error <= 1e-6`` (``helpers.FD_TOL``);
 * parity: output, input gradient, every parameter gradient and every state array equal
-  the torch twin's (``torch_twins.TORCH_LAYERS``), ``<= 1e-10`` (``helpers.PARITY_TOL``);
+  the torch twin's (``handprop.integrations.torch_twins.TORCH_LAYERS``), ``<= 1e-10``
+  (``helpers.PARITY_TOL``);
 * replicas: with a leading replica axis the layer computes each replica on its own;
 * specs: every case's layer survives a TOML network spec unchanged.
 
@@ -25,10 +26,10 @@ import pytest
 import torch
 from helpers import assert_fd, assert_parity, fd_grad
 from layer_cases import LAYER_CASES, LayerCase, build_layer, case_params, draw_arrays, draw_input
-from torch_twins import TORCH_LAYERS, load_arrays, torch_layer
 
 from handprop.core.layers import layer_types
 from handprop.core.spec import dump_toml, layer_from_spec, network_from_spec
+from handprop.integrations.torch_twins import TORCH_LAYERS, load_arrays, torch_layer
 
 CASES = case_params()
 
@@ -50,7 +51,7 @@ def _one_torch_thread(one_torch_thread):
 @pytest.mark.parametrize("kind", sorted(layer_types()))
 def test_every_layer_kind_has_cases(kind: str) -> None:
     """A registered layer kind has a finite-difference case, a parity case and a torch
-    twin (add them to tests/layer_cases.py and tests/torch_twins.py)."""
+    twin (add them to tests/layer_cases.py and handprop/integrations/torch_twins.py)."""
     cases = LAYER_CASES.get(kind, [])
     assert any(c.fd for c in cases), f"layer kind {kind!r} has no finite-difference case"
     assert any(c.parity for c in cases), f"layer kind {kind!r} has no torch-parity case"

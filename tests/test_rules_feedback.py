@@ -22,10 +22,10 @@ from helpers import (
     ref_seed_forward,
     spy,
 )
-from torch_twins import torch_twin
 
 from handprop import Activation, Conv2d, Dense, Network, seed_net, small_cnn
 from handprop.core.gradcheck import rel_error
+from handprop.integrations.torch_twins import torch_twin
 from handprop.rules import make_rule
 from handprop.rules.base import weight_layer_indices
 from handprop.studies.alignment import weight_alignment

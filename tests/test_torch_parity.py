@@ -18,7 +18,6 @@ from helpers import (
     random_conv_configs,
     tie_free,
 )
-from torch_twins import torch_activation, torch_lenet, torch_seed_net, torch_twin
 
 from handprop import lenet, seed_net, small_cnn
 from handprop.core.ops import (
@@ -37,6 +36,13 @@ from handprop.core.ops import (
     max_pool2d_routing,
     max_pool2d_upsample,
     softmax_cross_entropy,
+)
+from handprop.integrations.torch_twins import (
+    TwinMismatchError,
+    torch_activation,
+    torch_lenet,
+    torch_seed_net,
+    torch_twin,
 )
 
 
@@ -421,5 +427,5 @@ def test_network_matches_torch_twin(build, twin, input_shape, batch, seed) -> No
 
 def test_twins_reject_a_mismatched_network() -> None:
     """torch_seed_net refuses a network whose parameters do not fit the article's net."""
-    with pytest.raises(AssertionError):
+    with pytest.raises(TwinMismatchError):
         torch_seed_net(small_cnn().init(0))

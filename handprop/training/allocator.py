@@ -39,6 +39,7 @@ import ctypes
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 MIB = 1 << 20
 MMAP_THRESHOLD = 32 * MIB  # glibc's largest allowed value on 64-bit systems
@@ -51,7 +52,7 @@ _lock = threading.Lock()
 _trim_set = 0  # the trim threshold this process set (0: none yet)
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:
+def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, or None where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return None

@@ -1,16 +1,25 @@
-"""PyTorch twins of handprop networks, with handprop's parameters copied in (float64).
+"""PyTorch twins of handprop networks, with handprop's parameters copied in.
+
+One module for both users of PyTorch: the tests (parity of every layer and network with
+torch autograd) and ``handprop bench`` (the same networks trained by torch, timed).
+torch is a test and benchmark dependency, never a runtime one: importing this module
+imports torch, and nothing in handprop imports it except lazily (the benchmark, when
+torch is installed).
 
 ``torch_seed_net`` and ``torch_lenet`` are written out layer by layer from the
 architectures' descriptions (not derived from handprop's layer list), so that a wrong
 preset is caught too; ``torch_twin`` translates any chain of handprop layers, one
-``TORCH_LAYERS`` entry per layer class (the parity table of ``layer_cases.py`` uses the
-same entries).
+``TORCH_LAYERS`` entry per layer class (the parity table of ``tests/layer_cases.py``
+uses the same entries).
 
     net = handprop.seed_net().init(0)
     twin = torch_seed_net(net)
     out = twin(torch.from_numpy(x))        # == net.forward(x)[0]
 
-The twins' parameter names are handprop's (``conv1.weight``, ``fc3.weight``, ...).
+The twins' parameter names are handprop's (``conv1.weight``, ``fc3.weight``, ...) and
+their weights have handprop's layouts (conv ``(O, C/groups, kh, kw)``, dense
+``(out, in)``; both libraries compute a cross-correlation). A twin computes in the
+network's dtype (float64 or float32).
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
-from handprop.core.layers import Layer
-from handprop.core.network import Network
-from handprop.core.ops.asrun import AsRunConv2d
-from handprop.core.ops.avgpool import AvgPool2d
-from handprop.core.ops.batchnorm import BatchNorm2d
+from ..core.layers import Layer
+from ..core.network import Network
+from ..core.ops.activations import Activation, PerChannelActivation
+from ..core.ops.asrun import AsRunConv2d
+from ..core.ops.avgpool import AvgPool2d
+from ..core.ops.batchnorm import BatchNorm2d
+from ..core.ops.conv import Conv2d
+from ..core.ops.dense import Dense, Flatten
+from ..core.ops.pool import MaxPool2d
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -36,6 +48,11 @@ TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "arctan": torch.atan,
     "sigmoid": torch.sigmoid,
 }
+TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
+
+
+class TwinMismatchError(ValueError):
+    """A twin and a handprop network (or arrays) do not have the same parameters."""
 
 
 def torch_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -67,16 +84,17 @@ class PerChannel(nn.Module):
         self.fns = [torch_activation(name) for name in names]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.shape[1] == len(self.fns), (x.shape, self.names)
+        if x.shape[1] != len(self.fns):
+            raise TwinMismatchError(f"{len(self.fns)} activations {self.names}, input {x.shape}")
         return torch.stack([fn(x[:, c]) for c, fn in enumerate(self.fns)], dim=1)
 
 
 def copy_params(module: nn.Module, net: Network) -> nn.Module:
-    """Copy ``net.params`` (and ``net.buffers``, the layers' state) into ``module``
-    (same names and shapes required); float64."""
+    """Copy ``net.params`` (and ``net.buffers``, the layers' state) into ``module`` (same
+    names and shapes required), which is cast to the network's dtype; returns it."""
     if net.flat is None or net.rep_shape:
-        raise ValueError("copy_params needs a network with parameters and no replicas")
-    module = module.double()
+        raise TwinMismatchError("copy_params needs a network with parameters and no replicas")
+    module = module.to(TORCH_DTYPES[np.dtype(net.dtype)])
     load_arrays(module, dict(net.params), dict(net.buffers))
     return module
 
@@ -84,16 +102,20 @@ def copy_params(module: nn.Module, net: Network) -> nn.Module:
 def load_arrays(module: nn.Module, params: Mapping[str, np.ndarray],
                 state: Mapping[str, np.ndarray]) -> None:
     """Copy ``params`` into the module's parameters (exactly these names) and ``state``
-    into its buffers of the same names (torch may keep more, e.g. a batch counter)."""
+    into its buffers of the same names (torch may keep more, e.g. a batch counter), each
+    in the dtype of the module's tensor."""
     theirs = dict(module.named_parameters())
-    assert set(theirs) == set(params), (sorted(theirs), sorted(params))
     buffers = dict(module.named_buffers())
-    assert set(state) <= set(buffers), (sorted(buffers), sorted(state))
+    if set(theirs) != set(params) or not set(state) <= set(buffers):
+        raise TwinMismatchError(f"parameters: twin {sorted(theirs)}, handprop {sorted(params)}; "
+                           f"state: twin {sorted(buffers)}, handprop {sorted(state)}")
     with torch.no_grad():
         for name, value in [*params.items(), *state.items()]:
             target = theirs[name] if name in theirs else buffers[name]
-            assert tuple(target.shape) == value.shape, (name, target.shape, value.shape)
-            target.copy_(torch.from_numpy(np.asarray(value, dtype="float64")))
+            if tuple(target.shape) != np.shape(value):
+                raise TwinMismatchError(f"{name}: twin {tuple(target.shape)}, handprop "
+                                   f"{np.shape(value)}")
+            target.copy_(torch.from_numpy(np.asarray(value)).to(target.dtype))
 
 
 class _Named(nn.Module):
@@ -210,7 +232,7 @@ TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
 """The torch twin of every handprop layer class, made from a *built* layer (its
 ``in_shape`` known). Parameters and state keep handprop's local names (``weight``,
 ``bias``, ``running_mean``, ...). Every registered layer class must have one: see
-``test_layer_tables.py``."""
+``tests/test_layer_tables.py``."""
 
 
 def torch_layer(layer: Layer) -> nn.Module:
@@ -226,3 +248,12 @@ def torch_twin(net: Network) -> nn.Module:
     """A torch module translated layer by layer from any chain of handprop layers, with
     the network's parameters and state copied in."""
     return copy_params(_Named([(layer.name, torch_layer(layer)) for layer in net.layers]), net)
+
+
+def l2_loss(reduction: str = "sum") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """handprop's ``l2``: ``0.5 * sum((pred - y)**2)``, divided by the batch size if mean."""
+    if reduction == "sum":
+        return lambda pred, target: 0.5 * ((pred - target) ** 2).sum()
+    if reduction == "mean":
+        return lambda pred, target: 0.5 * ((pred - target) ** 2).sum() / pred.shape[0]
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
