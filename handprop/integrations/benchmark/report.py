@@ -198,28 +198,32 @@ def _fresh_lines(results: dict) -> list[str]:
     if not fresh:
         return []
     lines = ["", f"fresh processes, real runs: {results.get('fresh_blocks')} interleaved "
-             "blocks, median [min-max] over the blocks",
-             f"{'':<{LABEL}}{'samples/s':>26}{'page faults, last epoch':>30}"]
+             "blocks, median [min-max] over the blocks; minor page faults per epoch"]
     for key, entry in fresh.items():
-        lines.append(f"{entry['label']}: {entry['text']}")
+        lines += [f"{entry['label']}", f"    {entry['text']}",
+                  f"{'':<{LABEL}}{'samples/s':>26}{'faults, last epoch':>26}{'first':>10}"]
         for label, row in entry["rows"].items():
-            faults = _spread_text(spread(row["faults_last_epoch"]))
-            failed = f"  failed: {row['errors'][-1]}" if row["errors"] else ""
             used = row.get("engine_used")
-            shown = label if not used or used == row["engine"] or row["library"] == "torch" \
-                else f"{label} (ran {used})"
-            lines.append(f"{'    ' + shown:<{LABEL}}{_spread_text(row['summary']):>26}"
-                         f"{faults:>30}{failed}")
+            if used and row["library"] == "handprop" and used != row["engine"]:
+                label = f"{label} (ran {used})"
+            first = spread(row["faults_first_epoch"])
+            lines.append(f"{'    ' + label:<{LABEL}}{_spread_text(row['summary']):>26}"
+                         f"{_spread_text(spread(row['faults_last_epoch'])):>26}"
+                         f"{_num(first and first['median'], 0):>10}"
+                         + (f"  failed: {row['errors'][-1]}" if row["errors"] else ""))
         for ratio in entry["ratios"].values():
-            target = results.get("targets", {}).get(
-                _FRESH_TARGETS.get((key, entry["rows"][ratio["numerator"]]["workers"])))
-            denominator = entry["rows"][ratio["denominator"]]
-            judged = target and denominator["library"] == "torch"
-            tail = f"  target {target['target']}: {_met(target)}" if judged else ""
-            lines.append(f"{'    ' + ratio['numerator']:<{LABEL}}"
-                         f"{_spread_text(ratio['summary'], 2, 'x'):>26}  over "
-                         f"{ratio['denominator']}{tail}")
+            lines.append(_fresh_ratio_line(results, key, entry, ratio))
     return lines
+
+
+def _fresh_ratio_line(results: dict, key: str, entry: dict, ratio: dict) -> str:
+    """``numerator  median [min-max]x  over denominator``, and its target if it has one."""
+    target = results.get("targets", {}).get(
+        _FRESH_TARGETS.get((key, entry["rows"][ratio["numerator"]]["workers"])))
+    judged = target and entry["rows"][ratio["denominator"]]["library"] == "torch"
+    return (f"{'    ' + ratio['numerator']:<{LABEL}}{_spread_text(ratio['summary'], 2, 'x'):>26}"
+            f"  over {ratio['denominator']}"
+            + (f"  (target {target['target']}: {_met(target)})" if judged else ""))
 
 
 def _rule_lines(results: dict) -> list[str]:
