@@ -48,7 +48,8 @@ def make_net(work: dict):
 
 
 def run_handprop(job: dict, x, y) -> dict:
-    """``fit`` over the workload; a mark (time, faults) before it and after every epoch."""
+    """``fit`` over the workload (``runs`` times, fresh weights each time); a mark (time,
+    faults) before the first and after every epoch."""
     import handprop
     from handprop.training.loop import TrainConfig, fit
 
@@ -61,10 +62,11 @@ def run_handprop(job: dict, x, y) -> dict:
         part = (slice(None), slice(2)) if work["replicas"] else slice(2)
         warm = TrainConfig(**{**config.to_dict(), "epochs": 1})
         fit(make_net(work), x[part], y[part], warm, engine=job["engine"], threads=threads)
-    net = make_net(work)
     marks = [(time.perf_counter(), faults())]
-    history = fit(net, x, y, config, engine=job["engine"], threads=threads,
-                  on_epoch=lambda epoch, history: marks.append((time.perf_counter(), faults())))
+    for _ in range(work["runs"]):
+        history = fit(make_net(work), x, y, config, engine=job["engine"], threads=threads,
+                      on_epoch=lambda epoch, history: marks.append((time.perf_counter(),
+                                                                    faults())))
     cost = history.cost[-1]
     return {"marks": marks, "engine": history.extra.get("engine"),
             "handprop": os.path.dirname(handprop.__file__), "cost": float(cost.mean())}

@@ -44,6 +44,8 @@ class Workload:
     speed does not depend on the values); ``replicas`` > 0 trains that many networks
     (seeds 0..R-1) in lockstep, as ``handprop compare`` trains its seeds (PyTorch trains
     them one after another), 0 a single network. Loss: softmax cross-entropy, mean.
+    ``runs`` trainings follow one another in the process, each from fresh weights (a
+    study's worker process trains one job after another).
     """
 
     key: str
@@ -59,6 +61,7 @@ class Workload:
     momentum: float
     replicas: int
     shuffle: bool
+    runs: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,12 +69,13 @@ class Workload:
     def describe(self) -> str:
         seeds = (f"{self.replicas} seeds in lockstep (torch: one after another), "
                  if self.replicas else "")
+        runs = f", {self.runs} runs in the process" if self.runs > 1 else ""
         shape = "x".join(map(str, self.input_shape))
         return (f"{self.net} {self.dtype}, {self.images:,} random {shape} images x "
                 f"{self.epochs} epochs, {seeds}batch {self.batch_size}, "
                 f"{self.optimizer} lr {self.lr:g}"
                 + (f" momentum {self.momentum:g}" if self.optimizer == "momentum" else "")
-                + f", softmax_ce mean{', shuffled' if self.shuffle else ''}")
+                + f", softmax_ce mean{', shuffled' if self.shuffle else ''}{runs}")
 
 
 def lenet_workload(images: int, epochs: int) -> Workload:
@@ -84,10 +88,11 @@ def lenet_workload(images: int, epochs: int) -> Workload:
 def compare_workload(images: int, epochs: int) -> Workload:
     """``handprop compare``'s default network and training (compare.toml): the small CNN
     on 8x8 digits (1,438 training images per seed), batch 32, Adam lr 0.001, float64,
-    10 seeds in lockstep, shuffled every epoch."""
+    10 seeds in lockstep (one rule), shuffled every epoch; two rules one after another,
+    as compare's worker processes run its jobs."""
     return Workload("compare_cnn_batch32", "(d) compare's CNN batch-32, f64, 8x8, R=10",
                     "small", (1, 8, 8), images, epochs, 32, "float64", "adam", 0.001, 0.9,
-                    10, True)
+                    10, True, runs=2)
 
 
 @dataclass(frozen=True)
@@ -109,5 +114,5 @@ FULL = Sizes(online_epochs=20, batch32_epochs=100, replica_images=350, compile_t
              malloc_defaults=True)
 QUICK = Sizes(online_epochs=1, batch32_epochs=2, replica_images=20, compile_times=False,
               widths=((28, 36),),
-              fresh=(lenet_workload(256, 2), compare_workload(64, 2)),
+              fresh=(lenet_workload(128, 2), compare_workload(32, 2)),
               malloc_defaults=False)

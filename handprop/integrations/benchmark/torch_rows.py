@@ -145,25 +145,30 @@ def measure_torch(results: dict[str, Any], runs: dict[str, list[float]], sizes: 
 def fresh_torch_run(work: dict[str, Any], x: np.ndarray, y: np.ndarray,
                     faults: Callable[[], int]) -> dict[str, Any]:
     """A fresh process's torch run of a workload (see :mod:`.fresh_child`): a twin per
-    seed (the handprop network's weights), trained one after another within each
-    epoch; a mark (time, faults) before the first epoch and after every epoch."""
-    build = {"lenet": lenet, "small": small_cnn}[work["net"]]
-    seeds = range(max(work["replicas"], 1))
-    nets = [build(input_shape=tuple(work["input_shape"])).init(seed, dtype=work["dtype"])
-            for seed in seeds]
-    models = [torch_twin(net) for net in nets]
-    optimizers = [torch_optimizer(m, work["optimizer"], work["lr"], work["momentum"])
-                  for m in models]
+    seed (the handprop network's weights), trained one after another within each epoch,
+    ``runs`` times; a mark (time, faults) before the first epoch and after every epoch."""
     xs = [torch.from_numpy(xr) for xr in (x if work["replicas"] else [x])]
     ys = [torch.from_numpy(yr.astype(np.int64)) for yr in (y if work["replicas"] else [y])]
     shuffle = torch.Generator().manual_seed(0) if work["shuffle"] else None
     marks, cost = [(time.perf_counter(), faults())], 0.0
-    for _ in range(work["epochs"]):
-        cost = 0.0
-        for model, optimizer, xr, yr in zip(models, optimizers, xs, ys, strict=True):
-            order = None if shuffle is None else torch.randperm(len(xr), generator=shuffle)
-            cost += train_torch(model, xr, yr, F.cross_entropy, optimizer,
-                                batch_size=work["batch_size"], order=order)[3]
-        marks.append((time.perf_counter(), faults()))
+    for _ in range(work["runs"]):
+        models = _fresh_twins(work)
+        optimizers = [torch_optimizer(m, work["optimizer"], work["lr"], work["momentum"])
+                      for m in models]
+        for _ in range(work["epochs"]):
+            cost = 0.0
+            for model, optimizer, xr, yr in zip(models, optimizers, xs, ys, strict=True):
+                order = None if shuffle is None else torch.randperm(len(xr), generator=shuffle)
+                cost += train_torch(model, xr, yr, F.cross_entropy, optimizer,
+                                    batch_size=work["batch_size"], order=order)[3]
+            marks.append((time.perf_counter(), faults()))
     return {"marks": marks, "engine": "torch", "threads": torch.get_num_threads(),
-            "cost": cost / len(models)}
+            "cost": cost / len(xs)}
+
+
+def _fresh_twins(work: dict[str, Any]) -> list[torch.nn.Module]:
+    """A twin per seed of the workload's network, from handprop's initial weights."""
+    build = {"lenet": lenet, "small": small_cnn}[work["net"]]
+    return [torch_twin(build(input_shape=tuple(work["input_shape"])).init(seed,
+                                                                         dtype=work["dtype"]))
+            for seed in range(max(work["replicas"], 1))]
