@@ -175,6 +175,12 @@ def test_since_sends_only_the_points_the_page_lacks(api):
     assert third["start"] == 0 and third["steps"] == list(range(7))
 
 
+def test_a_page_without_maps_gets_no_view(api):
+    state = ok(api, "POST", "/api/step", {"steps": 2, "view": False})
+    assert "view" not in state and state["step"] == 2 and state["runs"][0]["cost"] is not None
+    assert "view" in ok(api, "POST", "/api/state", {})
+
+
 def test_long_runs_keep_a_bounded_evenly_spaced_curve(monkeypatch, images):
     from handprop.explore import session as module
 
@@ -254,6 +260,7 @@ BAD = [
     ("/api/settings", {"lines": {}}, "lines must be an object"),
     ("/api/settings", {"lines": {"conv2": {"d": "red"}}, "rule": "fa"}, "cannot go with rule"),
     ("/api/settings", {"path": "/etc/passwd"}, "unknown field"),
+    ("/api/step", {"steps": 1, "view": "no"}, "view must be true or false"),
 ]
 
 
@@ -264,7 +271,8 @@ def test_a_bad_request_is_a_400_with_one_line_and_changes_nothing(api, path, bod
               api.session.runs[0].net.flat.copy())
     status, data = call(api, "POST", path, body)
     assert status == 400, data
-    assert message in data["error"] and "\n" not in data["error"] and "Traceback" not in data["error"]
+    error = data["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
     after = (api.session.generation, api.session.steps, api.session.settings)
     assert after == before[:3] and np.array_equal(api.session.runs[0].net.flat, before[3])
 
@@ -347,7 +355,8 @@ def test_a_missing_host_header_is_refused(server):
 
 
 def test_localhost_with_the_port_is_accepted(server):
-    assert request(server, "GET", "/api/meta", host=f"localhost:{server.server_address[1]}")[0] == 200
+    host = f"localhost:{server.server_address[1]}"
+    assert request(server, "GET", "/api/meta", host=host)[0] == 200
 
 
 def test_another_sites_origin_or_a_form_post_is_refused(server):
@@ -373,7 +382,8 @@ def test_errors_are_json_never_a_traceback(server):
     for method in ("PUT", "DELETE", "PATCH"):
         status, headers, body = request(server, method, "/api/step")
         assert status >= 400 and b"Traceback" not in body and json.loads(body)["error"]
-    status, _, body = request(server, "POST", "/api/step", b"{nope", {"Content-Type": "application/json"})
+    status, _, body = request(server, "POST", "/api/step", b"{nope",
+                              {"Content-Type": "application/json"})
     assert status == 400 and json.loads(body)["error"] == "request body is not valid JSON"
     status, _, body = request(server, "POST", "/api/step", b"x" * 20000,
                               {"Content-Type": "application/json"})

@@ -44,12 +44,14 @@ def _setup_explore(p: argparse.ArgumentParser) -> None:
                              "(a new or empty folder), then exit")
     export.add_argument("--rules", type=_names, default=list(DEFAULT_RULES),
                         help=f"rules to precompute (default: {','.join(DEFAULT_RULES)})")
-    export.add_argument("--seeds", type=_seeds, default=[0], help="seeds to precompute (default: 0)")
+    export.add_argument("--seeds", type=_seeds, default=[0],
+                        help="seeds to precompute (default: 0)")
     export.add_argument("--steps", type=int_in(1, MAX_EXPORT_STEPS), default=DEFAULT_STEPS,
                         help=f"steps per trace (default: {DEFAULT_STEPS})")
     export.add_argument("--images", type=_indices, default=list(DEFAULT_IMAGES),
-                        help="images whose forward and backward views are kept (indices as in "
-                             "the page: 0-3 the built-in images, 4-363 the digits; default 0,1,2,3)")
+                        help="images whose forward and backward views are kept (indices as "
+                             "in the page: 0-3 the built-in images, 4-363 the digits; "
+                             "default 0,1,2,3)")
 
 
 @command("explore", "a local page: watch back-propagation and its broken twins on the "
@@ -68,8 +70,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
               f"{(args.export / 'index.html').resolve().as_uri()}")
         return 0
     from ..explore.api import ExploreApi
-    from ..explore.server import serve
+    from ..explore.server import ExploreServer, serve
     from ..explore.session import Session
 
-    serve(ExploreApi(Session(settings)), port=args.port, open_browser=not args.no_browser)
+    server = ExploreServer(port=args.port)  # a port in use is refused before any work
+    try:
+        server.api = ExploreApi(Session(settings))
+    except BaseException:
+        server.server_close()
+        raise
+    serve(server, open_browser=not args.no_browser)
     return 0

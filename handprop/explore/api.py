@@ -11,7 +11,8 @@
 ==========================  ===============================================================
 
 Every POST may carry ``"since": [{"id": ..., "count": n}, ...]`` (one per run: the curve
-the page holds), and then gets only the curve points it lacks.
+the page holds), and then gets only the curve points it lacks; and ``"view": false`` when
+the page shows no map (its training and compare views): the answer then has no ``view``.
 
 A request that breaks a rule (unknown field, wrong type, a value outside its limit, an
 unknown rule, layer, channel or colour) gets 400 and ``{"error": "one line"}``, and
@@ -139,10 +140,10 @@ def parse_body(raw: bytes | None, allowed: tuple[str, ...]) -> dict[str, Any]:
         raise _bad("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed) - {"since"})
+    unknown = sorted(set(body) - set(allowed) - {"since", "view"})
     if unknown:
         raise _bad(f"unknown field {unknown[0][:40]!r}; expected "
-                   f"{', '.join(allowed) or 'no fields'} (and since)")
+                   f"{', '.join(allowed) or 'no fields'} (and since, view)")
     return body
 
 
@@ -206,30 +207,34 @@ class ExploreApi:
             "defaults": Settings().to_json(),
         }
 
-    def _since(self, body: dict[str, Any]) -> list[dict[str, Any]] | None:
-        return _since(body["since"]) if "since" in body else None
+    def _answer(self, body: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        """The state to send back once the request is done (``since`` and ``view``
+        checked now, before anything changes)."""
+        since = _since(body["since"]) if "since" in body else None
+        with_view = _bool(body.get("view", True), "view")
+        return lambda: snapshot(self.session, since, with_view)
 
     def _state(self, body: dict[str, Any]) -> dict[str, Any]:
-        return snapshot(self.session, self._since(body))
+        return self._answer(body)()
 
     def _step(self, body: dict[str, Any]) -> dict[str, Any]:
-        since = self._since(body)
+        answer = self._answer(body)
         steps = _int(body.get("steps", 1), "steps", *LIMITS["steps"])
         self.session.step(steps)
-        return snapshot(self.session, since)
+        return answer()
 
     def _reset(self, body: dict[str, Any]) -> dict[str, Any]:
-        since = self._since(body)
+        answer = self._answer(body)
         seed = _int(body["seed"], "seed", *LIMITS["seed"]) if "seed" in body else None
         self.session.reset(seed)
-        return snapshot(self.session, since)
+        return answer()
 
     def _settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        since = self._since(body)
-        changes = check_settings({k: v for k, v in body.items() if k != "since"},
+        answer = self._answer(body)
+        changes = check_settings({k: v for k, v in body.items() if k not in ("since", "view")},
                                  len(self.session.images.pixels))
         self.session.update(**changes)
-        return snapshot(self.session, since)
+        return answer()
 
 
 def image_items(images: Catalogue, indices: Iterable[int]) -> dict[str, Any]:

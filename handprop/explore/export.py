@@ -43,7 +43,8 @@ DEFAULT_IMAGES = (0, 1, 2, 3)  # the four built-in images
 MAX_EXPORT_STEPS = 20_000
 MAX_TRACES = 24  # rules x seeds
 MAX_FRAMES = 16
-MAX_VIEWS = 2_000  # traces x frames x images (about 45 kB each)
+MAX_VIEWS = 2_000  # traces x frames x images (about 40 kB each)
+MAX_TOTAL_STEPS = 100_000  # traces x steps (a few ms each: minutes of work at most)
 DIGITS = 4  # significant digits of the exported maps
 MARKER = ".handprop-export.json"
 PLACEHOLDER = "<!-- handprop-export-data -->"
@@ -72,13 +73,18 @@ def check_request(settings: Settings, rules: Sequence[str], seeds: Sequence[int]
                           f"{MAX_TRACES} traces")
     if not 1 <= steps <= MAX_EXPORT_STEPS:
         raise ConfigError(f"--steps must be in 1..{MAX_EXPORT_STEPS}, got {steps}")
+    traces = len(set(rules)) * len(set(seeds))
+    if traces * steps > MAX_TOTAL_STEPS:
+        raise ConfigError(f"--export: {traces} traces x {steps} steps is over {MAX_TOTAL_STEPS} "
+                          "steps in all: choose fewer")
     bad = [i for i in images if not 0 <= i < catalogue_size]
     if bad or not images:
-        raise ConfigError(f"--images must be indices in 0..{catalogue_size - 1}, got {bad or 'none'}")
+        raise ConfigError(f"--images must be indices in 0..{catalogue_size - 1}, "
+                          f"got {bad or 'none'}")
     views = len(set(rules)) * len(set(seeds)) * len(frame_steps(steps)) * len(set(images))
     if views > MAX_VIEWS:
         raise ConfigError(f"--export would store {views} views (rules x seeds x frames x images), "
-                          f"over {MAX_VIEWS} (about {MAX_VIEWS * 45 // 1000} MB): choose fewer")
+                          f"over {MAX_VIEWS} (about {MAX_VIEWS * 40 // 1000} MB): choose fewer")
     net = build_network(settings.as_run).init(0)
     for rule in rules:  # an unknown rule or one this network refuses: now, not halfway
         build_rule(net, rule, 0)
@@ -174,7 +180,7 @@ def export(out_dir: Path, settings: Settings, rules: Sequence[str], seeds: Seque
     previous = _previous_files(out_dir)  # refuse a folder we may not write, before work
     files = page_files(build_data(settings, rules, seeds, steps, shown))
     files[MARKER] = (json.dumps({"written_by": "handprop explore --export",
-                                 "files": sorted(files)}, indent=1) + "\n").encode()
+                                 "files": sorted([*files, MARKER])}, indent=1) + "\n").encode()
     with deferred_interrupts():
         if previous is None:
             _write_new(out_dir, files)

@@ -146,12 +146,12 @@ class ExploreServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, api: ExploreApi, port: int = 0) -> None:
+    def __init__(self, api: ExploreApi | None = None, port: int = 0) -> None:
         try:
             super().__init__((HOST, port), Handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}") from None
-        self.api = api
+        self.api = api  # may be attached after binding (the port is checked first)
         self.files = static_files()
         port = self.server_address[1]
         self.hosts = {f"{HOST}:{port}", f"localhost:{port}"}
@@ -172,9 +172,8 @@ def start_in_thread(api: ExploreApi, port: int = 0) -> tuple[ExploreServer, thre
     return server, thread
 
 
-def serve(api: ExploreApi, port: int = 0, open_browser: bool = True) -> None:
+def serve(server: ExploreServer, open_browser: bool = True) -> None:
     """Serve until Ctrl-C (KeyboardInterrupt propagates: the CLI exits 130)."""
-    server = ExploreServer(api, port)
     print(f"handprop explore: serving on {server.url}  (Ctrl-C stops)", flush=True)
     try:
         if open_browser:

@@ -254,14 +254,18 @@ def view(session: Session, image: int | None = None) -> dict[str, Any]:
             "backward": backward_view(run.net, run.rule, x, label, session.settings.lr)}
 
 
-def snapshot(session: Session, since: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Everything the page shows: settings, each run's summary, run A's views."""
+def snapshot(session: Session, since: list[dict[str, Any]] | None = None,
+             with_view: bool = True) -> dict[str, Any]:
+    """Everything the page shows: settings, each run's summary, run A's views (unless
+    ``with_view`` is False: a page showing only curves)."""
     since = since or []
     train = len(session.runs[0].data.x_train)
-    return {"generation": session.generation, "step": session.steps,
-            "epoch": session.steps / train, "train_size": train,
-            "settings": session.settings.to_json(),
-            "runs": [run_summary(run, session.images, since[i] if i < len(since) else None,
-                                 session.generation)
-                     for i, run in enumerate(session.runs)],
-            "view": view(session)}
+    state = {"generation": session.generation, "step": session.steps,
+             "epoch": session.steps / train, "train_size": train,
+             "settings": session.settings.to_json(),
+             "runs": [run_summary(run, session.images, since[i] if i < len(since) else None,
+                                  session.generation)
+                      for i, run in enumerate(session.runs)]}
+    if with_view:
+        state["view"] = view(session)
+    return state

@@ -32,13 +32,18 @@
       this._controls();
       this._keyboard();
       this._tabs();
-      await this.act("load", () => this.backend.state(this.since()));
+      await this.act("load", () => this.backend.state(this.since(), true));
       document.body.dataset.ready = "true";
     }
 
     // -- talking to the backend: one request at a time, in order ---------------------
     since() {
       return this.curves.map((c) => ({ id: c.id, count: c.steps.length }));
+    }
+
+    // The maps are asked for only when a view shows them (less to compute and send).
+    wantsView() {
+      return this.tab === "network" || this.tab === "backward";
     }
 
     act(label, call) {
@@ -49,7 +54,7 @@
           state = await call();
         } catch (err) {
           this.error(err.message || String(err));
-          if (this.state) this._sync(this.state);
+          if (this.state) this._sync(this.state, true);
           return null;
         }
         const received = performance.now();
@@ -104,6 +109,7 @@
       const state = this.state;
       if (!state) return;
       const rule = state.runs[0].rule;
+      if (this.wantsView() && !state.view) return; // asked for; drawn when it comes
       if (this.tab === "network") {
         this.diagram.draw(state, rule);
         this.forward.draw(state);
@@ -126,11 +132,12 @@
       });
     }
 
-    // The controls show what the state says (also after a refused change).
-    _sync(state) {
+    // The controls show what the state says (also after a refused change, `force`);
+    // otherwise the field being typed in is left alone.
+    _sync(state, force) {
       const s = state.settings;
       const rule = state.runs[0].rule;
-      const active = document.activeElement;
+      const active = force ? null : document.activeElement;
       const set = (id, value) => {
         if ($(id) !== active) $(id).value = value;
       };
@@ -173,7 +180,7 @@
       this._lines();
       const change = (id, make) => $(id).addEventListener("change", () => {
         const value = make($(id));
-        if (value !== undefined) this.act("settings", () => this.backend.settings(value, this.since()));
+        if (value !== undefined) this.act("settings", () => this.backend.settings(value, this.since(), this.wantsView()));
       });
       change("rule", (e) => ({ rule: e.value }));
       change("compare", (e) => ({ compare: e.value || null }));
@@ -218,7 +225,7 @@
               const lines = {};
               lines[layer] = {};
               lines[layer][ch] = color;
-              this.act("lines", () => this.backend.settings({ lines: lines }, this.since()));
+              this.act("lines", () => this.backend.settings({ lines: lines }, this.since(), this.wantsView()));
             });
             group.append(HP.el("label", { class: "swatch line-" + color, for: input.id }, [input,
               HP.el("span", { text: color[0].toUpperCase() })]));
@@ -248,13 +255,13 @@
     }
 
     step(n) {
-      return this.act("step " + n, () => this.backend.step(n, this.since()));
+      return this.act("step " + n, () => this.backend.step(n, this.since(), this.wantsView()));
     }
 
     reset() {
       const seed = Number($("seed").value);
       this.stopPlay();
-      return this.act("reset", () => this.backend.reset(Number.isInteger(seed) ? seed : null, this.since()));
+      return this.act("reset", () => this.backend.reset(Number.isInteger(seed) ? seed : null, this.since(), this.wantsView()));
     }
 
     togglePlay() {
@@ -322,7 +329,9 @@
         $("view-" + other).hidden = !on;
       }
       if (focus) $("tab-" + name).focus();
-      this._drawTab();
+      if (this.wantsView() && this.state && !this.state.view) {
+        this.act("view", () => this.backend.state(this.since(), true));
+      } else this._drawTab();
     }
   }
 

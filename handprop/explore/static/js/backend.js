@@ -39,19 +39,20 @@
     meta() {
       return this._request("GET", "api/meta");
     }
-    state(since) {
-      return this._request("POST", "api/state", { since: since });
+    // since: the curves the page holds; view: whether the page shows maps now.
+    state(since, view) {
+      return this._request("POST", "api/state", { since: since, view: view });
     }
-    step(steps, since) {
-      return this._request("POST", "api/step", { steps: steps, since: since });
+    step(steps, since, view) {
+      return this._request("POST", "api/step", { steps: steps, since: since, view: view });
     }
-    reset(seed, since) {
-      const body = { since: since };
+    reset(seed, since, view) {
+      const body = { since: since, view: view };
       if (seed !== undefined && seed !== null) body.seed = seed;
       return this._request("POST", "api/reset", body);
     }
-    settings(changes, since) {
-      return this._request("POST", "api/settings", Object.assign({ since: since }, changes));
+    settings(changes, since, view) {
+      return this._request("POST", "api/settings", Object.assign({ since: since, view: view }, changes));
     }
   }
   HP.LiveBackend = LiveBackend;

@@ -111,12 +111,12 @@
   class LineChart {
     constructor(options) {
       this.width = options.width || 560;
-      this.height = options.height || 200;
+      this.height = options.height || 215;
       this.title = options.title || "";
       this.yLabel = options.yLabel || "";
       this.fixedY = options.y || null; // [low, high] or null: from the data
       this.refLines = options.refLines || [];
-      this.m = { left: 54, right: 12, top: 24, bottom: 30 };
+      this.m = { left: 54, right: 12, top: 40, bottom: 30 };
       this.node = HP.svg("svg", { class: "chart", viewBox: "0 0 " + this.width + " " + this.height,
         role: "img", "aria-label": this.title });
     }
@@ -168,12 +168,13 @@
             "stroke-width": s.width || 1.8, "stroke-dasharray": s.dash || null }));
         }
       }
-      let lx = left + 8;
+      let lx = left;
       for (const s of series) {
         if (!s.name) continue;
-        svg.append(HP.svg("line", { x1: lx, x2: lx + 18, y1: top + 10, y2: top + 10, stroke: s.color,
+        // the legend sits between the title and the plot, never over the data
+        svg.append(HP.svg("line", { x1: lx, x2: lx + 18, y1: top - 10, y2: top - 10, stroke: s.color,
           "stroke-width": 2.2, "stroke-dasharray": s.dash || null }));
-        const label = HP.svg("text", { x: lx + 22, y: top + 14, class: "tick", text: s.name });
+        const label = HP.svg("text", { x: lx + 22, y: top - 6, class: "tick", text: s.name });
         svg.append(label);
         lx += 30 + 7 * s.name.length;
       }
