@@ -237,6 +237,7 @@ class Run:
         self.net.flat[...] = initial
         self.rule = build_rule(self.net, rule_name, settings.seed, lines, transform)
         self.rule_key = TEXT_RULE if lines is not None else rule_name  # its registry name
+        self.custom_lines = lines is not None
         self.optimizer = Momentum(settings.lr, settings.momentum)
         self.engine = NumpyEpoch(self.net, self.rule, self.optimizer, LOSS, batch_size=1)
         self.targets = data.y_train[:, None].astype(np.float64)

@@ -222,8 +222,12 @@ def rule_info(run: Run) -> dict[str, Any]:
     """The rule of a run: its name, summary, family, lines and map transform."""
     rule = run.rule
     info = RULES.get(run.rule_key)
-    return {"name": run.rule_key, "describe": rule.describe(),
-            "summary": info.summary if info else "", "family": info.family if info else "",
+    summary = info.summary if info else ""
+    if run.custom_lines:  # the registry's summary describes the article's own layout
+        summary = ("the article's text's per-channel rule with the lines chosen per channel: "
+                   "the pool step changes, then the exact weight and input gradients")
+    return {"name": run.rule_key, "describe": rule.describe(), "custom_lines": run.custom_lines,
+            "summary": summary, "family": info.family if info else "",
             "lines": rule_lines(rule), "transform": getattr(rule, "transform_name", None),
             "ties": getattr(rule, "ties", None)}
 
