@@ -248,9 +248,9 @@ def test_the_page_is_usable_from_the_keyboard(watched, live):
     # a line toggle by keyboard: focus a radio of the group and move with the arrows
     page.focus("#line-conv2-d-blue")
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("document.getElementById('line-conv2-d-green').checked")
+    page.wait_for_function("() => document.getElementById('line-conv2-d-green').checked")
     watched.wait_text("#status-step", "0 ")
-    page.wait_for_function("document.getElementById('rule').value === 'broken-text'")
+    page.wait_for_function("() => document.getElementById('rule').value === 'broken-text'")
     names = page.evaluate("""[...document.querySelectorAll('button, select, input')]
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
                      && !e.textContent.trim()).map(e => e.id)""")

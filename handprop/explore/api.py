@@ -160,7 +160,7 @@ class ExploreApi:
         self.session = session or Session()
         self.lock = threading.Lock()
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
-            ("GET", "/api/meta"): lambda body: self.meta(),
+            ("GET", "/api/meta"): lambda body: self._meta,
             ("GET", "/api/state"): self._state,
             ("POST", "/api/state"): self._state,
             ("POST", "/api/step"): self._step,
@@ -169,6 +169,7 @@ class ExploreApi:
         }
         self.fields = {"/api/state": (), "/api/step": ("steps",), "/api/reset": ("seed",),
                        "/api/settings": FIELDS}
+        self._meta = self.meta()
 
     def handle(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """One request -> (HTTP status, JSON bytes). Never raises for a bad request."""
@@ -181,8 +182,7 @@ class ExploreApi:
                 raise ApiError(404, "no such API endpoint")
             fields = parse_body(body, self.fields.get(path, ())) if method == "POST" else {}
             with self.lock:
-                payload = route(fields)
-                payload["server_ms"] = (time.perf_counter() - start) * 1e3
+                payload = {**route(fields), "server_ms": (time.perf_counter() - start) * 1e3}
                 return 200, _dump(payload)
         except ApiError as exc:
             return exc.status, _dump({"error": str(exc)})
@@ -190,7 +190,7 @@ class ExploreApi:
             return 400, _dump({"error": str(exc)})
 
     def meta(self) -> dict[str, Any]:
-        """What the page can offer (needs no lock: nothing here changes)."""
+        """What the page can offer (the same for the whole session)."""
         images = self.session.images
         order = [n for n in FEATURED if n in RULES] + [n for n in RULES if n not in FEATURED]
         return {

@@ -57,7 +57,7 @@ class Block:
     """A weight layer and the activation and max-pool of its block (layer indices)."""
 
     name: str
-    kind: str  # "conv" or "dense"
+    conv: bool  # a conv layer (maps), else dense (vectors)
     weight: int
     activation: int | None
     pool: int | None
@@ -73,8 +73,7 @@ def blocks(net: Network) -> list[Block]:
         members = [j for j, owner in enumerate(owners) if owner == layer.name and j > i]
         act = next((j for j in members if isinstance(net.layers[j], ActivationLayer)), None)
         pool = next((j for j in members if isinstance(net.layers[j], MaxPool2d)), None)
-        found.append(Block(layer.name, "conv" if isinstance(layer, Conv2d) else "dense", i,
-                           act, pool))
+        found.append(Block(layer.name, isinstance(layer, Conv2d), i, act, pool))
     return found
 
 
@@ -110,7 +109,7 @@ def forward_view(net: Network, x: np.ndarray, label: int) -> dict[str, Any]:
     outputs = {name: value for name, value in net.trace(x)}
     shown = []
     for block in blocks(net):
-        if block.kind == "conv" and block.activation is not None:
+        if block.conv and block.activation is not None:
             shown.append(_conv_forward(net, block, outputs))
             continue
         act = net.layers[block.activation] if block.activation is not None else None
@@ -179,7 +178,7 @@ def backward_view(net: Network, rule: LearningRule, x: np.ndarray, label: int, l
     for block in blocks(net):
         weight = f"{block.name}.weight"
         # conv: one angle per channel; dense: one per quantity
-        channels = net.shapes[block.weight + 1][0] if block.kind == "conv" else None
+        channels = net.shapes[block.weight + 1][0] if block.conv else None
         quantities = []
         if block.pool is not None:
             quantities += [
@@ -201,7 +200,8 @@ def backward_view(net: Network, rule: LearningRule, x: np.ndarray, label: int, l
                                     -lr * exact_grads[weight], channels, batch=False))
         with np.errstate(all="ignore"):
             metrics = compare_arrays(rule_grads[weight], exact_grads[weight])
-        shown.append({"name": block.name, "kind": block.kind, "quantities": quantities,
+        shown.append({"name": block.name, "kind": "conv" if block.conv else "dense",
+                      "quantities": quantities,
                       "angle": _finite(metrics["angle_deg"]),
                       "sign_agreement": _finite(metrics["sign_agreement"])})
     return {"blocks": shown}

@@ -292,7 +292,8 @@
         const typing = tag === "INPUT" && !["radio", "checkbox"].includes(e.target.type) || tag === "SELECT"
           || tag === "TEXTAREA";
         if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
-        if (e.key === " " && tag === "BUTTON") return; // the button's own click
+        // space on a button, a radio or a checkbox is that control's own
+        if (e.key === " " && (tag === "BUTTON" || tag === "INPUT")) return;
         const actions = {
           ".": () => this.step(1), n: () => this.step(this.stepsN()), " ": () => this.togglePlay(),
           r: () => this.reset(), 1: () => this.showTab(TABS[0], true), 2: () => this.showTab(TABS[1], true),
