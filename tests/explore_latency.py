@@ -5,8 +5,9 @@ and copy the table into the README.
 
     PYTHONPATH=. python tests/explore_latency.py [--steps 40]
 
-Server side: the time handprop spends on one ``POST /api/step {"steps": 1}`` (the step,
-the curve point, both views of the shown image, the JSON), measured in the process.
+Server side: the time handprop spends on one ``POST /api/step {"steps": 1}`` as the page
+sends it in that view (the step, the curve point, the maps of the shown image where the
+view shows them, the JSON), measured in the process.
 End to end: from the page's Step button to the redrawn page (after the next paint), as
 the page itself records it in ``HP.timings``, for each view and setting.
 """
@@ -14,6 +15,7 @@ the page itself records it in ``HP.timings``, for each view and setting.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -37,12 +39,14 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):6.1f}  p90 {p90:6.1f}  max {values[-1]:6.1f}"
 
 
-def server_side(settings: Settings, steps: int, images) -> list[float]:
+def server_side(settings: Settings, view: str, steps: int, images) -> list[float]:
+    """What the page asks in that view: the maps only where it shows them."""
     api = ExploreApi(Session(settings, images))
+    body = json.dumps({"steps": 1, "view": view in ("network", "backward")}).encode()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        status, _ = api.handle("POST", "/api/step", b'{"steps": 1}')
+        status, _ = api.handle("POST", "/api/step", body)
         times.append((time.perf_counter() - start) * 1e3)
         assert status == 200
     return times
@@ -79,7 +83,7 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=ARGS, headless=True)
         for label, settings, view in CASES:
-            server = server_side(settings, args.steps, images)
+            server = server_side(settings, view, args.steps, images)
             timings = end_to_end(browser, settings, view, args.steps, images)
             print(f"{label}, {view} view")
             print(f"  server (handprop + JSON)  {summary(server)}")

@@ -4,7 +4,7 @@ chosen learning rule, and optionally a second rule from the same initial weights
     session = Session(Settings(rule="broken-text"))
     session.step(10)                 # ten online-SGD steps of every run
     session.update(lines={"conv2": {"d": "red"}})    # a new rule: back to the seed's weights
-    session.snapshot()               # everything the page shows, JSON-ready
+    views.snapshot(session)          # everything the page shows, JSON-ready (views.py)
 
 A *run* is one network, one rule, one optimizer (the article's momentum), stepping
 through the training images in their fixed order (the article's protocol, no shuffle).
@@ -180,7 +180,6 @@ def edited_lines(net: Network, current: LearningRule,
                                   f"of {', '.join(LINE_OF)}")
             lines[layer][channel] = color
     return lines
-
 
 
 # -- a run ---------------------------------------------------------------------------
