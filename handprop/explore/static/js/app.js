@@ -67,7 +67,8 @@
         HP.timings.push(timing);
         if (HP.timings.length > 500) HP.timings.shift();
         $("timing").textContent = "last " + label + ": " + timing.total_ms.toFixed(0) + " ms end to end ("
-          + "handprop " + (state.server_ms || 0).toFixed(1) + " ms, redraw " + timing.render_ms.toFixed(0) + " ms)";
+          + (this.static ? "from the copy's traces" : "handprop " + (state.server_ms || 0).toFixed(1) + " ms")
+          + ", redraw " + timing.render_ms.toFixed(0) + " ms)";
         return state;
       };
       this.queue = this.queue.then(run);

@@ -214,7 +214,7 @@
         this.key = key;
       }
       HP.clear(this.head).append("Image: " + state.view.name + ". Rule ", el("strong", { text: rule.describe }),
-        " (" + rule.summary + ")" + (rule.transform ? ", T = " + rule.transform : "")
+        " (" + rule.summary + ")" + (rule.transform && !rule.summary.includes("T=") ? ", T = " + rule.transform : "")
         + ". Each pair: the rule's map (left) and the exact one (right) on one colour scale; "
         + "the angle is between the two (0\u00b0: same direction, 90\u00b0: unrelated, 180\u00b0: opposite).");
       for (const block of state.view.backward.blocks) this._drawBlock(block);
