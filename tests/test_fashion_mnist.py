@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from handprop.core.errors import DataError
 from handprop.training import data as data_module
@@ -29,7 +30,6 @@ from handprop.training.data import (
     resize_bilinear,
     write_idx,
 )
-from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLED = all((FASHION_MNIST_DIR / f"{f.stem}.gz").is_file() for f in FASHION_MNIST_FILES)

@@ -30,10 +30,11 @@ from ..core.streams import Stream, generator
 from .idx import read_idx, write_idx
 
 __all__ = [
-    "DATA_NAMES", "FASHION_MNIST_FILES", "Dataset", "clear_data_cache", "digits_images", "fashion_mnist_arrays",
-    "find_fashion_mnist", "idx_dataset", "load_data", "load_digits", "load_digits10",
-    "load_fashion_mnist", "load_idx", "load_idx_arrays", "load_tiny", "read_idx",
-    "resize_bilinear", "select_classes", "stratified_split", "verify_file", "write_idx",
+    "DATA_NAMES", "FASHION_MNIST_FILES", "Dataset", "clear_data_cache", "digits_images",
+    "fashion_mnist_arrays", "find_fashion_mnist", "idx_dataset", "load_data", "load_digits",
+    "load_digits10", "load_fashion_mnist", "load_idx", "load_idx_arrays", "load_tiny",
+    "read_idx", "resize_bilinear", "select_classes", "stratified_split", "verify_file",
+    "write_idx",
 ]
 
 # Four real 8x8 digits (a 0, a 1, a 1, a 0; pixel values 0..16), taken from
