@@ -115,8 +115,8 @@ def learning_rates(config: BiotorchConfig) -> dict[str, float]:
     return found
 
 
-def parse_claim(text: str, rules: list[str]) -> tuple[str, str, str]:
-    """``"fa > exact"`` -> ``("fa", ">", "exact")``; both rules must be in the study."""
+def parse_claim(text: str, rules: Any) -> tuple[str, str, str]:
+    """``"fa > exact"`` -> ``("fa", ">", "exact")``; both must be names in ``rules``."""
     parts = text.split()
     if len(parts) != 3 or parts[1] not in CLAIM_FORMS:
         raise ConfigError(f"confirmatory claim {text!r}: expected 'A > B' or 'A ~ B'")
@@ -124,9 +124,21 @@ def parse_claim(text: str, rules: list[str]) -> tuple[str, str, str]:
     unknown = [r for r in (a, b) if r not in rules]
     if unknown or a == b:
         raise ConfigError(f"confirmatory claim {text!r}: "
-                          + (f"{', '.join(unknown)} not among the rules" if unknown
+                          + (f"unknown rule {', '.join(unknown)}" if unknown
                              else "compares a rule with itself"))
     return a, form, b
+
+
+def active_claims(config: BiotorchConfig) -> tuple[list[str], list[str]]:
+    """(claims tested, claims dropped because a rule they name is not run): ``--rules``
+    may leave a claim of the config without data; the report names the dropped ones."""
+    from ..rules import RULES
+
+    kept, dropped = [], []
+    for text in config.confirmatory:
+        a, _, b = parse_claim(text, RULES)
+        (kept if a in config.rules and b in config.rules else dropped).append(text)
+    return kept, dropped
 
 
 def _check(config: BiotorchConfig, source: str) -> BiotorchConfig:
@@ -146,7 +158,7 @@ def _check(config: BiotorchConfig, source: str) -> BiotorchConfig:
                 raise ConfigError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
         rates = learning_rates(config)
         for claim in config.confirmatory:
-            parse_claim(claim, config.rules)
+            parse_claim(claim, RULES)
         if config.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
         if not (config.pixel_std > 0 and config.margin > 0):
@@ -403,18 +415,18 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     data = seed_data(config, seed)
     history, curves, net = train_run(config, rule, seed, data, out, spec["job_id"],
                                      spec["fingerprint"])
-    selected, test_selected = _selection(curves.test_error_pct, curves.val_error_pct)
-    best, test_best = _selection(curves.test_error_pct, curves.test_error_pct)
+    val, test = rounded(curves.val_error_pct), rounded(curves.test_error_pct)
+    selected, test_selected = _selection(test, val)
+    best, test_best = _selection(test, test)
     record = {
         "version": RECORD_VERSION, "fingerprint": spec["fingerprint"], "rule": rule,
         "seed": seed, "net": net.name, "data": config.data, "lr": config.lr_of(rule),
         "diverged": history.diverged[0], "epochs_done": len(curves.test_error_pct),
         "train_loss": rounded(curves.train_loss),
-        "val_error_pct": rounded(curves.val_error_pct),
-        "test_error_pct": rounded(curves.test_error_pct),
+        "val_error_pct": val, "test_error_pct": test,
         "selected_epoch": selected, "test_error_pct_selected": test_selected,
         "best_test_epoch": best, "test_error_pct_best": test_best,
-        "test_error_pct_final": curves.test_error_pct[-1] if curves.test_error_pct else None,
+        "test_error_pct_final": test[-1] if test else None,
         "alignment": curves.alignment.as_lists(0) if rule != "exact" else None,
         "alignment_epochs": curves.alignment_epochs,
         "alignment_probe": f"first {min(config.probe, len(data.y_train))} training images",

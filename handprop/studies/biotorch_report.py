@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .biotorch import BIOTORCH_LENET, BIOTORCH_SOURCE, PROTOCOL, BiotorchConfig, parse_claim
+from .biotorch import (
+    BIOTORCH_LENET,
+    BIOTORCH_SOURCE,
+    PROTOCOL,
+    BiotorchConfig,
+    active_claims,
+    parse_claim,
+)
 from .records import final_alignment
 from .statistics import holm, mean_interval, paired_comparison, power_at
 
@@ -197,8 +204,8 @@ def _design(row: dict[str, Any], family: int) -> dict[str, Any]:
 def claims(records: dict[str, list[dict]], config: BiotorchConfig) -> dict[str, Any]:
     """The confirmatory family (config.confirmatory, Holm-adjusted together) and the
     exploratory comparisons of every other rule with exact (unadjusted)."""
-    family = [test_claim(records, text, config.rules, config.margin)
-              for text in config.confirmatory]
+    kept, dropped = active_claims(config)
+    family = [test_claim(records, text, config.rules, config.margin) for text in kept]
     adjusted = holm([row["p"] for row in family]) if family else []
     for row, adj in zip(family, adjusted, strict=True):
         row.update(adjusted_p=adj, verdict=_verdict(row, adj), **_design(row, len(family)))
@@ -213,8 +220,9 @@ def claims(records: dict[str, list[dict]], config: BiotorchConfig) -> dict[str, 
                 row["verdict"] = ("p < 0.05 (unadjusted)" if row["p"] < ALPHA
                                   else "p >= 0.05 (unadjusted)")
                 exploratory.append(row)
-    return {"alpha": ALPHA, "source": "the study's config (confirmatory), fixed before the run",
-            "confirmatory": family, "exploratory": exploratory, "margin_pp": config.margin}
+    return {"alpha": ALPHA, "source": "the study's config, fixed before the run",
+            "confirmatory": family, "dropped": dropped, "exploratory": exploratory,
+            "margin_pp": config.margin}
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -496,7 +504,11 @@ def markdown(config: BiotorchConfig, summary: dict[str, Any], findings: dict[str
     out += summary_table(summary) + [""]
     out += [f"**Claims fixed before the run** ({len(findings['confirmatory'])}, Holm-adjusted "
             f"together; from {findings['source']}):", ""]
-    out += claims_table(findings["confirmatory"]) + [""] + findings_lines(summary, findings)
+    out += claims_table(findings["confirmatory"]) + [""]
+    if findings["dropped"]:
+        out += [f"(Not tested, a rule they name was not run: {'; '.join(findings['dropped'])}.)",
+                ""]
+    out += findings_lines(summary, findings)
     out += ["", "---", "", "## Protocol", ""] + _protocol_lines(config)
     out += ["", "## Design check", "", "Whether each claim can be decided with these seeds "
             "(k = the claims in the family):", ""] + _design_lines(findings)
