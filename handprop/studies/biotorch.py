@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -505,6 +506,10 @@ class BiotorchStudy(Study):
     def prepare(self) -> None:
         """Load and check the data and build the network now: bad data or a missing
         package fails before any output."""
+        from .biotorch_report import design_notice
+
+        for line in design_notice(self.config):
+            print(f"biotorch: {line}", file=sys.stderr)
         first = seed_data(self.config, self.config.first_seed)
         self.images = {"train": len(first.y_train), "validation": len(first.y_val),
                        "test": len(first.y_test)}

@@ -174,6 +174,28 @@ def test_claim(records: dict[str, list[dict]], text: str, rules: list[str],
     return row
 
 
+def design_notice(config: BiotorchConfig) -> list[str]:
+    """Before training: what the chosen seeds can decide. The exact sign-flip test's
+    smallest p is 2 / 2^n (fewer with ties), against Holm's thresholds alpha / k to alpha;
+    TOST (a t-test) can be decided from 2 seeds, its power set by the spread."""
+    kept, _ = active_claims(config)
+    k, n = len(kept), config.seeds
+    lines = []
+    for text in kept:
+        if text.split()[1] == "~":
+            continue
+        floor = 2.0 / 2.0**n
+        first = math.ceil(math.log2(2 / ALPHA))
+        every = math.ceil(math.log2(2 * k / ALPHA))
+        if floor >= ALPHA / k:
+            lines.append(f"design check: {text!r} (exact sign-flip test) can reach p = "
+                         f"{floor:.3g} at best with {n} seeds: "
+                         + ("it cannot be decided" if floor >= ALPHA else
+                            "decided only if the other claims are")
+                         + f" ({first} seeds reach 0.05, {every} reach 0.05/{k})")
+    return lines
+
+
 def _verdict(row: dict[str, Any], adjusted: float) -> str:
     n = row["n"]
     if math.isnan(adjusted) or adjusted >= ALPHA:
