@@ -74,7 +74,8 @@ class BiotorchConfig:
     weight_decay: float = option(0.001)
     schedule: str = option("multistep", help="constant | step | multistep | cosine")
     learning_rates: list[str] = option(default_factory=list,
-                                       help="RULE=LR,... initial learning rate per rule")
+                                       help="RULE=LR,... initial learning rate of every rule "
+                                            "(replaces the config's list)")
     dtype: str = option("float32", help="float32 | float64")
     engine: str = option("auto", help="auto | numpy | compiled")
     probe: int = option(64, low=1, high=MAX_PROBE)
@@ -432,7 +433,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "alignment_epochs": curves.alignment_epochs,
         "alignment_probe": f"first {min(config.probe, len(data.y_train))} training images",
         "images": {"train": len(data.y_train), "validation": len(data.y_val),
-                   "test": len(data.y_test)},
+                   "test": len(data.y_test)}, "classes": len(data.classes),
         "epoch_seconds": rounded(curves.epoch_seconds, 4),
         "config": config.to_dict(), "engine": history.extra.get("engine"),
         "pid": os.getpid(),  # the process that trained it (not part of the results)
@@ -508,12 +509,12 @@ class BiotorchStudy(Study):
         package fails before any output."""
         from .biotorch_report import design_notice
 
-        for line in design_notice(self.config):
-            print(f"biotorch: {line}", file=sys.stderr)
         first = seed_data(self.config, self.config.first_seed)
         self.images = {"train": len(first.y_train), "validation": len(first.y_val),
                        "test": len(first.y_test)}
         self.net = _network(self.config, first.x_train.shape[1:], len(first.classes))
+        for line in design_notice(self.config):  # once the inputs are known to be good
+            print(f"biotorch: {line}", file=sys.stderr)
 
     def build_jobs(self) -> list[Job]:
         steps = -(-self.images["train"] // self.config.batch_size)

@@ -269,7 +269,14 @@ def _finish(plt: Any, fig: Any, path: Path, title: str) -> Path:
     return saved
 
 
-def error_figure(path: Path, config: BiotorchConfig, summary: dict[str, Any]) -> Path:
+def _chance(records: dict[str, list[dict]]) -> float | None:
+    """The error of guessing (%), from the number of classes the records name."""
+    classes = {r.get("classes") for runs in records.values() for r in runs} - {None}
+    return 100 * (1 - 1 / classes.pop()) if len(classes) == 1 else None
+
+
+def error_figure(path: Path, config: BiotorchConfig, records: dict[str, list[dict]],
+                 summary: dict[str, Any]) -> Path:
     """Every seed's honest test error (dots), its mean and 95% interval (bar), the
     optimistic selection (grey rings) and BioTorch's single number (red diamond)."""
     from ..pictures.plots import color, pyplot
@@ -294,6 +301,9 @@ def error_figure(path: Path, config: BiotorchConfig, summary: dict[str, Any]) ->
         if row["biotorch"] is not None:
             ax.scatter([i + 0.38], [row["biotorch"]], marker="D", color="tab:red", s=22,
                        label="BioTorch (1 seed, optimistic)" if i == 0 else None)
+    chance = _chance(records)
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(range(len(summary)), list(summary), fontsize=8)
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3, axis="y")
@@ -319,6 +329,9 @@ def curve_figure(path: Path, config: BiotorchConfig, records: dict[str, list[dic
             if run.get("selected_epoch"):
                 ax.plot(run["selected_epoch"], run["test_error_pct_selected"], "o",
                         color=color(rule, i), ms=3)
+        chance = _chance(records)
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls="--")
         ax.set_title(rule, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("error (%)", fontsize=8)
@@ -360,7 +373,7 @@ def alignment_figure(path: Path, records: dict[str, list[dict]]) -> Path | None:
 
 def write_figures(out: Path, config: BiotorchConfig, records: dict[str, list[dict]],
                   summary: dict[str, Any]) -> list[Path]:
-    figures = [error_figure(out / "test_error.png", config, summary),
+    figures = [error_figure(out / "test_error.png", config, records, summary),
                curve_figure(out / "curves.png", config, records),
                alignment_figure(out / "alignment.png", records)]
     return [f for f in figures if f is not None]

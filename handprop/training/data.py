@@ -403,9 +403,8 @@ def find_fashion_mnist(folder: str | Path | None = None) -> Path:
     if missing:
         what = "no such folder" if not chosen.is_dir() else f"no {', '.join(missing)}[.gz]"
         raise DataError(f"Fashion-MNIST not found ({where} folder {chosen}: {what}); install "
-                        f"it with `{FASHION_MNIST_INSTALL}`, or point --data "
-                        f"fashion-mnist:DIR or {FASHION_MNIST_ENV} at a folder of its four "
-                        "IDX files")
+                        f"it with `{FASHION_MNIST_INSTALL}`, or name a folder of its four "
+                        f"IDX files as data fashion-mnist:DIR or in {FASHION_MNIST_ENV}")
     return chosen
 
 
