@@ -127,6 +127,9 @@ def summarize(records: dict[str, list[dict]], config: BiotorchConfig) -> dict[st
         row["biotorch"] = BIOTORCH_LENET.get(column, {}).get(rule) if column else None
         row["alignment"] = final_alignment(runs, "gradient")
         row["epoch_seconds_median"] = _median_epoch_seconds(runs)
+        row["run_seconds"] = float(sum(s for r in runs for s in (r.get("epoch_seconds") or [])
+                                       if s is not None))
+        row["engines"] = sorted({r.get("engine") for r in runs if r.get("engine")})
         summary[rule] = row
     return summary
 
@@ -244,7 +247,7 @@ def claims(records: dict[str, list[dict]], config: BiotorchConfig) -> dict[str, 
                 exploratory.append(row)
     return {"alpha": ALPHA, "source": "the study's config, fixed before the run",
             "confirmatory": family, "dropped": dropped, "exploratory": exploratory,
-            "margin_pp": config.margin}
+            "margin_pp": config.margin, "exact_layers": exact_layers(records)}
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -340,14 +343,29 @@ def curve_figure(path: Path, config: BiotorchConfig, records: dict[str, list[dic
                                    "one line per seed; dot: the validation-picked epoch")
 
 
+def exact_layers(records: dict[str, list[dict]]) -> list[str]:
+    """Weight arrays whose update is the exact gradient under every rule (angle 0, up to
+    rounding, at every measurement: e.g. the output layer, which all these rules train
+    exactly)."""
+    angles: dict[str, list[float]] = {}
+    for runs in records.values():
+        for run in runs:
+            for layer, metrics in ((run.get("alignment") or {}).get("gradient") or {}).items():
+                angles.setdefault(layer, []).extend(
+                    v for v in metrics.get("angle_deg", []) if v is not None)
+    # (measured in float32, an exact update's angle comes out at most a few hundredths)
+    return [layer for layer, values in angles.items() if values and max(values) < 0.1]
+
+
 def alignment_figure(path: Path, records: dict[str, list[dict]]) -> Path | None:
     """One panel per weight array: every seed's angle between the rule's update and the
     exact gradient per epoch, one colour per rule."""
     from ..pictures.plots import color, pyplot
 
-    layers = list(dict.fromkeys(layer for runs in records.values() for r in runs
-                                for layer in ((r.get("alignment") or {}).get("gradient")
-                                              or {})))
+    exact = set(exact_layers(records))
+    layers = [layer for layer in dict.fromkeys(
+        layer for runs in records.values() for r in runs
+        for layer in ((r.get("alignment") or {}).get("gradient") or {})) if layer not in exact]
     if not layers:
         return None
     plt = pyplot()
@@ -447,16 +465,20 @@ def findings_lines(summary: dict[str, Any], findings: dict[str, Any]) -> list[st
             if math.isfinite(row["honest"]["per_seed"][s])
             and math.isfinite(row["optimistic"]["per_seed"].get(s, math.nan))]
     if gaps:
-        lines.append(f"- **Selection on the reported images flatters.** Picking each run's "
-                     f"epoch on the test images (BioTorch's selection) reports "
-                     f"{np.mean(gaps):.2f} pp less error than picking it on held-out "
-                     f"validation images (mean over {len(gaps)} runs; at most "
-                     f"{np.max(gaps):.2f} pp).")
+        lines.append(f"- **Selection.** Picking each run's epoch on the test images "
+                     f"(BioTorch's selection) reports {np.mean(gaps):.2f} pp less error than "
+                     f"picking it on held-out validation images (mean over {len(gaps)} "
+                     f"runs; at most {np.max(gaps):.2f} pp).")
     ranked = sorted((row["honest"]["mean"], rule) for rule, row in summary.items()
                     if row["honest"]["mean"] is not None)
     if ranked:
         lines.append(f"- Lowest mean test error: {ranked[0][1]} ({ranked[0][0]:.2f}%); "
                      f"highest: {ranked[-1][1]} ({ranked[-1][0]:.2f}%).")
+    blocked = [row["claim"] for row in findings["confirmatory"]
+               if row.get("decidable", "").startswith("no")]
+    if blocked:
+        lines.append(f"- With these seeds {', '.join(blocked)} cannot be decided at all: the "
+                     "test's smallest p is not below 0.05 (see the design check).")
     decided = [row for row in findings["confirmatory"] if not row["verdict"].startswith("not")]
     lines.append(f"- {len(decided)} of {len(findings['confirmatory'])} confirmatory claims "
                  "decided at alpha 0.05 after Holm's correction"
@@ -473,8 +495,11 @@ def _design_lines(findings: dict[str, Any]) -> list[str]:
         effect = row.get("smallest_detectable_pp")
         dz = row.get("smallest_detectable_dz", math.inf)
         size = (f"{effect:.2f} (dz {dz:.2f})" if effect is not None
-                else "-" if not math.isfinite(dz) else f"dz {dz:.2f}")
-        lines.append(f"| {row['claim']} | {row['n']} | {_p(row['floor'])} | "
+                else "none at this n" if not math.isfinite(dz) else f"dz {dz:.2f}")
+        floor = "any (a t-test)" if row["form"] == "~" else _p(row["floor"])
+        if row["form"] == "~":
+            size = "(equivalence: the 90% interval against the margin)"
+        lines.append(f"| {row['claim']} | {row['n']} | {floor} | "
                      f"{row.get('decidable', '-')} | {size} |")
     return lines
 
@@ -490,8 +515,9 @@ def _per_seed_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _alignment_lines(summary: dict[str, Any]) -> list[str]:
-    layers = list(dict.fromkeys(layer for row in summary.values() for layer in row["alignment"]))
+def _alignment_lines(summary: dict[str, Any], exact: list[str]) -> list[str]:
+    layers = [layer for layer in dict.fromkeys(
+        layer for row in summary.values() for layer in row["alignment"]) if layer not in exact]
     if not layers:
         return ["(no rule other than exact)"]
     lines = ["| rule | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]
@@ -553,13 +579,20 @@ def markdown(config: BiotorchConfig, summary: dict[str, Any], findings: dict[str
     out += _per_seed_lines(summary)
     out += ["", "## Alignment", "", "Angle (degrees) between each rule's weight update and "
             "the exact gradient after the last epoch, mean over seeds (per-epoch curves in "
-            "the figure):", ""] + _alignment_lines(summary)
+            "the figure):", ""] + _alignment_lines(summary, findings["exact_layers"])
+    if findings["exact_layers"]:
+        out += ["", f"({', '.join(findings['exact_layers'])}: angle 0 under every rule at "
+                "every measurement -- each rule trains it with the exact gradient -- so it is "
+                "left out.)"]
     seconds = [row["epoch_seconds_median"] for row in summary.values()
                if row["epoch_seconds_median"]]
-    out += ["", "## Time", "", f"{meta.get('seconds', 0):.0f} s for {meta.get('jobs')} runs "
-            f"({meta.get('skipped_jobs', 0)} already done); median epoch (training and "
-            f"evaluation) {_num(float(np.median(seconds)) if seconds else None, 1)} s; "
-            f"engine: {meta.get('engine', 'see the records')}.", ""]
+    engines = sorted({e for row in summary.values() for e in row["engines"]})
+    total = sum(row["run_seconds"] for row in summary.values())
+    out += ["", "## Time", "", f"This invocation: {meta.get('seconds', 0):.0f} s for "
+            f"{meta.get('jobs')} runs ({meta.get('skipped_jobs', 0)} already done). In the "
+            f"records: {total:.0f} s of epochs (training and evaluation, summed over runs); "
+            f"median epoch {_num(float(np.median(seconds)) if seconds else None, 1)} s; "
+            f"engine: {', '.join(engines) or '-'}.", ""]
     out += [f"![{f.stem}]({f.name})" for f in figures]
     return "\n".join(out) + "\n"
 
