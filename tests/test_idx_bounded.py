@@ -93,23 +93,21 @@ def test_multi_byte_types_come_back_native_without_a_second_copy(tmp_path):
 
 _PEAK = textwrap.dedent(
     """
-    import json, resource, sys
-    from handprop.training.idx import idx_read_bytes, read_idx
+    import json, sys
+    from handprop.training.idx import read_idx
 
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
+    def status(field):  # this address space's (ru_maxrss would be inherited over exec)
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
 
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    before, peak_before = rss(), peak()
+    before, peak_before = status("VmRSS"), status("VmHWM")
     try:
         array = read_idx(sys.argv[1])
         size, error = array.nbytes, None
     except Exception as exc:
         size, error = 0, type(exc).__name__
-    print(json.dumps({"before": before, "peak_before": peak_before, "peak": peak(),
+    print(json.dumps({"before": before, "peak_before": peak_before, "peak": status("VmHWM"),
                       "bytes": size, "error": error}))
     """
 )
@@ -125,7 +123,7 @@ def _peak(path: Path, budget: str | None = None) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
 def test_peak_memory_of_a_gzip_load_within_one_and_a_half_times_the_estimate(tmp_path):
     """A 150 MB gzip IDX (0.15 MB on disk): the process's peak grows by at most 1.5x
     ``idx_read_bytes`` of the declared size; a bomb declaring 4 GB is refused with the
