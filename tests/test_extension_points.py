@@ -122,12 +122,12 @@ def test_study_flags_keep_their_names_and_order(capsys):
         "reproduce": ["--config", "--out", "--quick", "--seeds", "--first-seed", "--epochs",
                       "--rules", "--variant", "--transform", "--folds", "--sensitivity",
                       "--probe", "--align-every", "--engine", "--backend", "--scheduler", "--jobs",
-                      "--wait-workers", "--progress", "--quiet"],
+                      "--wait-workers", "--progress", "--quiet", "--track"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",
                     "--momentum", "--probe", "--align-every", "--engine", "--backend",
                     "--scheduler", "--jobs",
-                    "--wait-workers", "--progress", "--quiet"],
+                    "--wait-workers", "--progress", "--quiet", "--track"],
     }
     for name, flags in expected.items():
         assert main([name, "--help"]) == 0

@@ -190,3 +190,18 @@ def write_results(path: Path | None, data: dict[str, Any]) -> None:
     if path:
         write_json(path, data)
         print(f"wrote {path}")
+
+
+def add_track_arg(p: argparse.ArgumentParser) -> None:
+    """``--track DIR``: mirror the results into an MLflow store in DIR (optional extra)."""
+    p.add_argument("--track", type=output_dir, metavar="DIR",
+                   help="also record the results in an MLflow store in DIR (SQLite, "
+                        "DIR/mlflow.db; needs pip install 'handprop[mlflow]')")
+
+
+def check_track(args: argparse.Namespace) -> None:
+    """``--track`` without MLflow installed fails here, before any work."""
+    if getattr(args, "track", None):
+        from ..integrations.tracking import require_mlflow
+
+        require_mlflow()

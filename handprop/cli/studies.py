@@ -7,13 +7,23 @@ Nothing here names a study: each command's flags come from the study's config fi
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
 from ..core.limits import MAX_JOBS
-from .common import Command, add_progress_args, command_source, int_in, output_dir, progress_mode
+from .common import (
+    Command,
+    add_progress_args,
+    add_track_arg,
+    check_track,
+    command_source,
+    int_in,
+    output_dir,
+    progress_mode,
+)
 
 if TYPE_CHECKING:
     from ..studies.study import Flag, Study
@@ -59,6 +69,7 @@ def setup_study(study: type[Study], p: argparse.ArgumentParser) -> None:
     for flag in study.flags():
         p.add_argument(flag.name, type=_flag_type(flag), help=flag.help)
     _add_backend_args(p)
+    add_track_arg(p)
 
 
 def _override(config: Any, study: type[Study], args: argparse.Namespace) -> None:
@@ -108,17 +119,36 @@ def run_study(study: type[Study], args: argparse.Namespace) -> int:
     from ..studies.runner import WAIT_FOR_WORKERS
 
     _check_backend(args)
+    check_track(args)
     config = study.load_config(args.config)
     if args.quick:
         for key, value in study.quick.items():
             setattr(config, key, value)
     _override(config, study, args)
     study.check_config(config, "command line")
-    study(config, args.out, args.backend, args.jobs, args.scheduler,
-          progress=progress_mode(args),
-          wait_for_workers=args.wait_workers or WAIT_FOR_WORKERS).run()
+    running = study(config, args.out, args.backend, args.jobs, args.scheduler,
+                    progress=progress_mode(args),
+                    wait_for_workers=args.wait_workers or WAIT_FOR_WORKERS)
+    running.run()
     print(f"wrote {args.out / 'report.md'}, {args.out / 'summary.json'} and figures")
+    if args.track:
+        _mirror(running, args.track)
     return 0
+
+
+def _mirror(running: Study, folder: Path) -> None:
+    """After the study's own files are written: mirror them to the MLflow store."""
+    from ..integrations.tracking import mirror_study, tracking_uri, warn_failure
+    from ..studies.records import read_record
+
+    try:
+        records = {path: read_record(path) for job in running.jobs for path in job.outputs
+                   if path.is_file()}
+        added = mirror_study(folder, running.name, running.out, asdict(running.config),
+                             records)
+        print(f"tracked in {tracking_uri(folder)} ({added} new run{'s' if added != 1 else ''})")
+    except Exception as exc:  # the results are written: a tracker must not undo that
+        warn_failure(exc, str(folder))
 
 
 @command_source

@@ -27,6 +27,8 @@ from ..core.spec import build_net
 from .common import (
     EXIT_DIVERGED,
     add_progress_args,
+    add_track_arg,
+    check_track,
     command,
     format_number,
     int_in,
@@ -52,7 +54,8 @@ def add_train_args(p: argparse.ArgumentParser, json: bool = True) -> None:
     p.add_argument("--net", help="seed | lenet | small | PATH.toml (default seed)")
     p.add_argument("--fc", type=int_in(1, MAX_WIDTH), nargs=2, metavar=("W3", "W4"),
                    help="seed net: widths of its two hidden dense layers (default 28 36)")
-    p.add_argument("--data", help="digits | digits10 | tiny | idx:PATH (default: the net's)")
+    p.add_argument("--data", help="digits | digits10 | tiny | idx:PATH | fashion-mnist[:DIR] "
+                   "(default: the net's)")
     p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS))
     p.add_argument("--batch-size", type=int_in(1, MAX_BATCH),
                    help="1 = online SGD (the article)")
@@ -61,7 +64,8 @@ def add_train_args(p: argparse.ArgumentParser, json: bool = True) -> None:
     p.add_argument("--momentum", type=float, help="momentum (the article's alpha)")
     p.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
     p.add_argument("--schedule",
-                   help="constant (default) | step | cosine | article (the article's defect)")
+                   help="constant (default) | step | multistep (x0.1 at 1/2 and 3/4 of the epochs, "
+                        "BioTorch's) | cosine | article (the article's defect)")
     p.add_argument("--shuffle", action="store_true", default=None,
                    help="reshuffle the data every epoch")
     p.add_argument("--scale", action="store_true", default=None, help="scale pixels to [0, 1]")
@@ -83,6 +87,7 @@ def _setup_train(p: argparse.ArgumentParser) -> None:
                    help="save a checkpoint (.npz) here after every epoch")
     p.add_argument("--resume", type=Path,
                    help="continue from this checkpoint (its settings; --epochs may extend)")
+    add_track_arg(p)
 
 
 def flag(args: argparse.Namespace, name: str) -> Any:
@@ -376,6 +381,7 @@ def _results(run: TrainRun, history: History, evaluation: Any) -> dict[str, Any]
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training.loop import evaluate
 
+    check_track(args)
     if args.resume is not None:
         run, state = restore_run(args.resume, args)
         checkpoint = args.checkpoint or args.resume
@@ -392,6 +398,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     with np.errstate(all="ignore"):  # a diverged network predicts NaN quietly
         evaluation = evaluate(run.net, run.data.x_test, run.data.y_test)
-    write_results(args.json, _results(run, history, evaluation))  # results first
+    results = _results(run, history, evaluation)
+    write_results(args.json, results)  # results first
     _print_outcome(run, history, evaluation, checkpoint)
+    if args.track:
+        _mirror(args.track, results, [args.json, checkpoint])
     return EXIT_DIVERGED if history.diverged[0] else 0
+
+
+def _mirror(folder: Path, results: dict[str, Any], files: list[Path | None]) -> None:
+    """After the results are written and printed: mirror them to the MLflow store."""
+    from ..integrations.tracking import mirror_train, tracking_uri, warn_failure
+
+    try:
+        mirror_train(folder, results, files)
+        print(f"tracked in {tracking_uri(folder)}")
+    except Exception as exc:  # the results are out: a tracker must not undo that
+        warn_failure(exc, str(folder))

@@ -161,6 +161,43 @@ def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) ->
     )
 
 
+@register_preset("lenet-biotorch", "BioTorch's LeNet MNIST for 32x32 images (conv3 is a "
+                 "5x5 convolution)", optimizer="momentum", lr=0.01, momentum=0.9,
+                 batch_size=64, epochs=100, data=None)
+def lenet_biotorch(input_shape: tuple[int, int, int] = (1, 32, 32),
+                   classes: int = 10) -> Network:
+    """BioTorch's ``LeNetMNIST`` (``biotorch/models/le_net.py``): conv 6@5x5, pool, conv
+    16@5x5, pool, conv 120@5x5 (1x1 output on 32x32 inputs), dense 84, dense classes;
+    no padding, ReLU after every layer but the last, biases, softmax cross-entropy.
+
+    It differs from :func:`lenet` in two ways that matter to a comparison: inputs are
+    32x32 (BioTorch resizes MNIST-format images; ``lenet`` pads 28x28 ones), and the
+    120-unit layer is a convolution, whose fan-out (120 x 25) sets its Glorot scale and
+    the sign-symmetry rules' feedback scale. Weights are Glorot-uniform with zero biases
+    (BioTorch's ``init: xavier``).
+    """
+    return Network(
+        [
+            Conv2d(6, 5, name="conv1"),
+            Activation("relu", name="act1"),
+            MaxPool2d(2, name="pool1"),
+            Conv2d(16, 5, name="conv2"),
+            Activation("relu", name="act2"),
+            MaxPool2d(2, name="pool2"),
+            Conv2d(120, 5, name="conv3"),
+            Activation("relu", name="act3"),
+            Flatten(name="flatten"),
+            Dense(84, name="fc4"),
+            Activation("relu", name="act4"),
+            Dense(classes, name="fc5"),
+        ],
+        input_shape=input_shape,
+        loss="softmax_ce",
+        init="glorot",
+        name="lenet-biotorch",
+    )
+
+
 @register_preset("small", "a small CNN for 8x8 digits", optimizer="momentum", lr=0.01,
                  momentum=0.9, batch_size=32, epochs=30, data="digits10")
 def small_cnn(classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8)) -> Network:

@@ -199,11 +199,9 @@ def load_config(path: str | Path | None = None) -> ReproduceConfig:
 # -- data ------------------------------------------------------------------------------
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from ..training.data import _select_classes, _sklearn_digits
+    from ..training.data import digits_images
 
-    images, labels = _sklearn_digits()
-    images, labels = _select_classes(images, labels, ARTICLE.classes, "digits")
-    return images.astype(np.float64), labels
+    return digits_images(ARTICLE.classes)
 
 
 def split_for(run: dict[str, Any], folds: int):

@@ -220,7 +220,7 @@ class Study:
         """
         self.config = self.check_config(self.config, "config")
         self.prepare()
-        jobs = self.build_jobs()
+        jobs = self.jobs = self.build_jobs()  # kept: what the run wrote (e.g. to mirror it)
         for what, needed in self.memory_needed(jobs):
             check_memory(needed, what)
         check_output_dir(self.out)

@@ -1,4 +1,5 @@
-"""Datasets: scikit-learn's 8x8 digits, the article's four built-in images, IDX files.
+"""Datasets: scikit-learn's 8x8 digits, the article's four built-in images, IDX files
+(users' MNIST-format files, and Fashion-MNIST from Debian's dataset-fashion-mnist).
 
 Every loader returns a :class:`Dataset` of NCHW float images and integer labels
 (indices into ``classes``), already split into train and test, and validated: finite
@@ -7,23 +8,34 @@ pixels, matching counts, at least one sample on each side.
 The article's protocol (``digits``, the default): the images of 0 and 1 (360), shuffled
 once with the run's seed (its data-split stream, :mod:`handprop.core.streams`), the
 first 10 held out as the test set, raw pixels 0..16.
+
+IDX files are read by :mod:`.idx` (bounded memory, sizes checked before inflating).
+Fashion-MNIST's files are checked against their known sizes and SHA-256 digests
+(:data:`FASHION_MNIST_FILES`) before they are read.
 """
 
 from __future__ import annotations
 
-import gzip
-import struct
-import zlib
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import prod
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import DataError
 from ..core.streams import Stream, generator
+from .idx import read_idx, write_idx
+
+__all__ = [
+    "DATA_NAMES", "FASHION_MNIST_FILES", "Dataset", "clear_data_cache", "digits_images",
+    "fashion_mnist_arrays", "find_fashion_mnist", "idx_dataset", "load_data", "load_digits",
+    "load_digits10", "load_fashion_mnist", "load_idx", "load_idx_arrays", "load_tiny",
+    "read_idx", "resize_bilinear", "select_classes", "stratified_split", "verify_file",
+    "write_idx",
+]
 
 # Four real 8x8 digits (a 0, a 1, a 1, a 0; pixel values 0..16), taken from
 # scikit-learn's digits (images 0, 1, 11 and 10), so the demo needs no scikit-learn.
@@ -117,9 +129,11 @@ def stratified_split(
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def _select_classes(
+def select_classes(
     images: np.ndarray, labels: np.ndarray, classes: Sequence[int], source: str
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``classes`` and their labels as class indices (``classes[i]`` -> i);
+    ``source`` names the data in errors."""
     classes = tuple(int(c) for c in classes)
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DataError(f"choose at least two distinct classes, got {classes}")
@@ -166,7 +180,7 @@ def _finish(
 
 
 @lru_cache(maxsize=1)
-def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+def _all_digits() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 digits (read once per process; callers must not modify the arrays)."""
     try:
         from sklearn.datasets import load_digits
@@ -177,6 +191,13 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
+
+
+def digits_images(classes: Sequence[int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits of ``classes`` as (N, 1, 8, 8) float64 raw pixels (0..16)
+    and class indices, in scikit-learn's order (a fresh copy: the caller may change it)."""
+    images, labels = select_classes(*_all_digits(), classes, "digits")
+    return images.astype(np.float64), labels
 
 
 def load_digits(
@@ -192,15 +213,15 @@ def load_digits(
     10 images held out, raw pixels (0..16). ``split="stratified"`` with a fraction
     ``test_size`` keeps class proportions instead; ``scale=True`` maps pixels to [0, 1].
     """
-    images, labels = _sklearn_digits()
-    images, labels = _select_classes(images, labels, classes, "digits")
+    images, labels = _all_digits()
+    images, labels = select_classes(images, labels, classes, "digits")
     name = "digits" if tuple(classes) == (0, 1) else f"digits{list(classes)}"
     return _finish(name, images, labels, classes, seed, split, test_size, scale, 16.0)
 
 
 def load_digits10(seed: int = 0, test_size: float = 0.2, scale: bool = True) -> Dataset:
     """All ten digit classes, stratified split (default 20% test), pixels in [0, 1]."""
-    images, labels = _sklearn_digits()
+    images, labels = _all_digits()
     return _finish("digits10", images, labels.astype(np.int64), tuple(range(10)), seed,
                    "stratified", test_size, scale, 16.0)
 
@@ -212,66 +233,6 @@ def load_tiny() -> Dataset:
 
 
 # -- IDX (the MNIST file format) -------------------------------------------------------
-
-_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (raw or gzip-compressed) into an array.
-
-    Format: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
-    0x0D float32, 0x0E float64), the number of dimensions, then each dimension as a
-    big-endian uint32, then the data, big-endian, row-major.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"IDX file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"IDX path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise DataError(f"corrupt gzip in IDX file {path}: {exc}") from None
-    if len(raw) < 4:
-        raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, no header")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"IDX file {path} is truncated inside its header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = prod(dims) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"IDX file {path} holds {len(raw) - header} data bytes but its header "
-            f"{list(dims)} needs {expected} (truncated or corrupt)"
-        )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file (gzip-compressed if ``path`` ends in .gz)."""
-    array = np.asarray(array)
-    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
-    native = array.dtype.newbyteorder("=")
-    if native not in codes:
-        raise DataError(f"IDX cannot store dtype {array.dtype}")
-    header = bytes([0, 0, codes[native], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload = header + array.astype(np.dtype(_IDX_TYPES[codes[native]])).tobytes()
-    if str(path).endswith(".gz"):
-        payload = gzip.compress(payload)
-    Path(path).write_bytes(payload)
-
 
 def _find(folder: Path, stem: str) -> Path | None:
     dotted = stem.replace("-idx", ".idx")  # both spellings are common
@@ -308,7 +269,7 @@ def load_idx(
     test_size: float = 0.2,
     scale: bool = True,
 ) -> Dataset:
-    """Load users' IDX files.
+    """Load users' IDX files (MNIST's format; MNIST itself, for example).
 
     ``spec`` is either a folder holding ``train-images-idx3-ubyte`` and
     ``train-labels-idx1-ubyte`` (optionally ``.gz``; ``t10k-*`` files, if present, are the
@@ -316,19 +277,41 @@ def load_idx(
     Pixels are divided by their maximum possible value (255 for uint8) if ``scale``.
     """
     images, labels, test_pair = _idx_files(spec)
+    return idx_dataset("idx", images, labels, test_pair, seed=seed, classes=classes,
+                       test_size=test_size, scale=scale, source=f"IDX labels in {spec}")
+
+
+def load_idx_arrays(folder: str | Path
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An MNIST-style folder's arrays as on disk: training images (N, C, H, W) and labels
+    (int64), test images and labels (its ``t10k-*`` files, required here)."""
+    images, labels, test_pair = _idx_files(str(folder))
+    if test_pair is None:
+        raise DataError(f"IDX folder {folder} has no t10k-images-idx3-ubyte[.gz] and "
+                        "t10k-labels-idx1-ubyte[.gz] (the test set)")
+    return images, labels, *test_pair
+
+
+def idx_dataset(name: str, images: np.ndarray, labels: np.ndarray,
+                test_pair: tuple[np.ndarray, np.ndarray] | None, *, seed: int = 0,
+                classes: Sequence[int] | None = None, test_size: float = 0.2,
+                scale: bool = True, source: str = "IDX labels") -> Dataset:
+    """A :class:`Dataset` from IDX arrays: with a test pair (MNIST's ``t10k`` files) the
+    training images in the seed's order and the test images in file order; without, a
+    stratified split. The same for every MNIST-format source (users' files, Fashion-MNIST)."""
     integer = np.issubdtype(images.dtype, np.integer)
     max_value = float(np.iinfo(images.dtype).max) if integer else 1.0
     chosen = classes is not None
     if classes is None:
         classes = tuple(int(c) for c in np.unique(labels))
-    images, labels = _select_classes(images, labels, classes, f"IDX labels in {spec}")
+    images, labels = select_classes(images, labels, classes, source)
     if test_pair is None:
-        return _finish("idx", images, labels, classes, seed, "stratified", test_size, scale,
+        return _finish(name, images, labels, classes, seed, "stratified", test_size, scale,
                        max_value)
     test_images, test_labels = _idx_test_set(test_pair, classes, chosen)
     factor = 1 / max_value if scale else 1.0
     order = generator(seed, Stream.DATA_SPLIT).permutation(len(images))
-    data = Dataset("idx", images[order].astype(np.float64) * factor, labels[order],
+    data = Dataset(name, images[order].astype(np.float64) * factor, labels[order],
                    test_images.astype(np.float64) * factor, test_labels, tuple(classes),
                    info={"seed": seed, "split": "files", "scaled": scale})
     return data.validate()
@@ -371,11 +354,161 @@ def _idx_test_set(test_pair: tuple, classes: Sequence[int], chosen: bool
     return test_images, np.array([index_of[int(v)] for v in test_labels], dtype=np.int64)
 
 
-DATA_NAMES = ("digits", "digits10", "tiny", "idx:PATH")
+# -- Fashion-MNIST (Debian's dataset-fashion-mnist, or a folder of its four files) -----
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # dataset-fashion-mnist
+FASHION_MNIST_ENV = "HANDPROP_FASHION_MNIST"
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+FASHION_MNIST_INSTALL = f"apt-get install {FASHION_MNIST_PACKAGE}"
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """A file whose bytes we know: its size and SHA-256, gzip-compressed and inflated."""
+
+    stem: str
+    gz_size: int
+    gz_sha256: str
+    raw_size: int
+    raw_sha256: str
+
+
+# Zalando's Fashion-MNIST release, as Debian's dataset-fashion-mnist
+# (0.0~git20200523.55506a9-1) installs it; the inflated digests are those of the same
+# files unpacked (as torchvision leaves them).
+FASHION_MNIST_FILES = (
+    KnownFile("train-images-idx3-ubyte", 26421856,
+              "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 47040016,
+              "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    KnownFile("train-labels-idx1-ubyte", 29491,
+              "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", 60008,
+              "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    KnownFile("t10k-images-idx3-ubyte", 4422079,
+              "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 7840016,
+              "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    KnownFile("t10k-labels-idx1-ubyte", 5125,
+              "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", 10008,
+              "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+)
+
+
+def find_fashion_mnist(folder: str | Path | None = None) -> Path:
+    """The folder holding Fashion-MNIST's four IDX files: ``folder`` if given, else
+    ``$HANDPROP_FASHION_MNIST``, else where Debian's package installs them. Missing
+    files: one line naming the install command and both ways to point elsewhere."""
+    where = ("given" if folder else f"in ${FASHION_MNIST_ENV}"
+             if os.environ.get(FASHION_MNIST_ENV) else "installed")
+    chosen = Path(folder or os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR)
+    missing = [f.stem for f in FASHION_MNIST_FILES if _find(chosen, f.stem) is None]
+    if missing:
+        what = "no such folder" if not chosen.is_dir() else f"no {', '.join(missing)}[.gz]"
+        raise DataError(f"Fashion-MNIST not found ({where} folder {chosen}: {what}); install "
+                        f"it with `{FASHION_MNIST_INSTALL}`, or name a folder of its four "
+                        f"IDX files as data fashion-mnist:DIR or in {FASHION_MNIST_ENV}")
+    return chosen
+
+
+def verify_file(path: Path, known: KnownFile, package: str) -> None:
+    """Refuse a file whose size or SHA-256 is not the known file's (gzip or inflated)."""
+    with path.open("rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    size, digest = ((known.gz_size, known.gz_sha256) if compressed
+                    else (known.raw_size, known.raw_sha256))
+    fix = f"a damaged or different file; reinstall with `{package}` or replace it"
+    actual = path.stat().st_size
+    if actual != size:
+        raise DataError(f"{path} has {actual} bytes, {known.stem} has {size} ({fix})")
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    if sha.hexdigest() != digest:
+        raise DataError(f"{path}: SHA-256 {sha.hexdigest()[:16]}... is not {known.stem}'s "
+                        f"{digest[:16]}... ({fix})")
+
+
+@lru_cache(maxsize=2)
+def _fashion_arrays(folder: Path) -> tuple[np.ndarray, ...]:
+    paths = {}
+    for known in FASHION_MNIST_FILES:
+        paths[known.stem] = _find(folder, known.stem)
+        verify_file(paths[known.stem], known,
+                    f"apt-get install --reinstall {FASHION_MNIST_PACKAGE}")
+    train = _idx_pair(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"])
+    test = _idx_pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
+    arrays = (*train, *test)
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def clear_data_cache() -> None:
+    """Forget the files read so far in this process (e.g. after they changed on disk)."""
+    _fashion_arrays.cache_clear()
+
+
+def fashion_mnist_arrays(folder: str | Path | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fashion-MNIST as it is on disk, checked (sizes, SHA-256, IDX headers): training
+    images (60000, 1, 28, 28) uint8 and labels (60000,) int64, test images (10000, 1, 28,
+    28) and labels, in file order. Read once per process (the arrays are read-only)."""
+    return _fashion_arrays(find_fashion_mnist(folder).resolve())
+
+
+def load_fashion_mnist(folder: str | Path | None = None, seed: int = 0,
+                       scale: bool = True) -> Dataset:
+    """Fashion-MNIST as a :class:`Dataset`: the 60,000 training images in the seed's
+    order, the 10,000 test images in file order, pixels / 255 if ``scale``
+    (:func:`find_fashion_mnist` says where the files are looked for)."""
+    train_x, train_y, test_x, test_y = fashion_mnist_arrays(folder)
+    return idx_dataset("fashion-mnist", train_x, train_y, (test_x, test_y), seed=seed,
+                       scale=scale, source="Fashion-MNIST labels")
+
+
+# -- preprocessing ---------------------------------------------------------------------
+
+def _interpolation(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of bilinear resampling with pixel centres aligned
+    (PyTorch's ``align_corners=False``; what PIL does when enlarging)."""
+    source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    source = np.clip(source, 0, size_in - 1)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    weights = np.zeros((size_out, size_in))
+    rows = np.arange(size_out)
+    np.add.at(weights, (rows, low), 1 - (source - low))
+    np.add.at(weights, (rows, high), source - low)
+    return weights
+
+
+def resize_bilinear(images: np.ndarray, size: tuple[int, int], *,
+                    round_8bit: bool = False) -> np.ndarray:
+    """Resize (..., H, W) images to ``size`` bilinearly, as float64: rows first, then
+    columns (PyTorch's ``interpolate(mode="bilinear", align_corners=False)``; for
+    enlarging only: no anti-aliasing filter is applied).
+
+    ``round_8bit``: round each pass half up to 0..255, as PIL does with 8-bit images --
+    torchvision's ``Resize``, which BioTorch applies to MNIST-format images, is PIL's. (A
+    test finds it identical to PIL on Fashion-MNIST's images.)"""
+    height, width = images.shape[-2:]
+    across, down = _interpolation(width, size[1]), _interpolation(height, size[0])
+    out = np.asarray(images, dtype=np.float64) @ across.T  # horizontal pass first, as PIL
+    if round_8bit:
+        out = _round_8bit(out)
+    out = down @ out  # (H', H) @ (..., H, W') -> (..., H', W')
+    return _round_8bit(out) if round_8bit else out
+
+
+def _round_8bit(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(values + 0.5), 0, 255)
+
+
+DATA_NAMES = ("digits", "digits10", "tiny", "idx:PATH", "fashion-mnist[:DIR]")
 
 
 def load_data(spec: str, seed: int = 0, scale: bool | None = None) -> Dataset:
-    """``digits`` | ``digits10`` | ``tiny`` | ``idx:PATH`` -> Dataset (see each loader)."""
+    """``digits`` | ``digits10`` | ``tiny`` | ``idx:PATH`` | ``fashion-mnist[:DIR]`` ->
+    Dataset (see each loader)."""
     if spec == "digits":
         return load_digits(seed=seed, scale=bool(scale))
     if spec == "digits10":
@@ -387,4 +520,7 @@ def load_data(spec: str, seed: int = 0, scale: bool | None = None) -> Dataset:
         return data
     if spec.startswith("idx:") and len(spec) > 4:
         return load_idx(spec[4:], seed=seed, scale=True if scale is None else scale)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:") and len(spec) > 14:
+        return load_fashion_mnist(spec[14:] or None, seed=seed,
+                                  scale=True if scale is None else scale)
     raise DataError(f"unknown data {spec!r}; choose from {', '.join(DATA_NAMES)}")
