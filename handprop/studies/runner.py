@@ -36,13 +36,14 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, HandpropError
-from ..core.io import atomic_write_text
+from ..core.io import atomic_write_text, remove_temporaries, temporary_tag
 from ..core.limits import MAX_JOBS, check_int
 from .progress import ProgressBar
 
@@ -119,22 +120,33 @@ class JobProgress:
             atomic_write_text(self.path, f"{done} {self.total}\n")
 
 
-def call_target(target: str, spec: dict[str, Any]) -> dict[str, Any]:
+def call_target(target: str, spec: dict[str, Any], tag: str = "") -> dict[str, Any]:
     """Import ``module:function`` and call it with ``spec`` (runs in the worker). The
-    result gets ``pid``: the process that ran the job."""
+    result gets ``pid`` (the process that ran the job) and ``notices`` (the engine's
+    one-line notices, for the parent to show once). ``tag`` names the job's temporary
+    files (see :func:`handprop.core.io.temporary_tag`)."""
+    from threadpoolctl import threadpool_limits
+
+    from ..training.loop import EngineNotice
+
     module_name, _, function_name = target.partition(":")
     function: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
         importlib.import_module(module_name), function_name
     )
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - shipped with scikit-learn
-        result = function(spec)
-    else:
+    with warnings.catch_warnings(record=True) as caught, temporary_tag(tag):
+        warnings.simplefilter("always", EngineNotice)
         # One BLAS thread per worker: the jobs already use every core.
         with threadpool_limits(limits=1):
             result = function(spec)
-    return {**result, "pid": os.getpid()}
+    notices = []
+    for warning in caught:
+        if issubclass(warning.category, EngineNotice):
+            if str(warning.message) not in notices:
+                notices.append(str(warning.message))
+        else:  # any other warning as it would have been shown
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+    return {**result, "pid": os.getpid(), "notices": notices}
 
 
 # -- workers die with their parent -----------------------------------------------------
@@ -251,23 +263,31 @@ class Backend:
             self._quiet.__exit__(None, None, None)
 
     # -- running jobs
-    def dispatch(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
-        """Run the jobs; yield ``(job, result)`` as each finishes."""
-        n_jobs = self.n_jobs or os.cpu_count() or 1
-        if self.name == "sequential" or (self.name == "loky" and n_jobs == 1):
-            for job in todo:
-                yield job, call_target(job.target, job.spec)
-        elif self.name == "loky":
-            yield from self._loky(todo, n_jobs)
-        else:
-            self.open()
-            yield from self._dask(todo)
+    def workers(self, jobs: int) -> int:
+        """How many local worker processes running ``jobs`` jobs starts: never more than
+        the jobs (0: they run in this process, or on a Dask cluster's own workers)."""
+        n_jobs = min(self.n_jobs or os.cpu_count() or 1, jobs)
+        return n_jobs if self.name == "loky" and n_jobs > 1 else 0
 
-    def _loky(self, todo: list[Job], n_jobs: int) -> Iterator[tuple[Job, dict[str, Any]]]:
+    def dispatch(self, todo: list[Job], tag: str = "") -> Iterator[tuple[Job, dict[str, Any]]]:
+        """Run the jobs; yield ``(job, result)`` as each finishes. ``tag`` names their
+        temporary files."""
+        workers = self.workers(len(todo))
+        if self.name == "dask":
+            self.open()
+            yield from self._dask(todo, tag)
+        elif workers:
+            yield from self._loky(todo, workers, tag)
+        else:
+            for job in todo:
+                yield job, call_target(job.target, job.spec, tag)
+
+    def _loky(self, todo: list[Job], n_jobs: int, tag: str
+              ) -> Iterator[tuple[Job, dict[str, Any]]]:
         from joblib import Parallel, delayed, parallel_config
 
         def task(job: Job):
-            return job.id, call_target(job.target, job.spec)
+            return job.id, call_target(job.target, job.spec, tag)
 
         by_id = {job.id: job for job in todo}
         # Every worker runs watch_parent first: none outlives this process.
@@ -284,9 +304,9 @@ class Backend:
         except Exception:  # a lost scheduler: the caller checks the client's status
             return None
 
-    def _dask(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
+    def _dask(self, todo: list[Job], tag: str) -> Iterator[tuple[Job, dict[str, Any]]]:
         client, run = self.client, uuid.uuid4().hex[:8]
-        futures = {client.submit(call_target, job.target, job.spec, pure=False,
+        futures = {client.submit(call_target, job.target, job.spec, tag, pure=False,
                                  key=f"handprop-{run}-{i}"): job for i, job in enumerate(todo)}
         pending = set(futures)
         alone_since: float | None = None  # when the last worker left
@@ -409,20 +429,35 @@ def run_jobs(
                               daemon=True)
     poller.start()
     results: list[dict[str, Any]] = []
+    tag, shown = f"hp{uuid.uuid4().hex[:12]}", set()  # this run's temporary files
     try:
-        for job, result in backend.dispatch(todo):
+        for job, result in backend.dispatch(todo, tag):
             job.done = True
             finished_steps[0] += job.steps
             results.append(result)
+            for notice in result.get("notices", []):
+                if notice not in shown:
+                    shown.add(notice)
+                    bar.message(f"handprop: note: {notice}")
     finally:
         stop.set()
         poller.join()
-        # A worker killed mid-write (interrupt) can leave its temporary file behind.
-        for leftover in out.rglob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        # A worker killed mid-write (an interrupt) can leave its temporary file behind:
+        # only this run's are deleted (never a user's .tmp file, nor another run's).
+        folders = {path.parent for job in todo for path in job.outputs}
+        remove_temporaries(folders | {out, out / ".progress"}, tag)
+        remove_progress(out, todo)
         bar.update(finished_steps[0], f"{sum(j.done for j in todo)}/{len(todo)} jobs")
         bar.close()
     return results, time.perf_counter() - start
+
+
+def remove_progress(out: Path, jobs: list[Job]) -> None:
+    """Delete the jobs' progress files, and ``.progress`` once it is empty."""
+    for job in jobs:
+        progress_path(out, job.id).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (Path(out) / ".progress").rmdir()
 
 
 @dataclass

@@ -16,14 +16,15 @@ the config's fields declared with :func:`option`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import math
 import os
 import pkgutil
-import shutil
 import tomllib
 import typing
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict
 from importlib import resources
 from pathlib import Path
@@ -31,11 +32,11 @@ from typing import Any, ClassVar
 
 from ..core.errors import ConfigError
 from ..core.interrupts import deferred_interrupts
-from ..core.io import atomic_write_text, check_output_dir, write_json
+from ..core.io import atomic_write_text, check_output_dir, folder_lock, write_json
 from ..core.limits import check_int, check_memory
 from ..core.schema import check_type
 from .records import collect
-from .runner import WAIT_FOR_WORKERS, Backend, Job, StudyRun, run_study
+from .runner import WAIT_FOR_WORKERS, Backend, Job, StudyRun, remove_progress, run_study
 
 STUDIES: dict[str, type[Study]] = {}
 
@@ -227,30 +228,37 @@ class Study:
         with Backend(self.backend, self.n_jobs, self.scheduler,
                      self.wait_for_workers) as backend:
             created = _make_folder(self.out)
-            config_path = self.out / "config.toml"
-            if not config_path.exists():
-                created.append(config_path)
-            try:
-                self.save_config(config_path)
-                run = run_study(jobs, self.out, backend, None, None, self.show_progress,
-                                self.name, self.progress)
-            except BaseException:
-                _remove_if_unused(created, self.out)
-                raise
-        if run.error is not None and not _any_record(jobs):
-            _remove_if_unused(created, self.out)
-            raise run.error
-        with deferred_interrupts():
-            records = self.load_records(jobs)
-            summary = self.summarize(records)
-            meta = self.meta(run)
-            self.write_outputs(records, summary, meta)
+            with _locked(self.out, created):
+                run = self._run_jobs(jobs, backend, created)
+                with deferred_interrupts():
+                    records = self.load_records(jobs)
+                    summary = self.summarize(records)
+                    meta = self.meta(run)
+                    self.write_outputs(records, summary, meta)
         if run.interrupted:
             raise KeyboardInterrupt
         if run.error is not None:
             raise type(run.error)(f"{run.error}; {run.finished} of {run.jobs} jobs finished, "
                                   f"reported in {self.out / 'report.md'}")
         return {"summary": summary, "meta": meta}
+
+    def _run_jobs(self, jobs: list[Job], backend: Backend, created: list[Path]) -> StudyRun:
+        """Save the config and run the jobs (in the locked results folder). A run that
+        fails before any job finished removes what it made, and raises."""
+        config_path = self.out / "config.toml"
+        if not config_path.exists():
+            created.append(config_path)
+        try:
+            self.save_config(config_path)
+            run = run_study(jobs, self.out, backend, None, None, self.show_progress,
+                            self.name, self.progress)
+        except BaseException:
+            _remove_if_unused(created, jobs, self.out)
+            raise
+        if run.error is not None and not _any_record(jobs):
+            _remove_if_unused(created, jobs, self.out)
+            raise run.error
+        return run
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """(what, bytes) of memory the jobs need at once, checked against the budget of
@@ -338,13 +346,13 @@ def _any_record(jobs: list[Job]) -> bool:
     return any(path.exists() for job in jobs for path in job.outputs)
 
 
-def _remove_if_unused(created: list[Path], out: Path) -> None:
+def _remove_if_unused(created: list[Path], jobs: list[Job], out: Path) -> None:
     """After a run in which no job wrote anything: remove the files and folders it made
-    (the config it saved, progress files, empty folders)."""
+    (the config it saved, its progress files, empty folders)."""
     for path in created:
         if path.is_file():
             path.unlink(missing_ok=True)
-    shutil.rmtree(out / ".progress", ignore_errors=True)
+    remove_progress(out, jobs)
     for folder in sorted((p for p in created if p.is_dir()), key=lambda p: -len(p.parts)):
         try:
             for inner in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
@@ -353,3 +361,23 @@ def _remove_if_unused(created: list[Path], out: Path) -> None:
             folder.rmdir()
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def _locked(out: Path, created: list[Path]) -> Iterator[None]:
+    """Hold the results folder (see :func:`~handprop.core.io.folder_lock`); after a
+    failure, the folders this run made are removed if they are empty once it lets go
+    (the folder another run holds never is)."""
+    try:
+        with folder_lock(out):
+            yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """The folders made for a run that did not start, if still empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -384,9 +384,12 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
     notice = None
     if engine != "numpy":
         from .compiled import UnsupportedError, compiled_engine
+        from .compiled.cache import require as require_kernel_cache
 
         try:
             if engine == "compiled" or compiled_is_faster(net, config.batch_size):
+                if engine == "auto":  # without a kernel cache, NumPy (see compiled/cache.py)
+                    require_kernel_cache()
                 return compiled_engine(net, rule, optimizer, name, reduction,
                                        config.batch_size, threads)
         except UnsupportedError as exc:
