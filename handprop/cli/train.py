@@ -20,10 +20,11 @@ from ..core.limits import (
     MAX_SEED,
     MAX_WIDTH,
     check_memory,
-    estimate_training_bytes,
+    processes_bytes,
 )
 from ..core.presets import preset_defaults
 from ..core.spec import build_net
+from ..training.memory import estimate_run_bytes
 from .common import (
     EXIT_DIVERGED,
     add_progress_args,
@@ -153,9 +154,9 @@ def _check_memory(net: Any, args: argparse.Namespace, config: TrainConfig, sampl
     flags that size them (before the network is allocated)."""
     what = f"--net {args.net}" + (f" --fc {args.fc[0]} {args.fc[1]}" if args.fc else "")
     what += f" with --batch-size {config.batch_size}"
-    needed = estimate_training_bytes(net, 1, min(config.batch_size, samples), samples,
-                                     np.dtype(config.dtype).itemsize)
-    check_memory(needed, f"{what} ({net.num_params} parameters)")
+    needed = estimate_run_bytes(net, 1, min(config.batch_size, samples), samples,
+                                np.dtype(config.dtype).itemsize, getattr(args, "engine", "auto"))
+    check_memory(processes_bytes(0) + needed, f"{what} ({net.num_params} parameters)")
 
 
 def prepare_run(args: argparse.Namespace) -> TrainRun:
@@ -235,6 +236,7 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
     from ..rules import make_rule
     from ..training.checkpoint import (
         check_architecture,
+        check_recipe_files,
         load_checkpoint,
         restore_network,
         restore_training_state,
@@ -244,6 +246,7 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
 
     checkpoint = load_checkpoint(path)
     recipe, saved = training_settings(checkpoint, str(path))
+    check_recipe_files(recipe, path, {"net": args.net, "data": getattr(args, "data", None)})
     net_name = args.net or recipe["net"]
     fc = args.fc if args.fc is not None else recipe["fc"]
     if args.net is not None or args.fc is not None:

@@ -32,6 +32,8 @@ import json
 import logging
 import os
 import re
+import socket
+import struct
 import sys
 import threading
 import time
@@ -188,17 +190,70 @@ def _poll(out: Path, jobs: list[Job], bar: ProgressBar, stop: threading.Event,
 
 # -- backends --------------------------------------------------------------------------
 
-_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"
-                      r":(\d{1,5})")
+_ADDRESS = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"
+                      r":(?P<port>\d{1,5})")
+CONNECT_TIMEOUT = 10.0  # seconds for a Dask scheduler to answer
 
 
 def check_scheduler_address(address: Any) -> str:
-    """A Dask scheduler address: ``tcp://HOST:PORT`` (or ``HOST:PORT``, ``tls://...``)."""
+    """A Dask scheduler address: ``tcp://HOST:PORT`` or ``HOST:PORT``; ``tls://HOST:PORT``
+    when Dask's config has TLS certificates (checked when connecting)."""
     match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    if match is None or not 1 <= int(match[1]) <= 65535:
-        raise ConfigError(f"{address!r} is not a Dask scheduler address; expected "
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"{str(address)[:100]!r} is not a Dask scheduler address; expected "
                           "tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)")
+    if match["scheme"] not in (None, "tcp", "tls"):
+        raise ConfigError(f"{address}: handprop connects to a Dask scheduler over tcp:// (or "
+                          f"tls:// with certificates in Dask's config), not {match['scheme']}://")
     return address
+
+
+def _check_tls(address: str) -> None:
+    """tls:// needs the certificates Dask's config names (``distributed.comm.tls``)."""
+    import dask.config
+
+    needed = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
+    missing = [key for key in needed if not dask.config.get(key, None)]
+    if missing:
+        raise ConfigError(f"{address}: tls:// needs TLS certificates in Dask's config; set "
+                          f"{' and '.join(missing)} (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE"
+                          "), or use tcp://")
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, within ``timeout`` seconds, a tcp:// address where no Dask scheduler
+    listens. A scheduler speaks first (its handshake: a frame length, 8 bytes); the
+    dashboard's web server, or a port that accepts and stays silent, does not, and Dask's
+    own client would wait for it for minutes."""
+    match = _ADDRESS.fullmatch(address)
+    host, port = match["host"].strip("[]"), int(match["port"])
+    deadline = time.monotonic() + timeout
+    head = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            while len(head) < 8:
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = sock.recv(8 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        raise ConfigError(f"no Dask scheduler answered at {address} within {timeout:g} s (is "
+                          "it the dashboard's port? a scheduler listens on 8786 by default)"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
+                          f"{exc.strerror or exc}") from None
+    if len(head) < 8 or not 0 < struct.unpack("<Q", head)[0] < 2**32:
+        raise ConfigError(f"{address} is not a Dask scheduler (what answers there does not "
+                          "speak Dask's protocol)")
+
+
+def local_workers(backend: str, n_jobs: int | None, jobs: int) -> int:
+    """How many local worker processes a backend starts for ``jobs`` jobs: never more than
+    the jobs (0: they run in this process, or on a Dask cluster's own workers)."""
+    workers = min(n_jobs or os.cpu_count() or 1, jobs)
+    return workers if backend == "loky" and workers > 1 else 0
 
 
 def _say(message: str) -> None:
@@ -264,10 +319,8 @@ class Backend:
 
     # -- running jobs
     def workers(self, jobs: int) -> int:
-        """How many local worker processes running ``jobs`` jobs starts: never more than
-        the jobs (0: they run in this process, or on a Dask cluster's own workers)."""
-        n_jobs = min(self.n_jobs or os.cpu_count() or 1, jobs)
-        return n_jobs if self.name == "loky" and n_jobs > 1 else 0
+        """The local worker processes ``jobs`` jobs start (see :func:`local_workers`)."""
+        return local_workers(self.name, self.n_jobs, jobs)
 
     def dispatch(self, todo: list[Job], tag: str = "") -> Iterator[tuple[Job, dict[str, Any]]]:
         """Run the jobs; yield ``(job, result)`` as each finishes. ``tag`` names their
@@ -376,7 +429,8 @@ def _quiet_dask() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _dask_client(scheduler: str | None):
+def _dask_client(scheduler: str | None, timeout: float = CONNECT_TIMEOUT):
+    """A Client of the scheduler, or a ConfigError within about ``timeout`` seconds."""
     check_scheduler_address(scheduler)
     try:
         from dask.distributed import Client
@@ -384,10 +438,26 @@ def _dask_client(scheduler: str | None):
         raise ConfigError(
             "the dask backend needs dask.distributed: pip install 'handprop[dask]'"
         ) from None
-    try:
-        return Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    if scheduler.startswith("tls://"):
+        _check_tls(scheduler)
+    else:
+        probe_scheduler(scheduler, timeout)
+    outcome: dict[str, Any] = {}
+
+    def connect() -> None:  # in a thread, so that no handshake can hold this one
+        try:
+            outcome["client"] = Client(scheduler, timeout=f"{timeout}s")
+        except Exception as exc:  # reported below, as one line
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=connect, name="handprop-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    error = outcome.get("error")
+    detail = f"{type(error).__name__}: {error}"[:200] if error else f"no answer in {timeout:g} s"
+    raise ConfigError(f"cannot connect to the Dask scheduler at {scheduler} ({detail})")
 
 
 # -- running a study's jobs ------------------------------------------------------------
