@@ -236,7 +236,7 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
     from ..rules import make_rule
     from ..training.checkpoint import (
         check_architecture,
-        check_recipe_files,
+        files_outside,
         load_checkpoint,
         restore_network,
         restore_training_state,
@@ -246,7 +246,12 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
 
     checkpoint = load_checkpoint(path)
     recipe, saved = training_settings(checkpoint, str(path))
-    check_recipe_files(recipe, path, {"net": args.net, "data": getattr(args, "data", None)})
+    given = {"net": args.net, "data": getattr(args, "data", None)}
+    for key, value in files_outside(recipe, path, given):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ConfigError(f"{path} names {key} {shown!r}, a file outside the checkpoint's "
+                          f"folder; pass --{key} {shown} to read it (a checkpoint alone "
+                          "cannot point handprop at files elsewhere)")
     net_name = args.net or recipe["net"]
     fc = args.fc if args.fc is not None else recipe["fc"]
     if args.net is not None or args.fc is not None:

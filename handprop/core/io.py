@@ -11,8 +11,9 @@ a read-only or pseudo file system), so a run never fails at its end for a reason
 at its start. A failed write (a full disk) is a one-line :class:`OutputError`.
 
 Temporary files are named ``.<name>.<tag>.<random>.tmp``: the tag is this process's
-(``hp<pid>``), or the one a study gives its jobs (:func:`temporary_tag`), so that a study
-can delete the temporaries its own killed workers left behind, and no one else's
+(``pid<PID>``; the next write of the same file deletes those of a writer that died), or
+the one a study gives its jobs (:func:`temporary_tag`), so that a study can delete the
+temporaries its own killed workers left behind, and no one else's
 (:func:`remove_temporaries`). :func:`folder_lock` keeps two runs out of one results
 folder.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import math
 import os
@@ -76,7 +78,17 @@ _TAG = {"tag": ""}
 
 
 def _temp_tag() -> str:
-    return _TAG["tag"] or f"hp{os.getpid()}"
+    return _TAG["tag"] or f"pid{os.getpid()}"
+
+
+def _remove_dead_writers(path: Path) -> None:
+    """Temporaries of ``path`` left by a process of this machine that died mid-write
+    (``kill -9``): named ``.<name>.pid<PID>.<random>.tmp`` with a PID no longer alive."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.pid*.tmp"):
+        pid = leftover.name[len(path.name) + 5:].partition(".")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 @contextlib.contextmanager
@@ -108,6 +120,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise OutputError(f"cannot write {path}: it is a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_temp_tag()}.",
                                    suffix=".tmp")
     except OSError as exc:
@@ -247,7 +260,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
         if outcome == "busy":
             raise FolderInUseError(f"{folder} is in use by another handprop run (pid {owner}); "
-                              "wait for it to finish or choose another --out")
+                              "wait for it to finish or choose another results folder")
     else:  # pragma: no cover - five races lost in a row
         raise FolderInUseError(f"{folder} is in use by another handprop run")
     try:

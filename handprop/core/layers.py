@@ -155,12 +155,13 @@ class Layer:
             return rng.uniform(-bound, bound, size=shape)
         raise ConfigError(f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)}")
 
-    def workspace(self, need_input_grad: bool = True) -> tuple[int, int]:
-        """Memory per sample, in values, for the estimate of :mod:`.limits`: ``(kept,
-        work)``. ``kept``: what the forward pass keeps until the backward pass (the output
-        and the cache); ``work``: what the backward pass needs on top while it runs (the
-        gradients in and out, and its own temporaries). Valid after build; a layer with
-        big temporaries (im2col) says so next to its forward pass."""
+    def workspace(self, need_input_grad: bool = True, itemsize: int = 8) -> tuple[int, int]:
+        """Memory per sample, in values of ``itemsize`` bytes, for the estimate of
+        :mod:`.limits`: ``(kept, work)``. ``kept``: what the forward pass keeps until the
+        backward pass (the output and the cache); ``work``: what the backward pass needs
+        on top while it runs (the gradients in and out, and its own temporaries; int64
+        indices and float64 sums count ``8 // itemsize`` values each). Valid after build;
+        a layer with big temporaries (im2col) says so next to its forward pass."""
         out = prod(self.out_shape)
         return out, out + (prod(self.in_shape) if need_input_grad else 0)
 

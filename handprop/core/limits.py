@@ -147,19 +147,19 @@ def estimate_training_bytes(net: Any, replicas: int = 1, batch: int = 1, samples
     engine adds its own (``handprop.training.memory``).
     """
     params = int(net.num_params) + int(getattr(net, "num_state", 0))
-    per_sample = activation_values(net)
+    per_sample = activation_values(net, itemsize)
     inputs = prod(net.input_shape)
     per_replica = 6 * params + per_sample * max(int(batch), 1) + 2 * inputs * samples
     return int(per_replica * max(int(replicas), 1) * itemsize)
 
 
-def activation_values(net: Any) -> int:
+def activation_values(net: Any, itemsize: int = 8) -> int:
     """Values per sample of a training step: the input, what every layer keeps, and the
     largest backward pass's work (see :meth:`~handprop.core.layers.Layer.workspace`)."""
     needs = getattr(net, "_need_input_grad", None) or [True] * len(net.layers)
     kept, work = prod(net.input_shape), 0
     for layer, need in zip(net.layers, needs, strict=True):
-        layer_kept, layer_work = layer.workspace(bool(need))
+        layer_kept, layer_work = layer.workspace(bool(need), itemsize)
         kept, work = kept + layer_kept, max(work, layer_work)
     return kept + work
 

@@ -47,8 +47,11 @@ RECORD_SCHEMA: dict[str, Any] = {
     "version": int, "fingerprint": str, "rule": str, "seed": int, "diverged": dict | None,
     "cost": list[float | None], "base_cost": list[float | None],
     "alignment": dict | None, "alignment_epochs": list[int] | None,
+    "protocol": str, "fold": int | None, "train_images": int, "test_images": int,
+    "test_accuracy": float | None, "test_error": float | None,
+    "test_correct": list[bool] | None, "test_raw": list[float | None],
 }
-"""The types of the keys every study's records share (each checked where present)."""
+"""The types of the keys the studies' records hold (each checked where present)."""
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -267,7 +267,8 @@ class Backend:
 
     def __init__(self, name: str = "loky", n_jobs: int | None = None,
                  scheduler: str | None = None, wait_for_workers: float = WAIT_FOR_WORKERS,
-                 say: Callable[[str], None] = _say) -> None:
+                 say: Callable[[str], None] = _say, connect_timeout: float | None = None
+                 ) -> None:
         if name not in BACKENDS:
             raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
         if n_jobs is not None:
@@ -282,6 +283,7 @@ class Backend:
                               f"{wait_for_workers!r}")
         self.name, self.n_jobs, self.scheduler = name, n_jobs, scheduler
         self.wait_for_workers = float(wait_for_workers)
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self.say = say
         self.client: Any = None
 
@@ -299,7 +301,7 @@ class Backend:
             self._quiet = _quiet_dask()
             self._quiet.__enter__()
             try:
-                self.client = _dask_client(self.scheduler)
+                self.client = _dask_client(self.scheduler, self.connect_timeout)
             except BaseException:
                 self._quiet.__exit__(None, None, None)
                 raise
@@ -429,9 +431,10 @@ def _quiet_dask() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _dask_client(scheduler: str | None, timeout: float = CONNECT_TIMEOUT):
+def _dask_client(scheduler: str | None, timeout: float | None = None):
     """A Client of the scheduler, or a ConfigError within about ``timeout`` seconds."""
     check_scheduler_address(scheduler)
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         from dask.distributed import Client
     except ImportError:
@@ -499,7 +502,7 @@ def run_jobs(
                               daemon=True)
     poller.start()
     results: list[dict[str, Any]] = []
-    tag, shown = f"hp{uuid.uuid4().hex[:12]}", set()  # this run's temporary files
+    tag, shown = f"run{uuid.uuid4().hex[:12]}", set()  # this run's temporary files
     try:
         for job, result in backend.dispatch(todo, tag):
             job.done = True

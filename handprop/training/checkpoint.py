@@ -182,6 +182,10 @@ def _check_sizes(path: Path) -> None:
 
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
+        names = {info.filename for info in infos}
+        if "meta.json.npy" not in names or "params.npy" not in names:
+            raise CheckpointError(f"{path} is not a readable checkpoint (no meta.json or "
+                                  "params entry)")
         for info in infos:
             if info.filename == "meta.json.npy" and info.file_size > MAX_META_BYTES:
                 size = format_bytes(info.file_size)
@@ -204,14 +208,14 @@ def _check_header(member: Any, info: zipfile.ZipInfo, path: Path) -> None:
             raise ValueError(f"array format {version}")
         shape, _, dtype = reader(member, max_header_size=10_000)
     except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        raise CheckpointError(f"{path} has a corrupt entry {info.filename!r} "
-                              f"({type(exc).__name__})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt entry "
+                              f"{info.filename!r}: {type(exc).__name__})") from None
     if dtype.hasobject:
         raise CheckpointError(f"{path} holds objects that would need pickle to load; refused")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if nbytes + member.tell() != info.file_size:
-        raise CheckpointError(f"{path} has a corrupt entry {info.filename!r} (its header "
-                              f"declares {nbytes} bytes of data, the entry holds "
+        raise CheckpointError(f"{path} is not a readable checkpoint (entry "
+                              f"{info.filename!r} declares {nbytes} bytes of data and holds "
                               f"{info.file_size - member.tell()})")
 
 
@@ -317,22 +321,19 @@ def _recipe_files(recipe: dict[str, Any]) -> dict[str, list[str]]:
     return files
 
 
-def check_recipe_files(recipe: dict[str, Any], source: Path,
-                       given: dict[str, str | None]) -> None:
-    """A checkpoint is untrusted: a file its recipe names (a network TOML, IDX data) is
-    read only if it lies in the checkpoint's own folder, or if the command line names it
-    again (``given``: the flags ``net`` and ``data`` as typed, or None)."""
+def files_outside(recipe: dict[str, Any], source: Path,
+                  given: dict[str, str | None]) -> list[tuple[str, str]]:
+    """A checkpoint is untrusted: a file its recipe names (a network TOML, IDX data) may
+    be read only if it lies in the checkpoint's own folder, or if the user names it again
+    (``given``: ``net`` and ``data`` as the user gave them, or None). The (key, value)
+    pairs of the recipe that may not be read."""
     folder = Path(source).resolve().parent
+    outside = []
     for key, paths in _recipe_files(recipe).items():
-        if given.get(key) == recipe[key]:
-            continue
-        outside = [p for p in paths if not Path(p).resolve().is_relative_to(folder)]
-        if outside:
-            shown = recipe[key] if len(recipe[key]) <= 80 else recipe[key][:77] + "..."
-            raise CheckpointError(
-                f"{source} names {key} {shown!r}, a file outside the checkpoint's folder; "
-                f"pass --{key} {shown} to read it (a checkpoint alone cannot point "
-                "handprop at files elsewhere)")
+        if given.get(key) != recipe[key] and not all(
+                Path(p).resolve().is_relative_to(folder) for p in paths):
+            outside.append((key, recipe[key]))
+    return outside
 
 
 def _check_state(saved: dict[str, Any], config: Any, replicas: int, template: Any) -> None:

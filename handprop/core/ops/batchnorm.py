@@ -218,7 +218,7 @@ class BatchNorm2d(Layer):
         return {"type": self.kind, "name": self.name, "eps": self.eps,
                 "momentum": self.momentum, "affine": self.affine}
 
-    def workspace(self, need_input_grad=True):
+    def workspace(self, need_input_grad=True, itemsize=8):
         """Kept: the output and the normalised input (xhat); work: the gradients and
         the centred gradient."""
         size = int(np.prod(self.out_shape))

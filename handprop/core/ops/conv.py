@@ -33,7 +33,15 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layers import WeightLayer, int_pair, pair, positive_int, register_layer
-from .windows import Windows, gather_windows, scatter_windows, streams, strided, window_table
+from .windows import (
+    Windows,
+    gather_windows,
+    scatter_values,
+    scatter_windows,
+    streams,
+    strided,
+    window_table,
+)
 
 
 class ConvGeometry(NamedTuple):
@@ -365,7 +373,7 @@ class Conv2d(WeightLayer):
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding), "groups": self.groups, "bias": self.bias}
 
-    def workspace(self, need_input_grad=True):
+    def workspace(self, need_input_grad=True, itemsize=8):
         """Kept: the output and the input windows (im2col: C*kh*kw values per output
         pixel). Work: the gradients, the per-image weight gradients, and for the input
         gradient either each tap's share (as big as the windows) plus the padded input
@@ -381,7 +389,8 @@ class Conv2d(WeightLayer):
             full = (self.out_channels * (kw + run) + self.out_channels * kw * run
                     + channels * kh * run + padded)
             streaming = self.geometry.stream and w.stride == (1, 1)
-            work += prod(self.in_shape) + (full if streaming else windows + padded)
+            scatter = windows + scatter_values(windows, padded, itemsize)
+            work += prod(self.in_shape) + (full if streaming else scatter)
         return out + windows, work
 
     def _windows_per_sample(self) -> int:
