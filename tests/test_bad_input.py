@@ -460,9 +460,6 @@ CASES: list[tuple[str, T, list[str]]] = [
         t, "f.npz", lambda a: a.update({"optimizer.velocity":
                                         a["optimizer.velocity"].astype(np.float32)})))],
      ["velocity", "float32", "float64"]),
-    ("checkpoint-names-a-net-elsewhere", lambda t: ["train", "--resume", str(_with_meta(
-        t, "n.npz", lambda m: m["recipe"].update(net="../../elsewhere.toml")))],
-     ["n.npz", "elsewhere.toml", "outside the checkpoint's folder", "--net"]),
     ("checkpoint-names-data-elsewhere", lambda t: ["train", "--resume", str(_with_meta(
         t, "d.npz", lambda m: m["recipe"].update(data="idx:/etc/passwd")))],
      ["d.npz", "idx:/etc/passwd", "outside", "--data"]),
