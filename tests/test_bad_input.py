@@ -105,6 +105,49 @@ def _with_arrays(tmp: Path, name: str, change: Callable[[dict], None]) -> Path:
     return path
 
 
+def _brsf_checkpoint(tmp: Path, name: str, change: Callable[[dict], None]) -> Path:
+    """A checkpoint of a brSF run (its rule keeps a random generator), metadata changed."""
+    path = tmp / "brsf.npz"
+    assert main(["train", "--epochs", "1", "--quiet", "--rule", "brsf", "--checkpoint",
+                 str(path)]) == 0
+    good = np.load(path, allow_pickle=False)
+    arrays = {k: good[k] for k in good.files}
+    meta = json.loads(arrays["meta.json"].tobytes())
+    change(meta)
+    arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp / name, **arrays)
+    return tmp / name
+
+
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+def _bomb_checkpoint(tmp: Path, name: str, entry: str, declared: int, data: int) -> Path:
+    """A small .npz whose ``entry`` declares ``declared`` uint8 values in its header and
+    holds ``data`` bytes of zeros (deflated: a few kB for 100 MB); the rest of a real
+    checkpoint beside it."""
+    good = np.load(_checkpoint(tmp), allow_pickle=False)
+    path = tmp / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key in good.files:
+            if f"{key}.npy" != entry:
+                with archive.open(f"{key}.npy", "w") as member:
+                    np.lib.format.write_array(member, good[key])
+        with archive.open(entry, "w", force_zip64=True) as member:
+            member.write(_npy_header("|u1", (declared,)))
+            for _ in range(data // 10**6):
+                member.write(bytes(10**6))
+    return path
+
+
+def _deep_toml(tmp: Path, name: str, table: str = "") -> Path:
+    return _write(tmp, name, f"{table}x = " + "[" * 2000 + "]" * 2000 + "\n")
+
+
 def _regular_file(tmp: Path) -> Path:
     """A regular file, for paths that would need it to be a folder."""
     return _write(tmp, "file.txt", "not a folder\n")
@@ -387,6 +430,53 @@ CASES: list[tuple[str, T, list[str]]] = [
     ("jobs-with-dask", lambda t: ["reproduce", "--quick", "--backend", "dask", "--scheduler",
                                   "tcp://127.0.0.1:8786", "--jobs", "2", "--out", str(t / "r")],
      ["--jobs", "dask"]),
+    # (19) limits on what is read, and what a checkpoint may say
+    ("budget-of-400-nines", lambda t: ["train", "--epochs", "1"],
+     ["HANDPROP_MEMORY_BUDGET", "size like 8G", "999"], _patch_env("HANDPROP_MEMORY_BUDGET",
+                                                                  "9" * 400)),
+    ("config-nested-2000-deep", lambda t: ["reproduce", "--config", str(_deep_toml(
+        t, "deep.toml", "[reproduce]\n"))], ["deep.toml", "nests", "32"]),
+    ("net-nested-2000-deep", lambda t: ["train", "--net", str(_deep_toml(t, "deep.toml"))],
+     ["deep.toml", "nests", "32"]),
+    ("config-too-large", lambda t: ["compare", "--config", str(_write(
+        t, "big.toml", "# " + "x" * 2_000_000 + "\n"))], ["big.toml", "1,000,000 bytes"]),
+    ("checkpoint-generator-state-2**200", lambda t: ["train", "--resume", str(_with_meta(
+        t, "g.npz", lambda m: m["state"]["shufflers"][0]["state"].update(state=2**200)))],
+     ["g.npz", "state.shufflers[0].state.state", "2**128-1"]),
+    ("checkpoint-rule-rng-inc-negative", lambda t: ["train", "--resume", str(_brsf_checkpoint(
+        t, "i.npz", lambda m: m["rule_state"]["rng"][0]["state"].update(inc=-1)))],
+     ["i.npz", "rule.rng[0].state.inc", "-1"]),
+    ("checkpoint-rule-rng-inc-even", lambda t: ["train", "--resume", str(_brsf_checkpoint(
+        t, "e.npz", lambda m: m["rule_state"]["rng"][0]["state"].update(inc=4)))],
+     ["e.npz", "inc", "odd"]),
+    ("checkpoint-generator-of-another-kind", lambda t: ["train", "--resume", str(_with_meta(
+        t, "k.npz", lambda m: m["state"]["shufflers"][0].update(bit_generator="MT19937")))],
+     ["k.npz", "PCG64"]),
+    ("checkpoint-format-version-negative", lambda t: ["train", "--resume", str(_with_meta(
+        t, "v.npz", lambda m: m.update(format_version=-7)))], ["v.npz", "version", "-7"]),
+    ("checkpoint-format-version-true", lambda t: ["train", "--resume", str(_with_meta(
+        t, "t.npz", lambda m: m.update(format_version=True)))], ["t.npz", "version", "true"]),
+    ("checkpoint-float32-velocity", lambda t: ["train", "--resume", str(_with_arrays(
+        t, "f.npz", lambda a: a.update({"optimizer.velocity":
+                                        a["optimizer.velocity"].astype(np.float32)})))],
+     ["velocity", "float32", "float64"]),
+    ("checkpoint-names-data-elsewhere", lambda t: ["train", "--resume", str(_with_meta(
+        t, "d.npz", lambda m: m["recipe"].update(data="idx:/etc/passwd")))],
+     ["d.npz", "idx:/etc/passwd", "outside", "--data"]),
+    ("checkpoint-metadata-bomb", lambda t: ["train", "--resume", str(_bomb_checkpoint(
+        t, "m.npz", "meta.json.npy", 100 * 10**6, 100 * 10**6))],
+     ["m.npz", "metadata declares 100.0 MB", "64.0 MB"]),
+    ("checkpoint-array-header-bomb", lambda t: ["train", "--resume", str(_bomb_checkpoint(
+        t, "p.npz", "params.npy", 10**12, 0))], ["p.npz", "params.npy", "1000000000000"]),
+    ("scheduler-tls-without-certificates", lambda t: [
+        "reproduce", "--quick", "--backend", "dask", "--scheduler", "tls://127.0.0.1:8786",
+        "--out", str(t / "r")], ["tls://", "certificates"]),
+    ("scheduler-ucx", lambda t: ["reproduce", "--quick", "--backend", "dask", "--scheduler",
+                                 "ucx://127.0.0.1:8786", "--out", str(t / "r")],
+     ["ucx://", "tcp://"]),
+    ("compiled-engine-cannot-run-a-rule", lambda t: [
+        "compare", "--quick", "--engine", "compiled", "--rules", "exact,dfa-biotorch",
+        "--out", str(t / "c")], ["dfa-biotorch", "no compiled form"]),
     # (9.12) cosmetics
     ("unrecognized-option", lambda t: ["--frobnicate"], ["unrecognized", "--frobnicate"]),
     ("labels-beyond-the-outputs", lambda t: ["train", "--data", "digits10", "--net", str(_write(

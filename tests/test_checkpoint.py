@@ -494,3 +494,32 @@ def test_stateless_checkpoints_have_no_buffers(checkpoint_file):
     check_architecture(loaded, net, "ckpt")
     restore_network(loaded, net)
     assert np.array_equal(net.flat, loaded.params)
+
+
+def test_a_checkpoint_reads_no_file_outside_its_folder(tmp_path, capsys):
+    """A checkpoint is untrusted (issue 19): a network file its recipe names outside its
+    folder is not read (the network is rebuilt from the checkpoint's own, checked
+    description), and data files there are read only when ``--data`` names them again."""
+    from handprop.training.data import write_idx
+
+    elsewhere, run = tmp_path / "elsewhere", tmp_path / "run"
+    elsewhere.mkdir()
+    run.mkdir()
+    net_file = elsewhere / "net.toml"
+    net_file.write_text('preset = "small"\ninput_shape = [1, 8, 8]\nclasses = 4\n')
+    rng = np.random.default_rng(0)
+    write_idx(elsewhere / "images", rng.integers(0, 255, (40, 8, 8), np.uint8))
+    write_idx(elsewhere / "labels", np.arange(40, dtype=np.uint8) % 4)
+    data = f"idx:{elsewhere / 'images'},{elsewhere / 'labels'}"
+    checkpoint = run / "c.npz"
+    _train("--net", str(net_file), "--data", data, "--epochs", "1", "--checkpoint",
+           str(checkpoint))
+    net_file.write_text("secret = 'hunter2'\n")  # what a checkpoint must not make us read
+    capsys.readouterr()
+    assert main(["train", "--quiet", "--resume", str(checkpoint), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "outside the checkpoint's folder" in err and "--data" in err
+    assert main(["train", "--quiet", "--resume", str(checkpoint), "--epochs", "2", "--data",
+                 data]) == 0
+    assert "hunter2" not in capsys.readouterr().err
+    assert load_checkpoint(checkpoint).meta["state"]["epoch"] == 2

@@ -266,7 +266,7 @@ def test_a_study_that_cannot_reach_its_backend_leaves_no_folder(tmp_path, monkey
     import handprop.studies.runner as runner
     from handprop.core.errors import ConfigError
 
-    def unreachable(address):
+    def unreachable(address, *timeout):
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: refused")
 
     monkeypatch.setattr(runner, "_dask_client", unreachable)

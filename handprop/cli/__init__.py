@@ -75,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     streams = _guard_streams()
     try:
+        status = _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        unwritten = _release_streams(streams)
+    return unwritten if unwritten is not None and status == 0 else status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; every handprop error, an interrupt, an exhausted memory: one line
+    and an exit status."""
+    try:
         with warnings.catch_warnings():
             default, warnings.showwarning = warnings.showwarning, _note
             _note.default = default  # type: ignore[attr-defined]
@@ -90,9 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # what the estimate missed.
         sys.stderr.write("handprop: error: out of memory\n")
         return EXIT_USAGE
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _release_streams(streams)
 
 
 def _note(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
@@ -113,17 +121,26 @@ def _guard_streams() -> dict[str, Any]:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and stream is getattr(sys, f"__{name}__"):
-            setattr(sys, name, ClosedPipeGuard(stream))
+            shown = "standard output" if name == "stdout" else "standard error"
+            setattr(sys, name, ClosedPipeGuard(stream, shown))
             guarded[name] = stream
     return guarded
 
 
-def _release_streams(guarded: dict[str, Any]) -> None:
+def _release_streams(guarded: dict[str, Any]) -> int | None:
+    """Put the streams back; EXIT_USAGE (after one line) if the last of standard output
+    could not be written (a full disk), else None."""
+    status = None
     for name, stream in guarded.items():
         guard = getattr(sys, name)
         if isinstance(guard, ClosedPipeGuard):
-            guard.flush()  # a pipe closed after the last write shows here
+            try:
+                guard.flush()  # a pipe closed after the last write shows here
+            except HandpropError as exc:
+                sys.stderr.write(f"handprop: error: {exc}\n")
+                status = EXIT_USAGE
         setattr(sys, name, stream)
+    return status
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core.errors import HandpropError
-from ..core.io import check_output_dir, check_output_file, write_json
+from ..core.io import OutputError, check_output_dir, check_output_file, write_json
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -95,11 +95,20 @@ def format_number(value: float | None) -> str:
 class ClosedPipeGuard:
     """Wraps ``sys.stdout`` or ``sys.stderr``: once the reader has gone (a broken pipe),
     further output is dropped (the stream is pointed at /dev/null) and the command goes
-    on to finish its work and write its files, quietly."""
+    on to finish its work and write its files, quietly. Any other failed write (a full
+    disk: ``> /dev/full``) drops the output too, and on standard output ends the
+    command with one line (an :class:`~handprop.core.io.OutputError`)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, name: str = "standard output") -> None:
         self._stream = stream
+        self.name = name
         self.broken = False
+
+    def _failed(self, exc: OSError) -> None:
+        self._drop()
+        if self.name == "standard output":  # (an error on stderr has nowhere to go)
+            raise OutputError(f"cannot write to {self.name}: "
+                              f"{exc.strerror or exc}") from None
 
     def _drop(self) -> None:
         self.broken = True
@@ -114,14 +123,19 @@ class ClosedPipeGuard:
         except BrokenPipeError:
             self._drop()
             return len(text)
+        except OSError as exc:
+            self._failed(exc)
+            return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as exc:
             self._drop()
             with contextlib.suppress(OSError, ValueError):
                 self._stream.flush()  # what was buffered goes to /dev/null
+            if not isinstance(exc, BrokenPipeError):
+                self._failed(exc)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -20,10 +20,11 @@ from ..core.limits import (
     MAX_SEED,
     MAX_WIDTH,
     check_memory,
-    estimate_training_bytes,
+    processes_bytes,
 )
 from ..core.presets import preset_defaults
-from ..core.spec import build_net
+from ..core.spec import build_net, network_from_spec
+from ..training.memory import estimate_run_bytes
 from .common import (
     EXIT_DIVERGED,
     add_progress_args,
@@ -158,9 +159,9 @@ def _check_memory(net: Any, args: argparse.Namespace, config: TrainConfig, sampl
     flags that size them (before the network is allocated)."""
     what = f"--net {args.net}" + (f" --fc {args.fc[0]} {args.fc[1]}" if args.fc else "")
     what += f" with --batch-size {config.batch_size}"
-    needed = estimate_training_bytes(net, 1, min(config.batch_size, samples), samples,
-                                     np.dtype(config.dtype).itemsize)
-    check_memory(needed, f"{what} ({net.num_params} parameters)")
+    needed = estimate_run_bytes(net, 1, min(config.batch_size, samples), samples,
+                                np.dtype(config.dtype).itemsize, getattr(args, "engine", "auto"))
+    check_memory(processes_bytes(0) + needed, f"{what} ({net.num_params} parameters)")
 
 
 def prepare_run(args: argparse.Namespace) -> TrainRun:
@@ -249,12 +250,16 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
 
     checkpoint = load_checkpoint(path)
     recipe, saved = training_settings(checkpoint, str(path))
+    net_elsewhere = _files_elsewhere(recipe, path, args)
     net_name = args.net or recipe["net"]
     fc = args.fc if args.fc is not None else recipe["fc"]
     if args.net is not None or args.fc is not None:
         _check_fc(net_name, args.fc)
     data = load_data(recipe["data"], seed=saved.seed, scale=recipe["scale"] or None)
-    net = build_net(net_name, fc, data.input_shape, data.num_classes)
+    if net_elsewhere:  # not read: the checkpoint's own description of it (checked)
+        net = network_from_spec(checkpoint.meta.get("network"))
+    else:
+        net = build_net(net_name, fc, data.input_shape, data.num_classes)
     check_architecture(checkpoint, net, str(path))
     settings = {**{k: v for k, v in recipe.items() if k in SAVED_FLAGS},
                 **{k: v for k, v in asdict(saved).items() if k in SAVED_FLAGS},
@@ -271,6 +276,23 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
         raise ConfigError(f"{path} already holds {state.epoch} epochs; pass --epochs N with "
                           f"N > {state.epoch} to train further")
     return TrainRun(net, data, config, rule, recipe), state
+
+
+def _files_elsewhere(recipe: dict[str, Any], path: Path, args: argparse.Namespace) -> bool:
+    """A checkpoint is untrusted: the files its recipe names outside its own folder are
+    not read unless the command line names them again. Data there is refused (pass
+    --data); for a network file there, True: the network is rebuilt from the
+    checkpoint's own spec instead."""
+    from ..training.checkpoint import files_outside
+
+    given = {"net": args.net, "data": getattr(args, "data", None)}
+    outside = dict(files_outside(recipe, path, given))
+    if "data" in outside:
+        shown = outside["data"] if len(outside["data"]) <= 80 else outside["data"][:77] + "..."
+        raise ConfigError(f"{path} names data {shown!r}, outside the checkpoint's folder; "
+                          f"pass --data {shown} to read it (a checkpoint alone cannot point "
+                          "handprop at files elsewhere)")
+    return "net" in outside
 
 
 def save_checkpoint(path: Path, run: TrainRun, state: TrainState) -> None:

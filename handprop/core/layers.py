@@ -28,7 +28,7 @@ next to the maths, and registers itself with :func:`register_layer`; network spe
 
 from __future__ import annotations
 
-from math import sqrt
+from math import prod, sqrt
 from typing import Any, ClassVar
 
 import numpy as np
@@ -154,6 +154,16 @@ class Layer:
             bound = sqrt(6 / (fan_in + fan_out))
             return rng.uniform(-bound, bound, size=shape)
         raise ConfigError(f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)}")
+
+    def workspace(self, need_input_grad: bool = True, itemsize: int = 8) -> tuple[int, int]:
+        """Memory per sample, in values of ``itemsize`` bytes, for the estimate of
+        :mod:`.limits`: ``(kept, work)``. ``kept``: what the forward pass keeps until the
+        backward pass (the output and the cache); ``work``: what the backward pass needs
+        on top while it runs (the gradients in and out, and its own temporaries; int64
+        indices and float64 sums count ``8 // itemsize`` values each). Valid after build;
+        a layer with big temporaries (im2col) says so next to its forward pass."""
+        out = prod(self.out_shape)
+        return out, out + (prod(self.in_shape) if need_input_grad else 0)
 
     def spec(self) -> dict[str, Any]:
         """A dict that :func:`handprop.core.spec.layer_from_spec` turns back into this layer."""

@@ -18,6 +18,8 @@ MAX_PROBE           100,000           images in a study's alignment probe
 MAX_CHECK_BATCH     1,024             images of a gradient check
 MAX_CHECK_ENTRIES   1,000,000         entries checked per parameter array
 MAX_PICTURES        1,000             images drawn in one picture
+MAX_TOML_BYTES      1,000,000         size of a TOML file (a config, a network)
+MAX_NESTING         32                tables and lists nested in a TOML file
 memory budget       half the RAM      what a run may need (``HANDPROP_MEMORY_BUDGET``)
 ==================  ================  ==============================================
 
@@ -47,6 +49,8 @@ MAX_PROBE = 100_000
 MAX_CHECK_BATCH = 1_024
 MAX_CHECK_ENTRIES = 1_000_000
 MAX_PICTURES = 1_000
+MAX_TOML_BYTES = 1_000_000
+MAX_NESTING = 32
 
 MEMORY_FRACTION = 0.5
 BUDGET_ENV = "HANDPROP_MEMORY_BUDGET"
@@ -90,43 +94,80 @@ def physical_memory() -> int | None:
         return None
 
 
+MAX_BUDGET_TEXT = 32  # characters of HANDPROP_MEMORY_BUDGET
+
+
 def memory_budget() -> tuple[int, str]:
     """(bytes, where that number comes from) of memory one run may need."""
     text = os.environ.get(BUDGET_ENV, "").strip()
     if text:
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?", text.upper())
+        shown = text if len(text) <= MAX_BUDGET_TEXT else f"{text[:MAX_BUDGET_TEXT]}..."
+        match = re.fullmatch(r"(\d{1,15}(?:\.\d{1,6})?)\s*([KMGT]?)B?", text.upper())
         if not match:
-            raise ConfigError(f"{BUDGET_ENV} must be a size like 8G or 512M, got {text!r}")
+            raise ConfigError(f"{BUDGET_ENV} must be a size like 8G or 512M (at most 15 "
+                              f"digits), got {shown!r}")
         size = int(float(match[1]) * _UNITS[match[2]])
-        return size, f"{BUDGET_ENV}={text}"
+        return size, f"{BUDGET_ENV}={shown}"
     ram = physical_memory()
     if ram is None:
         return 16 * 10**9, "the default (this system does not report its memory)"
     return int(ram * MEMORY_FRACTION), f"half of this machine's {format_bytes(ram)} RAM"
 
 
+# What a process costs before it trains anything, measured here (Linux x86-64, Python
+# 3.11, numpy 2.4, numba 0.68; resident set sizes): a handprop process with numpy, scipy,
+# scikit-learn and matplotlib imported 154 MB, a study's parent or worker after its
+# jobs 165-186 MB; loky's own two helper processes 54 MB; a process that loads the
+# compiled kernels from the cache 250 MB, one that compiles them 396-452 MB.
+PROCESS_BASELINE = 200 * 10**6
+WORKER_POOL_BASELINE = 60 * 10**6
+COMPILED_RUNTIME = 250 * 10**6
+"""What the compiled engine adds to a process: Numba, LLVM and the machine code (a
+compile's peak)."""
+
+
+def processes_bytes(workers: int) -> int:
+    """This process, and ``workers`` local worker processes (with their pool's helpers)."""
+    return PROCESS_BASELINE * (1 + workers) + (WORKER_POOL_BASELINE if workers else 0)
+
+
 def estimate_training_bytes(net: Any, replicas: int = 1, batch: int = 1, samples: int = 0,
                             itemsize: int = 8) -> int:
-    """The memory training ``net`` needs, roughly (within a small factor), computed from
-    its shapes alone (nothing is allocated):
+    """The memory training ``net`` on the NumPy engine (the reference) needs at its peak,
+    computed from its shapes alone (nothing is allocated), per replica:
 
     * parameters x 6 (the weights, their gradient, two optimizer slots, a rule's
-      feedback arrays and a spare), per replica;
-    * every layer's output for one batch x 4 (the output, what backward keeps, its
-      gradient, convolution gather tables), per replica;
+      feedback arrays and the update's temporary);
+    * for one batch, what every layer keeps from the forward pass until the backward pass
+      (its output, its cache: im2col windows, max-pool indices) plus the largest
+      backward pass's temporaries (:meth:`~handprop.core.layers.Layer.workspace`);
     * the data: ``samples`` inputs, twice (the stored set and its shuffled copy).
+
+    A process's own baseline is not included (see :func:`processes_bytes`); another
+    engine adds its own (``handprop.training.memory``).
     """
     params = int(net.num_params) + int(getattr(net, "num_state", 0))
-    activations = sum(prod(shape) for shape in net.shapes)
+    per_sample = activation_values(net, itemsize)
     inputs = prod(net.input_shape)
-    per_replica = 6 * params + 4 * activations * max(int(batch), 1) + 2 * inputs * samples
+    per_replica = 6 * params + per_sample * max(int(batch), 1) + 2 * inputs * samples
     return int(per_replica * max(int(replicas), 1) * itemsize)
 
 
-def check_memory(needed: int, what: str) -> None:
+def activation_values(net: Any, itemsize: int = 8) -> int:
+    """Values per sample of a training step: the input, what every layer keeps, and the
+    largest backward pass's work (see :meth:`~handprop.core.layers.Layer.workspace`)."""
+    needs = getattr(net, "_need_input_grad", None) or [True] * len(net.layers)
+    kept, work = prod(net.input_shape), 0
+    for layer, need in zip(net.layers, needs, strict=True):
+        layer_kept, layer_work = layer.workspace(bool(need), itemsize)
+        kept, work = kept + layer_kept, max(work, layer_work)
+    return kept + work
+
+
+def check_memory(needed: int, what: str, hint: str = "") -> None:
     """Refuse ``what`` (e.g. "network 'seed' with widths 100000 100000") when it needs more
-    memory than the budget."""
+    memory than the budget; ``hint`` says what would fit."""
     budget, source = memory_budget()
     if needed > budget:
         raise LimitError(f"{what} needs about {format_bytes(needed)} of memory, more than the "
-                         f"budget of {format_bytes(budget)} ({source})")
+                         f"budget of {format_bytes(budget)} ({source}){hint}")

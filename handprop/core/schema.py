@@ -138,7 +138,9 @@ def check_like(value: Any, template: Any, where: str) -> None:
     list of the same length, an array of the same shape (finite floating-point numbers),
     an integer where an integer is, a number where a number is, a string where a string
     is. ConfigError naming the first place that differs."""
-    if isinstance(template, dict):
+    if isinstance(template, dict) and "bit_generator" in template:
+        check_generator_state(value, template, where)
+    elif isinstance(template, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table, got {_shown(value)}")
         missing = [k for k in template if k not in value]
@@ -162,7 +164,7 @@ def check_like(value: Any, template: Any, where: str) -> None:
         if value.shape != template.shape:
             raise ConfigError(f"{where} has shape {value.shape}, this run needs "
                               f"{template.shape}")
-        if value.dtype.kind != template.dtype.kind or value.dtype.hasobject:
+        if value.dtype != template.dtype or value.dtype.hasobject:
             raise ConfigError(f"{where} has dtype {value.dtype}, this run needs "
                               f"{template.dtype}")
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
@@ -179,3 +181,43 @@ def check_like(value: Any, template: Any, where: str) -> None:
         check_type(value, str, where)
     elif template is None and value is not None:
         raise ConfigError(f"{where} must be empty (null), got {_shown(value)}")
+
+
+# The state of NumPy's PCG64 generator (numpy.random.default_rng): a 128-bit LCG state and
+# an odd 128-bit increment, and the spare 32 bits of the last draw.
+_PCG64_FIELDS = {"state": 2**128, "inc": 2**128}
+
+
+def check_generator_state(value: Any, template: dict[str, Any], where: str) -> None:
+    """``value`` must be a state of ``template``'s bit generator that the generator itself
+    could have reached: for PCG64 (NumPy's default) a state and an odd increment below
+    2**128, ``has_uint32`` 0 or 1, ``uinteger`` below 2**32. Any other kind is tried on a
+    fresh generator of that kind. ConfigError naming the first problem."""
+    name = template["bit_generator"]
+    if not isinstance(value, dict) or value.get("bit_generator") != name:
+        raise ConfigError(f"{where} must be the state of a {name} generator, got "
+                          f"{_shown(value)}")
+    if name not in ("PCG64", "PCG64DXSM"):
+        _try_generator_state(value, name, where)
+        return
+    check_like({k: v for k, v in value.items() if k != "bit_generator"},
+               {k: v for k, v in template.items() if k != "bit_generator"}, where)
+    for key, bound in _PCG64_FIELDS.items():
+        number = value["state"][key]
+        if not 0 <= number < bound:
+            raise ConfigError(f"{where}.state.{key} must be in 0..2**128-1, got {_shown(number)}")
+    if value["state"]["inc"] % 2 == 0:
+        raise ConfigError(f"{where}.state.inc must be odd (a PCG64 increment), got "
+                          f"{_shown(value['state']['inc'])}")
+    if value["has_uint32"] not in (0, 1) or not 0 <= value["uinteger"] < 2**32:
+        raise ConfigError(f"{where}: has_uint32 must be 0 or 1 and uinteger in 0..2**32-1")
+
+
+def _try_generator_state(value: dict[str, Any], name: str, where: str) -> None:
+    kind = getattr(np.random, str(name), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ConfigError(f"{where}: unknown bit generator {name!r}")
+    try:
+        kind().state = value
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ConfigError(f"{where} is not a valid {name} state ({exc})"[:300]) from None

@@ -34,6 +34,7 @@ from typing import Any
 
 from .errors import ConfigError, HandpropError
 from .layers import Layer, layer_types
+from .limits import MAX_NESTING, MAX_TOML_BYTES
 from .network import Network
 from .presets import PRESETS
 from .schema import check_type, hints_of
@@ -128,19 +129,40 @@ def layer_from_spec(item: Any, position: int = 1) -> Layer:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing or malformed file is a ConfigError naming it."""
+    """Read a TOML file; a missing, malformed, oversized (over ``MAX_TOML_BYTES``) or too
+    deeply nested (over ``MAX_NESTING``) file is a ConfigError naming it."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            raw = handle.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:
+            raise ConfigError(f"{path} is larger than the {MAX_TOML_BYTES:,} bytes a TOML "
+                              "file may have")
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) TOML file") from None
+    except RecursionError:
+        data = None
+    if data is None or nesting(data) > MAX_NESTING:
+        raise ConfigError(f"{path} nests tables or lists more than {MAX_NESTING} deep")
+    return data
+
+
+def nesting(value: Any, depth: int = 0) -> int:
+    """How deeply ``value`` nests dicts and lists (0 for a scalar)."""
+    if depth > MAX_NESTING:
+        return depth
+    children = value.values() if isinstance(value, dict) else \
+        value if isinstance(value, list) else ()
+    return max((nesting(child, depth + 1) for child in children), default=depth)
 
 
 def _toml_value(value: Any) -> str:

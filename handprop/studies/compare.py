@@ -247,12 +247,12 @@ class CompareStudy(Study):
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """One rule's seeds as replicas of the network, times the jobs that run at once."""
-        from ..core.limits import estimate_training_bytes
+        from ..training.memory import estimate_run_bytes
 
         samples = len(self.data.y_train)
-        per_job = estimate_training_bytes(self.net, self.config.seeds,
-                                          batch=min(self.config.batch_size, samples),
-                                          samples=samples)
+        per_job = estimate_run_bytes(self.net, self.config.seeds,
+                                     batch=min(self.config.batch_size, samples),
+                                     samples=samples, engine=self.config.engine)
         at_once = self.concurrent_jobs(jobs)
         return [(f"compare: {self.config.seeds} seeds of network {self.net.name!r} with "
                  f"batches of {self.config.batch_size}, {at_once} job"

@@ -110,6 +110,16 @@ class ProgressBar:
         self.stream.flush()
         self._drawn = True
 
+    def message(self, text: str) -> None:
+        """A line of its own (a notice), shown in every mode; a bar is redrawn below it."""
+        if self.mode == "bar" and self._drawn:
+            self.stream.write("\r" + text.ljust(100) + "\n")
+            self._last_draw = 0.0
+            self._bar()
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self.mode == "bar" and self._drawn:
             self.stream.write("\n")

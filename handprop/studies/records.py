@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import HandpropError
+from ..core.errors import ConfigError, HandpropError
+from ..core.limits import check_seed
+from ..core.schema import check_type
 
 
 def versions() -> dict[str, str]:
@@ -35,12 +37,47 @@ def rounded(values: Sequence[float | None], digits: int = 7) -> list[float | Non
             for v in values]
 
 
+class RecordError(HandpropError):
+    """A run record that is not what handprop wrote (corrupt, or edited by hand)."""
+
+
+MAX_RECORD_BYTES = 64 * 10**6
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "version": int, "fingerprint": str, "rule": str, "seed": int, "diverged": dict | None,
+    "cost": list[float | None], "base_cost": list[float | None],
+    "alignment": dict | None, "alignment_epochs": list[int] | None,
+    "protocol": str, "fold": int | None, "train_images": int, "test_images": int,
+    "test_accuracy": float | None, "test_error": float | None,
+    "test_correct": list[bool] | None, "test_raw": list[float | None],
+}
+"""The types of the keys the studies' records hold (each checked where present)."""
+
+
 def read_record(path: Path) -> dict[str, Any]:
-    """Load one run's JSON record (a corrupt file is an error naming it)."""
+    """Load one run's JSON record, checked against :data:`RECORD_SCHEMA` (a corrupt or
+    hand-edited file is an error naming it)."""
     try:
-        return json.loads(path.read_text())
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise RecordError(f"record {path} is larger than any handprop writes")
+        record = json.loads(raw.decode("utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HandpropError(f"corrupt record {path}: {exc}") from None
+        raise RecordError(f"corrupt record {path}: {exc}") from None
+    except RecursionError:
+        raise RecordError(f"corrupt record {path}: nested too deeply") from None
+    try:
+        check_type(record, dict, "the record")
+        for key, hint in RECORD_SCHEMA.items():
+            if key in record:
+                check_type(record[key], hint, key)
+        if "seed" in record:
+            check_seed(record["seed"])
+    except ConfigError as exc:
+        raise RecordError(f"record {path} is not what handprop wrote ({exc}); delete it to "
+                          "run its job again") from None
+    return record
 
 
 def collect(jobs: list) -> dict[str, list[dict[str, Any]]]:

@@ -455,13 +455,13 @@ class ReproduceStudy(Study):
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """The largest experiment's group of runs (seeds and held-out runs as replicas
         of one network), times the jobs that run at once."""
-        from ..core.limits import estimate_training_bytes
         from ..core.presets import seed_net
+        from ..training.memory import estimate_run_bytes
 
         replicas = len(runs_of(self.config))
         largest = max(self.config.experiments, key=lambda e: e.fc[0] * e.fc[1])
-        per_job = estimate_training_bytes(seed_net(largest.fc), replicas, batch=1,
-                                          samples=IMAGES)
+        per_job = estimate_run_bytes(seed_net(largest.fc), replicas, batch=1,
+                                     samples=IMAGES, engine=self.config.engine)
         at_once = self.concurrent_jobs(jobs)
         return [(f"reproduce: {replicas} runs of experiment {largest.name} (dense "
                  f"{largest.fc[0]}/{largest.fc[1]}) per job, {at_once} job"

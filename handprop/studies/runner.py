@@ -32,17 +32,20 @@ import json
 import logging
 import os
 import re
+import socket
+import struct
 import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, HandpropError
-from ..core.io import atomic_write_text
+from ..core.io import atomic_write_text, remove_temporaries, temporary_tag
 from ..core.limits import MAX_JOBS, check_int
 from .progress import ProgressBar
 
@@ -119,22 +122,33 @@ class JobProgress:
             atomic_write_text(self.path, f"{done} {self.total}\n")
 
 
-def call_target(target: str, spec: dict[str, Any]) -> dict[str, Any]:
+def call_target(target: str, spec: dict[str, Any], tag: str = "") -> dict[str, Any]:
     """Import ``module:function`` and call it with ``spec`` (runs in the worker). The
-    result gets ``pid``: the process that ran the job."""
+    result gets ``pid`` (the process that ran the job) and ``notices`` (the engine's
+    one-line notices, for the parent to show once). ``tag`` names the job's temporary
+    files (see :func:`handprop.core.io.temporary_tag`)."""
+    from threadpoolctl import threadpool_limits
+
+    from ..training.loop import EngineNotice
+
     module_name, _, function_name = target.partition(":")
     function: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
         importlib.import_module(module_name), function_name
     )
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - shipped with scikit-learn
-        result = function(spec)
-    else:
+    with warnings.catch_warnings(record=True) as caught, temporary_tag(tag):
+        warnings.simplefilter("always", EngineNotice)
         # One BLAS thread per worker: the jobs already use every core.
         with threadpool_limits(limits=1):
             result = function(spec)
-    return {**result, "pid": os.getpid()}
+    notices = []
+    for warning in caught:
+        if issubclass(warning.category, EngineNotice):
+            if str(warning.message) not in notices:
+                notices.append(str(warning.message))
+        else:  # any other warning as it would have been shown
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+    return {**result, "pid": os.getpid(), "notices": notices}
 
 
 # -- workers die with their parent -----------------------------------------------------
@@ -176,17 +190,70 @@ def _poll(out: Path, jobs: list[Job], bar: ProgressBar, stop: threading.Event,
 
 # -- backends --------------------------------------------------------------------------
 
-_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"
-                      r":(\d{1,5})")
+_ADDRESS = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"
+                      r":(?P<port>\d{1,5})")
+CONNECT_TIMEOUT = 10.0  # seconds for a Dask scheduler to answer
 
 
 def check_scheduler_address(address: Any) -> str:
-    """A Dask scheduler address: ``tcp://HOST:PORT`` (or ``HOST:PORT``, ``tls://...``)."""
+    """A Dask scheduler address: ``tcp://HOST:PORT`` or ``HOST:PORT``; ``tls://HOST:PORT``
+    when Dask's config has TLS certificates (checked when connecting)."""
     match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    if match is None or not 1 <= int(match[1]) <= 65535:
-        raise ConfigError(f"{address!r} is not a Dask scheduler address; expected "
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"{str(address)[:100]!r} is not a Dask scheduler address; expected "
                           "tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)")
+    if match["scheme"] not in (None, "tcp", "tls"):
+        raise ConfigError(f"{address}: handprop connects to a Dask scheduler over tcp:// (or "
+                          f"tls:// with certificates in Dask's config), not {match['scheme']}://")
     return address
+
+
+def _check_tls(address: str) -> None:
+    """tls:// needs the certificates Dask's config names (``distributed.comm.tls``)."""
+    import dask.config
+
+    needed = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
+    missing = [key for key in needed if not dask.config.get(key, None)]
+    if missing:
+        raise ConfigError(f"{address}: tls:// needs TLS certificates in Dask's config; set "
+                          f"{' and '.join(missing)} (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE"
+                          "), or use tcp://")
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, within ``timeout`` seconds, a tcp:// address where no Dask scheduler
+    listens. A scheduler speaks first (its handshake: a frame length, 8 bytes); the
+    dashboard's web server, or a port that accepts and stays silent, does not, and Dask's
+    own client would wait for it for minutes."""
+    match = _ADDRESS.fullmatch(address)
+    host, port = match["host"].strip("[]"), int(match["port"])
+    deadline = time.monotonic() + timeout
+    head = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            while len(head) < 8:
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = sock.recv(8 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        raise ConfigError(f"no Dask scheduler answered at {address} within {timeout:g} s (is "
+                          "it the dashboard's port? a scheduler listens on 8786 by default)"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
+                          f"{exc.strerror or exc}") from None
+    if len(head) < 8 or not 0 < struct.unpack("<Q", head)[0] < 2**32:
+        raise ConfigError(f"{address} is not a Dask scheduler (what answers there does not "
+                          "speak Dask's protocol)")
+
+
+def local_workers(backend: str, n_jobs: int | None, jobs: int) -> int:
+    """How many local worker processes a backend starts for ``jobs`` jobs: never more than
+    the jobs (0: they run in this process, or on a Dask cluster's own workers)."""
+    workers = min(n_jobs or os.cpu_count() or 1, jobs)
+    return workers if backend == "loky" and workers > 1 else 0
 
 
 def _say(message: str) -> None:
@@ -200,7 +267,8 @@ class Backend:
 
     def __init__(self, name: str = "loky", n_jobs: int | None = None,
                  scheduler: str | None = None, wait_for_workers: float = WAIT_FOR_WORKERS,
-                 say: Callable[[str], None] = _say) -> None:
+                 say: Callable[[str], None] = _say, connect_timeout: float | None = None
+                 ) -> None:
         if name not in BACKENDS:
             raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
         if n_jobs is not None:
@@ -215,6 +283,7 @@ class Backend:
                               f"{wait_for_workers!r}")
         self.name, self.n_jobs, self.scheduler = name, n_jobs, scheduler
         self.wait_for_workers = float(wait_for_workers)
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self.say = say
         self.client: Any = None
 
@@ -232,7 +301,7 @@ class Backend:
             self._quiet = _quiet_dask()
             self._quiet.__enter__()
             try:
-                self.client = _dask_client(self.scheduler)
+                self.client = _dask_client(self.scheduler, self.connect_timeout)
             except BaseException:
                 self._quiet.__exit__(None, None, None)
                 raise
@@ -251,23 +320,29 @@ class Backend:
             self._quiet.__exit__(None, None, None)
 
     # -- running jobs
-    def dispatch(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
-        """Run the jobs; yield ``(job, result)`` as each finishes."""
-        n_jobs = self.n_jobs or os.cpu_count() or 1
-        if self.name == "sequential" or (self.name == "loky" and n_jobs == 1):
-            for job in todo:
-                yield job, call_target(job.target, job.spec)
-        elif self.name == "loky":
-            yield from self._loky(todo, n_jobs)
-        else:
-            self.open()
-            yield from self._dask(todo)
+    def workers(self, jobs: int) -> int:
+        """The local worker processes ``jobs`` jobs start (see :func:`local_workers`)."""
+        return local_workers(self.name, self.n_jobs, jobs)
 
-    def _loky(self, todo: list[Job], n_jobs: int) -> Iterator[tuple[Job, dict[str, Any]]]:
+    def dispatch(self, todo: list[Job], tag: str = "") -> Iterator[tuple[Job, dict[str, Any]]]:
+        """Run the jobs; yield ``(job, result)`` as each finishes. ``tag`` names their
+        temporary files."""
+        workers = self.workers(len(todo))
+        if self.name == "dask":
+            self.open()
+            yield from self._dask(todo, tag)
+        elif workers:
+            yield from self._loky(todo, workers, tag)
+        else:
+            for job in todo:
+                yield job, call_target(job.target, job.spec, tag)
+
+    def _loky(self, todo: list[Job], n_jobs: int, tag: str
+              ) -> Iterator[tuple[Job, dict[str, Any]]]:
         from joblib import Parallel, delayed, parallel_config
 
         def task(job: Job):
-            return job.id, call_target(job.target, job.spec)
+            return job.id, call_target(job.target, job.spec, tag)
 
         by_id = {job.id: job for job in todo}
         # Every worker runs watch_parent first: none outlives this process.
@@ -284,9 +359,9 @@ class Backend:
         except Exception:  # a lost scheduler: the caller checks the client's status
             return None
 
-    def _dask(self, todo: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
+    def _dask(self, todo: list[Job], tag: str) -> Iterator[tuple[Job, dict[str, Any]]]:
         client, run = self.client, uuid.uuid4().hex[:8]
-        futures = {client.submit(call_target, job.target, job.spec, pure=False,
+        futures = {client.submit(call_target, job.target, job.spec, tag, pure=False,
                                  key=f"handprop-{run}-{i}"): job for i, job in enumerate(todo)}
         pending = set(futures)
         alone_since: float | None = None  # when the last worker left
@@ -356,18 +431,36 @@ def _quiet_dask() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _dask_client(scheduler: str | None):
+def _dask_client(scheduler: str | None, timeout: float | None = None):
+    """A Client of the scheduler, or a ConfigError within about ``timeout`` seconds."""
     check_scheduler_address(scheduler)
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         from dask.distributed import Client
     except ImportError:
         raise ConfigError(
             "the dask backend needs dask.distributed: pip install 'handprop[dask]'"
         ) from None
-    try:
-        return Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    if scheduler.startswith("tls://"):
+        _check_tls(scheduler)
+    else:
+        probe_scheduler(scheduler, timeout)
+    outcome: dict[str, Any] = {}
+
+    def connect() -> None:  # in a thread, so that no handshake can hold this one
+        try:
+            outcome["client"] = Client(scheduler, timeout=f"{timeout}s")
+        except Exception as exc:  # reported below, as one line
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=connect, name="handprop-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    error = outcome.get("error")
+    detail = f"{type(error).__name__}: {error}"[:200] if error else f"no answer in {timeout:g} s"
+    raise ConfigError(f"cannot connect to the Dask scheduler at {scheduler} ({detail})")
 
 
 # -- running a study's jobs ------------------------------------------------------------
@@ -409,20 +502,35 @@ def run_jobs(
                               daemon=True)
     poller.start()
     results: list[dict[str, Any]] = []
+    tag, shown = f"run{uuid.uuid4().hex[:12]}", set()  # this run's temporary files
     try:
-        for job, result in backend.dispatch(todo):
+        for job, result in backend.dispatch(todo, tag):
             job.done = True
             finished_steps[0] += job.steps
             results.append(result)
+            for notice in result.get("notices", []):
+                if notice not in shown:
+                    shown.add(notice)
+                    bar.message(f"handprop: note: {notice}")
     finally:
         stop.set()
         poller.join()
-        # A worker killed mid-write (interrupt) can leave its temporary file behind.
-        for leftover in out.rglob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        # A worker killed mid-write (an interrupt) can leave its temporary file behind:
+        # only this run's are deleted (never a user's .tmp file, nor another run's).
+        folders = {path.parent for job in todo for path in job.outputs}
+        remove_temporaries(folders | {out, out / ".progress"}, tag)
+        remove_progress(out, todo)
         bar.update(finished_steps[0], f"{sum(j.done for j in todo)}/{len(todo)} jobs")
         bar.close()
     return results, time.perf_counter() - start
+
+
+def remove_progress(out: Path, jobs: list[Job]) -> None:
+    """Delete the jobs' progress files, and ``.progress`` once it is empty."""
+    for job in jobs:
+        progress_path(out, job.id).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (Path(out) / ".progress").rmdir()
 
 
 @dataclass

@@ -16,26 +16,35 @@ the config's fields declared with :func:`option`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import math
 import os
 import pkgutil
-import shutil
 import tomllib
 import typing
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, HandpropError
 from ..core.interrupts import deferred_interrupts
-from ..core.io import atomic_write_text, check_output_dir, write_json
-from ..core.limits import check_int, check_memory
+from ..core.io import atomic_write_text, check_output_dir, folder_lock, write_json
+from ..core.limits import check_int, check_memory, memory_budget, processes_bytes
 from ..core.schema import check_type
-from .records import collect
-from .runner import WAIT_FOR_WORKERS, Backend, Job, StudyRun, run_study
+from .records import RecordError, collect
+from .runner import (
+    WAIT_FOR_WORKERS,
+    Backend,
+    Job,
+    StudyRun,
+    local_workers,
+    remove_progress,
+    run_study,
+)
 
 STUDIES: dict[str, type[Study]] = {}
 
@@ -221,30 +230,18 @@ class Study:
         self.config = self.check_config(self.config, "config")
         self.prepare()
         jobs = self.jobs = self.build_jobs()  # kept: what the run wrote (e.g. to mirror it)
-        for what, needed in self.memory_needed(jobs):
-            check_memory(needed, what)
+        self._check_memory(jobs)
         check_output_dir(self.out)
         with Backend(self.backend, self.n_jobs, self.scheduler,
                      self.wait_for_workers) as backend:
             created = _make_folder(self.out)
-            config_path = self.out / "config.toml"
-            if not config_path.exists():
-                created.append(config_path)
-            try:
-                self.save_config(config_path)
-                run = run_study(jobs, self.out, backend, None, None, self.show_progress,
-                                self.name, self.progress)
-            except BaseException:
-                _remove_if_unused(created, self.out)
-                raise
-        if run.error is not None and not _any_record(jobs):
-            _remove_if_unused(created, self.out)
-            raise run.error
-        with deferred_interrupts():
-            records = self.load_records(jobs)
-            summary = self.summarize(records)
-            meta = self.meta(run)
-            self.write_outputs(records, summary, meta)
+            with _locked(self.out, created):
+                run = self._run_jobs(jobs, backend, created)
+                with deferred_interrupts():
+                    records = self.load_records(jobs)
+                    summary = self._summarize(records)
+                    meta = self.meta(run)
+                    self.write_outputs(records, summary, meta)
         if run.interrupted:
             raise KeyboardInterrupt
         if run.error is not None:
@@ -252,10 +249,78 @@ class Study:
                                   f"reported in {self.out / 'report.md'}")
         return {"summary": summary, "meta": meta}
 
+    def _run_jobs(self, jobs: list[Job], backend: Backend, created: list[Path]) -> StudyRun:
+        """Save the config and run the jobs (in the locked results folder). A run that
+        fails before any job finished removes what it made, and raises."""
+        config_path = self.out / "config.toml"
+        if not config_path.exists():
+            created.append(config_path)
+        try:
+            self.check_engine(jobs)
+            self.save_config(config_path)
+            run = run_study(jobs, self.out, backend, None, None, self.show_progress,
+                            self.name, self.progress)
+        except BaseException:
+            _remove_if_unused(created, jobs, self.out)
+            raise
+        if run.error is not None and not _any_record(jobs):
+            _remove_if_unused(created, jobs, self.out)
+            raise run.error
+        return run
+
+    def check_engine(self, jobs: list[Job]) -> None:
+        """With ``engine = "compiled"``: every job not done yet is set up in this process
+        up to the point its training would start, and refused there if the compiled
+        engine cannot run it (see :mod:`handprop.training.preflight`); nothing trains.
+        A job that never trains (no ``fit``) simply runs here."""
+        from ..training.preflight import EngineChecked, engine_check_only
+
+        if getattr(self.config, "engine", None) != "compiled":
+            return
+        with engine_check_only():
+            for job in jobs:
+                if job.is_done():
+                    continue
+                module, _, function = job.target.partition(":")
+                try:
+                    getattr(importlib.import_module(module), function)(dict(job.spec))
+                except EngineChecked:
+                    continue
+                except HandpropError as exc:
+                    raise type(exc)(f"{self.name}: job {job.id}: {exc}") from None
+
+    def _summarize(self, records: Any) -> dict[str, Any]:
+        """:meth:`summarize`; records are checked as they are read (``records.py``), and
+        a value in them the summary cannot use is one line too, never a traceback."""
+        try:
+            return self.summarize(records)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            raise RecordError(f"the run records in {self.out} cannot be summarized ({detail});"
+                              " was one edited by hand? Delete it to run its job again"
+                              ) from None
+
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """(what, bytes) of memory the jobs need at once, checked against the budget of
         :mod:`handprop.core.limits` before anything runs. Default: nothing to check."""
         return []
+
+    def _check_memory(self, jobs: list[Job]) -> None:
+        """The jobs' memory (:meth:`memory_needed`) plus what the processes that run them
+        cost (this one, and the local workers actually started), against the budget;
+        when fewer workers would fit, the refusal says how many."""
+        workers = local_workers(self.backend, self.n_jobs, len(jobs))
+        at_once = self.concurrent_jobs(jobs)
+        budget, _ = memory_budget()
+        for what, needed in self.memory_needed(jobs):
+            hint = ""
+            if workers > 1:
+                per_job = needed / at_once
+                fits = [k for k in range(1, workers)
+                        if processes_bytes(k if k > 1 else 0) + per_job * k <= budget]
+                hint = f"; --jobs {max(fits)} would fit" if fits else ""
+            where = f", in {workers} worker processes" if workers else ""
+            check_memory(processes_bytes(workers) + needed, what + where, hint)
 
     def concurrent_jobs(self, jobs: list[Job]) -> int:
         """How many of ``jobs`` run at once in this process's machine."""
@@ -338,13 +403,13 @@ def _any_record(jobs: list[Job]) -> bool:
     return any(path.exists() for job in jobs for path in job.outputs)
 
 
-def _remove_if_unused(created: list[Path], out: Path) -> None:
+def _remove_if_unused(created: list[Path], jobs: list[Job], out: Path) -> None:
     """After a run in which no job wrote anything: remove the files and folders it made
-    (the config it saved, progress files, empty folders)."""
+    (the config it saved, its progress files, empty folders)."""
     for path in created:
         if path.is_file():
             path.unlink(missing_ok=True)
-    shutil.rmtree(out / ".progress", ignore_errors=True)
+    remove_progress(out, jobs)
     for folder in sorted((p for p in created if p.is_dir()), key=lambda p: -len(p.parts)):
         try:
             for inner in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
@@ -353,3 +418,23 @@ def _remove_if_unused(created: list[Path], out: Path) -> None:
             folder.rmdir()
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def _locked(out: Path, created: list[Path]) -> Iterator[None]:
+    """Hold the results folder (see :func:`~handprop.core.io.folder_lock`); after a
+    failure, the folders this run made are removed if they are empty once it lets go
+    (the folder another run holds never is)."""
+    try:
+        with folder_lock(out):
+            yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """The folders made for a run that did not start, if still empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

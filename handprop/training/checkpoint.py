@@ -110,14 +110,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(entries.pop("meta.json").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt metadata ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt metadata (nested too deeply)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a handprop checkpoint")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {version!r}, newer than this handprop reads "
             f"({FORMAT_VERSION}); upgrade handprop"
         )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has checkpoint format version {str(version)[:20]!r}; "
+                              f"expected a version from 1 to {FORMAT_VERSION}")
     params = entries.pop("params")
     if not np.issubdtype(params.dtype, np.floating) or not np.all(np.isfinite(params)):
         raise CheckpointError(f"{path}: parameters are not finite floating-point numbers")
@@ -145,11 +150,14 @@ def _read_entries(path: Path) -> dict[str, np.ndarray]:
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz archive)")
     try:
+        _check_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             if "meta.json" not in archive.files or "params" not in archive.files:
                 raise CheckpointError(f"{path} is not a readable checkpoint (no meta.json or "
                                       "params entry)")
             return {name: archive[name] for name in archive.files}
+    except HandpropError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: "
                               f"{exc})") from None
@@ -158,6 +166,57 @@ def _read_entries(path: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path} holds objects that would need pickle to load; "
                                   "refused") from None
         raise CheckpointError(f"{path} has a corrupt entry ({exc})") from None
+
+
+MAX_META_BYTES = 64 * 10**6
+"""The largest metadata read (a million epochs of cost history is about 20 MB)."""
+
+
+def _check_sizes(path: Path) -> None:
+    """Before anything is inflated: every entry's size as its zip header declares it (the
+    reader never returns more), the metadata within :data:`MAX_META_BYTES`, the arrays
+    together within the memory budget, and each array's own header (read from its first
+    bytes) consistent with its entry's size, so that no header can ask for more memory
+    than the file's declared contents."""
+    from ..core.limits import check_memory, format_bytes
+
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        names = {info.filename for info in infos}
+        if "meta.json.npy" not in names or "params.npy" not in names:
+            raise CheckpointError(f"{path} is not a readable checkpoint (no meta.json or "
+                                  "params entry)")
+        for info in infos:
+            if info.filename == "meta.json.npy" and info.file_size > MAX_META_BYTES:
+                size = format_bytes(info.file_size)
+                raise CheckpointError(f"{path}: its metadata declares {size}, more than the "
+                                      f"{format_bytes(MAX_META_BYTES)} a checkpoint's metadata "
+                                      "may hold; refused")
+        check_memory(sum(info.file_size for info in infos), f"checkpoint {path}")
+        for info in infos:
+            with archive.open(info) as member:
+                _check_header(member, info, path)
+
+
+def _check_header(member: Any, info: zipfile.ZipInfo, path: Path) -> None:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(member)
+        reader = {(1, 0): fmt.read_array_header_1_0,
+                  (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"array format {version}")
+        shape, _, dtype = reader(member, max_header_size=10_000)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt entry "
+                              f"{info.filename!r}: {type(exc).__name__})") from None
+    if dtype.hasobject:
+        raise CheckpointError(f"{path} holds objects that would need pickle to load; refused")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes + member.tell() != info.file_size:
+        raise CheckpointError(f"{path} is not a readable checkpoint (entry "
+                              f"{info.filename!r} declares {nbytes} bytes of data and holds "
+                              f"{info.file_size - member.tell()})")
 
 
 def check_architecture(checkpoint: Checkpoint, net: Any, source: str) -> None:
@@ -250,6 +309,31 @@ def training_settings(checkpoint: Checkpoint, source: str) -> tuple[dict[str, An
     config = _in_source(source, lambda: TrainConfig(**saved).validate())
     _in_source(source, _table, meta["state"], "state")
     return dict(recipe), config
+
+
+def _recipe_files(recipe: dict[str, Any]) -> dict[str, list[str]]:
+    """The files a recipe names: a network TOML (``net``), IDX data (``data``)."""
+    files = {}
+    if recipe["net"].endswith(".toml"):
+        files["net"] = [recipe["net"]]
+    if recipe["data"].startswith("idx:"):
+        files["data"] = recipe["data"][4:].split(",")
+    return files
+
+
+def files_outside(recipe: dict[str, Any], source: Path,
+                  given: dict[str, str | None]) -> list[tuple[str, str]]:
+    """A checkpoint is untrusted: a file its recipe names (a network TOML, IDX data) may
+    be read only if it lies in the checkpoint's own folder, or if the user names it again
+    (``given``: ``net`` and ``data`` as the user gave them, or None). The (key, value)
+    pairs of the recipe that may not be read."""
+    folder = Path(source).resolve().parent
+    outside = []
+    for key, paths in _recipe_files(recipe).items():
+        if given.get(key) != recipe[key] and not all(
+                Path(p).resolve().is_relative_to(folder) for p in paths):
+            outside.append((key, recipe[key]))
+    return outside
 
 
 def _check_state(saved: dict[str, Any], config: Any, replicas: int, template: Any) -> None:

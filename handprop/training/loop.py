@@ -36,6 +36,7 @@ from ..core.streams import Stream, generator
 from ..rules.base import LearningRule
 from .epoch import ENGINES, Engine, EpochResult, NumpyEpoch
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from .preflight import stop_if_checking
 
 
 @dataclass
@@ -381,12 +382,16 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     name, reduction = loss_spec(net, config)
+    stop_if_checking(engine, net, rule, optimizer, name, reduction, config.batch_size)
     notice = None
     if engine != "numpy":
         from .compiled import UnsupportedError, compiled_engine
+        from .compiled.cache import require as require_kernel_cache
 
         try:
             if engine == "compiled" or compiled_is_faster(net, config.batch_size):
+                if engine == "auto":  # without a kernel cache, NumPy (see compiled/cache.py)
+                    require_kernel_cache()
                 return compiled_engine(net, rule, optimizer, name, reduction,
                                        config.batch_size, threads)
         except UnsupportedError as exc:

@@ -28,13 +28,14 @@ gather and a sum over the taps, the backward pass one scatter.
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from ..layers import Layer, int_pair, pair, register_layer
-from .windows import Windows, gather_windows, scatter_windows, streams, window_table
+from .windows import Windows, gather_windows, scatter_values, scatter_windows, streams, window_table
 
 
 class AvgPoolGeometry(NamedTuple):
@@ -168,6 +169,14 @@ class AvgPool2d(Layer):
         return {"type": self.kind, "name": self.name, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride), "padding": list(self.padding),
                 "count_include_pad": self.count_include_pad}
+
+    def workspace(self, need_input_grad=True, itemsize=8):
+        """Kept: the output (the cache is the geometry). Work: the gradients, every
+        window's share of it, and their scatter into the padded input (in float64)."""
+        out, taps = prod(self.out_shape), prod(self.kernel_size) * prod(self.out_shape)
+        (ph, pw), (height, width) = self.padding, self.in_shape[1:]
+        padded = self.in_shape[0] * (height + 2 * ph) * (width + 2 * pw)
+        return out, out + taps + scatter_values(taps, padded, itemsize)
 
     def forward(self, params, x, train=True):
         return avg_pool2d_forward(x, geometry=self.geometry)

@@ -218,6 +218,12 @@ class BatchNorm2d(Layer):
         return {"type": self.kind, "name": self.name, "eps": self.eps,
                 "momentum": self.momentum, "affine": self.affine}
 
+    def workspace(self, need_input_grad=True, itemsize=8):
+        """Kept: the output and the normalised input (xhat); work: the gradients and
+        the centred gradient."""
+        size = int(np.prod(self.out_shape))
+        return 2 * size, 3 * size
+
     def forward(self, params, x, train=True):
         return batch_norm2d_forward(x, params.get("weight"), params.get("bias"),
                                     params["running_mean"], params["running_var"], train,

@@ -33,7 +33,15 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layers import WeightLayer, int_pair, pair, positive_int, register_layer
-from .windows import Windows, gather_windows, scatter_windows, streams, strided, window_table
+from .windows import (
+    Windows,
+    gather_windows,
+    scatter_values,
+    scatter_windows,
+    streams,
+    strided,
+    window_table,
+)
 
 
 class ConvGeometry(NamedTuple):
@@ -364,6 +372,29 @@ class Conv2d(WeightLayer):
         return {"type": self.kind, "name": self.name, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding), "groups": self.groups, "bias": self.bias}
+
+    def workspace(self, need_input_grad=True, itemsize=8):
+        """Kept: the output and the input windows (im2col: C*kh*kw values per output
+        pixel). Work: the gradients, the per-image weight gradients, and for the input
+        gradient either each tap's share (as big as the windows) plus the padded input
+        (the scatter), or the full correlation's widened, shifted and per-row arrays."""
+        out, windows = prod(self.out_shape), self._windows_per_sample()
+        channels, taps = self.in_shape[0], prod(self.kernel_size)
+        work = out + self.out_channels * channels // self.groups * taps
+        if need_input_grad:
+            w = self.geometry.windows
+            (height, width), (ph, pw), (kh, kw) = w.in_hw, w.padding, w.kernel
+            padded = channels * (height + 2 * ph) * (width + 2 * pw)
+            run = w.out_hw[0] * (width + 2 * pw)
+            full = (self.out_channels * (kw + run) + self.out_channels * kw * run
+                    + channels * kh * run + padded)
+            streaming = self.geometry.stream and w.stride == (1, 1)
+            scatter = windows + scatter_values(windows, padded, itemsize)
+            work += prod(self.in_shape) + (full if streaming else scatter)
+        return out + windows, work
+
+    def _windows_per_sample(self) -> int:
+        return self.in_shape[0] * prod(self.kernel_size) * prod(self.geometry.out_hw)
 
     def forward(self, params, x, train=True):
         return conv2d_forward(x, params["weight"], params.get("bias"), geometry=self.geometry)

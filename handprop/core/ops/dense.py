@@ -173,6 +173,9 @@ class Flatten(Layer):
     def _output_shape(self, in_shape):
         return (prod(in_shape),)
 
+    def workspace(self, need_input_grad=True, itemsize=8):
+        return 0, 0  # views of its input and of its output gradient
+
     def forward(self, params, x, train=True):
         return flatten_forward(x, len(self.in_shape)), x.shape
 

@@ -295,6 +295,15 @@ class MaxPool2d(Layer):
         return {"type": self.kind, "name": self.name, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride)}
 
+    def workspace(self, need_input_grad=True, itemsize=8):
+        """Kept: the output, every window's entries, and two int64 indices per output
+        (the winner in its window, its place in the input). Work: the gradients and the
+        routed gradient (overlapping windows: summed in float64)."""
+        out, wide = prod(self.out_shape), 8 // itemsize
+        windows = self.in_shape[0] * prod(self.kernel_size) * prod(self.geometry.out_hw)
+        return out + windows + 2 * wide * out, out + wide * out + (1 + wide) * prod(
+            self.in_shape)
+
     def forward(self, params, x, train=True):
         return max_pool2d_forward(x, geometry=self.geometry)
 

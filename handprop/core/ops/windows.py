@@ -78,6 +78,15 @@ class IndexTable:
         return out.reshape(*lead, self.size).astype(values.dtype, copy=False)
 
 
+def scatter_values(entries: int, slots: int, itemsize: int) -> int:
+    """The memory of :meth:`IndexTable.scatter_add` (``np.bincount``) per sample, in values
+    of ``itemsize`` bytes, for the estimate of :mod:`..limits`: for ``entries`` values
+    summed into ``slots``, the targets (int64, kept by the table), the values flattened
+    and as float64 weights, the float64 sums and the result."""
+    wide = 8 // itemsize
+    return (2 * wide + 1) * entries + (wide + 1) * slots
+
+
 class Windows(NamedTuple):
     """Where the windows of a conv or pool sit in one (H, W) plane.
 

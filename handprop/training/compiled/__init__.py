@@ -31,21 +31,18 @@ bits alone, among any others, on any number of threads.
 
 Importing this package does not import Numba (nor does importing handprop): only
 :func:`compiled_engine` does, when an engine is built. Kernels are compiled on first
-use and cached on disk (``__pycache__``), so later processes load them in about a
-second. Numba keys a cached function on its own file only, not on the files of the
-functions it calls, so an edited kernel module could leave the epoch kernel running
-the old code: :func:`_drop_stale_cache` clears the package's Numba cache whenever any
-of its source files changed.
+use and cached on disk, in a folder named by a hash of every source of this package
+(``cache.py``: where it lives, and why a stale or corrupted entry is never run), so
+later processes load them in about a second.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from ...core.network import Network
 from ...rules.base import LearningRule
+from . import cache
 from .adapter import UnsupportedError
 from .plan import build_plan
 
@@ -73,29 +70,6 @@ def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, 
     return None
 
 
-def _drop_stale_cache() -> None:
-    """Delete this package's Numba cache files if its sources changed since they were
-    written (a digest of every module is kept beside the cache)."""
-    here = Path(__file__).parent
-    digest = hashlib.sha256()
-    for source in sorted(here.glob("*.py")):
-        digest.update(source.read_bytes())
-    cache = here / "__pycache__"
-    stamp = cache / "kernels.sha256"
-    try:
-        if stamp.read_text() == digest.hexdigest():
-            return
-    except OSError:
-        pass
-    try:
-        for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
-            stale.unlink(missing_ok=True)
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest.hexdigest())
-    except OSError:  # a read-only install: Numba then compiles in memory (or elsewhere)
-        pass
-
-
 def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
                     reduction: str, batch_size: int, threads: int = 1) -> Any:
     """A :class:`~.engine.CompiledEpoch`; raises :class:`UnsupportedError` (with the reason)
@@ -103,7 +77,7 @@ def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, los
     missing = _numba_missing()
     if missing:
         raise UnsupportedError(missing)
-    _drop_stale_cache()
+    cache.prepare()  # the kernels, cached where no stale or corrupted entry can run
     from .engine import CompiledEpoch
 
     return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)
