@@ -125,7 +125,7 @@ def _check_literature(literature: dict, rows: dict) -> None:
 
 
 def test_report(quick):
-    from handprop.studies.compare import BIOTORCH_LENET_MNIST
+    from handprop.studies.compare_report import BIOTORCH_LENET_MNIST
 
     report = (quick / "report.md").read_text()
     assert "BioTorch" in report and "Lillicrap" in report

@@ -113,9 +113,9 @@ def _check_alignment(name: str, rule: str, alignment: dict | None) -> None:
 def test_heldout_split_is_stratified_and_the_seeds_own(quick):
     """Each seed's held-out run scores 72 of the 360 images (36 of each digit), the same
     ones for every rule of that seed, and other ones for another seed."""
-    from handprop.studies.reproduce import _digits
+    from handprop.studies.reproduce_base import digits
 
-    _, labels = _digits()
+    _, labels = digits()
     records = main_records(quick)
     by_seed = {}
     for name, record in records.items():

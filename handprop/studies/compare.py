@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +22,19 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
-from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS
+from ..core.limits import MAX_SEED
 from ..core.network import Network
-from .compare_report import BIOTORCH_LENET_MNIST as BIOTORCH_LENET_MNIST
+from .compare_base import CompareConfig, errors_by_seed
+from .compare_report import literature, markdown, terminal_table, write_figures
 from .lockstep import train_group
 from .records import collect, cost_matrix, final_alignment, rounded, versions
 from .runner import Job
-from .study import Study, option, register_study
+from .study import Study, register_study
+
+__all__ = ["CompareConfig", "CompareStudy", "build_jobs", "load_config", "run_job",
+           "summarize", "validate_config"]
 
 RECORD_VERSION = 1
-
-
-@dataclass
-class CompareConfig:
-    """Everything that defines a comparison (defaults: configs/compare.toml)."""
-
-    rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(10, low=1, high=MAX_SEEDS)
-    first_seed: int = option(0, low=0, high=MAX_SEED)
-    data: str = option("digits10", help="digits10 | idx:PATH (MNIST-format files; uses lenet)")
-    net: str = option("small", help="small | lenet | PATH.toml")
-    epochs: int = option(50, low=1, high=MAX_EPOCHS)
-    batch_size: int = option(32, low=1, high=MAX_BATCH)
-    optimizer: str = option("adam")
-    lr: float = option(0.001)
-    momentum: float = option(0.9)
-    probe: int = option(64, low=1, high=MAX_PROBE)
-    align_every: int = option(5, help="epochs between alignment measurements", low=1,
-                              high=MAX_EPOCHS)
-    engine: str = option("auto", help="auto | numpy | compiled")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def validate_config(config: CompareConfig, source: str = "config") -> CompareConfig:
@@ -178,12 +154,6 @@ def load_records(jobs: list[Job]) -> dict[str, list[dict]]:
     return {job.spec["rule"]: by_id[job.id] for job in jobs}
 
 
-def errors_by_seed(records: list[dict]) -> dict[int, float]:
-    """{seed: test error}, NaN for a diverged run."""
-    return {r["seed"]: (math.nan if r["test_error"] is None else r["test_error"])
-            for r in records}
-
-
 def summarize(records: dict[str, list[dict]], config: CompareConfig) -> dict[str, Any]:
     """Per rule: the test error per seed and its mean with an interval over seeds, the
     final training cost, and the alignment at the last measurement."""
@@ -270,24 +240,16 @@ class CompareStudy(Study):
 
     def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
                  ) -> dict[str, Any]:
-        from .compare_report import literature
-
         return literature(summary, records)
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:
-        from .compare_report import write_figures
-
         return write_figures(self.out, self.config, records, summary)
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:
-        from .compare_report import markdown
-
         return markdown(self.config, summary, findings, meta, figures)
 
     def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
                          meta: dict[str, Any]) -> str:
-        from .compare_report import terminal_table
-
         return terminal_table(summary, findings, meta)

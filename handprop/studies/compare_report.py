@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .claims import Claim, as_record, judge
+from .compare_base import CompareConfig, errors_by_seed
 from .records import alignment_epochs, alignment_matrices, cost_matrix
-
-if TYPE_CHECKING:
-    from .compare import CompareConfig
 
 # BioTorch (Sanfiz & Akrout 2021), LeNet on MNIST, top-1 error %.
 BIOTORCH_LENET_MNIST = {"exact": 0.91, "usf": 0.94, "brsf": 0.91, "frsf": 0.97, "fa": 1.70,
@@ -40,7 +38,6 @@ def _per_seed_metric(records: list[dict], section: str, layer: str, reduce
 
 
 def _paired_errors(records: dict[str, list[dict]], a: str, b: str):
-    from .compare import errors_by_seed
     from .statistics import paired_comparison
 
     first, second = errors_by_seed(records[a]), errors_by_seed(records[b])

@@ -28,106 +28,38 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.article import ARTICLE
 from ..core.errors import ConfigError
 from ..core.io import check_name, write_json
-from ..core.limits import MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS, MAX_WIDTH, check_int
-from ..core.schema import check_type
-from ..core.streams import Stream, generator
+from ..core.limits import MAX_SEED
 from .records import collect, cost_matrix, final_alignment
+from .reproduce_base import (
+    IMAGES,
+    TRANSFORMS,
+    VARIANTS,
+    Experiment,
+    Records,
+    ReproduceConfig,
+    final_cost,
+    padded,
+    parse_experiments,
+    per_seed,
+    split_for,
+)
+from .reproduce_claims import evaluate_claims
+from .reproduce_report import markdown, terminal_summary, write_figures
 from .runner import Job
-from .study import Study, option, register_study
+from .sensitivity import sensitivity_jobs, summarize_sensitivity
+from .study import Study, register_study
+
+__all__ = ["Experiment", "ReproduceConfig", "ReproduceStudy", "build_jobs", "load_config",
+           "run_job", "summarize", "validate_config"]
 
 RECORD_VERSION = 2
-IMAGES = 360  # the digits 0 and 1 of scikit-learn's set
-VARIANTS = {"corrected": "seed", "as-run": "seed-as-run"}  # variant -> preset
-PROTOCOLS = ("article", "heldout", "fold")
-# Records by (variant, experiment, rule, protocol).
-Records = dict[tuple[str, str, str, str], list[dict]]
-TRANSFORMS = ("transpose", "rot180")
-
-
-@dataclass
-class Experiment:
-    name: str
-    fc: tuple[int, int]
-    claim: str = ""
-
-
-@dataclass
-class ReproduceConfig:
-    """Everything that defines a reproduce study (defaults: configs/reproduce.toml)."""
-
-    experiments: list[Experiment]
-    rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(11, help="number of paired seeds", low=1, high=MAX_SEEDS)
-    first_seed: int = option(0, low=0, high=MAX_SEED)
-    epochs: int = option(ARTICLE.epochs, low=1, high=MAX_EPOCHS)
-    lr: float = ARTICLE.lr
-    momentum: float = ARTICLE.momentum
-    heldout: bool = True  # also train each seed on a stratified 80% split, score the 20%
-    folds: int = option(0, help="k-fold CV per seed instead of the single 80/20 split "
-                                "(0: off)", low=0, high=IMAGES)
-    probe: int = option(32, help="images in the alignment probe batch", low=1,
-                        high=MAX_PROBE)
-    align_every: int = option(5, help="epochs between alignment measurements", low=1,
-                              high=MAX_EPOCHS)
-    transform: str = option("transpose", help="map transform of broken-text: transpose "
-                                              "(the article's text) | rot180 (its code)")
-    variant: list[str] = option(default_factory=lambda: ["corrected", "as-run"],
-                                help="networks: corrected (the article's text) and/or "
-                                     "as-run (the network its code ran)")
-    as_run_rules: list[str] = field(default_factory=lambda: ["seed-original", "seed-broken"])
-    sensitivity: int = option(2, help="seeds per experiment rerun with one initial weight "
-                                      "moved by one ulp and by 1e-8 (0: none)", low=0,
-                              high=MAX_SEEDS)
-    engine: str = option("auto", help="auto | numpy | compiled")
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def rules_of(self, variant: str) -> list[str]:
-        """The rules trained on ``variant``'s network."""
-        return list(self.rules) if variant == "corrected" else list(self.as_run_rules)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _experiments(items: Any, source: str) -> list[Experiment]:
-    """The ``[[reproduce.experiments]]`` tables, checked (names become folder names, so
-    they are restricted to a safe set of characters)."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{source}: experiments must be a list of tables "
-                          f"([[reproduce.experiments]]), got {items!r}")
-    experiments = []
-    for i, item in enumerate(items, start=1):
-        if not isinstance(item, dict) or "fc" not in item:
-            raise ConfigError(f"{source}: experiment {i} needs fc = [W3, W4]")
-        fc = item["fc"]
-        if (not isinstance(fc, list) or len(fc) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in fc)):
-            raise ConfigError(
-                f"{source}: experiment {i}: fc must be two positive integers, got {fc!r}"
-            )
-        for width in fc:
-            check_int(width, f"{source}: experiment {i}: fc", 1, MAX_WIDTH)
-        extra = sorted(set(item) - {"name", "fc", "claim"})
-        if extra:
-            raise ConfigError(f"{source}: experiment {i}: unknown key(s) {', '.join(extra)}")
-        name = item.get("name", f"fc{fc[0]}-{fc[1]}")
-        check_name(name, f"{source}: experiment {i}: name")
-        claim = check_type(item.get("claim", ""), str, f"{source}: experiment {i}: claim")
-        experiments.append(Experiment(name, (fc[0], fc[1]), claim))
-    return experiments
 
 
 def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
@@ -194,53 +126,6 @@ def _check_rule_lists(config: ReproduceConfig, source: str) -> None:
 def load_config(path: str | Path | None = None) -> ReproduceConfig:
     """The default study, or the ``[reproduce]`` table of a TOML file."""
     return ReproduceStudy.load_config(path)
-
-
-# -- data ------------------------------------------------------------------------------
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from ..training.data import _select_classes, _sklearn_digits
-
-    images, labels = _sklearn_digits()
-    images, labels = _select_classes(images, labels, ARTICLE.classes, "digits")
-    return images.astype(np.float64), labels
-
-
-def split_for(run: dict[str, Any], folds: int):
-    """The data of one run: the article's split, the seed's 80/20 split, or one fold."""
-    from ..training.data import Dataset, load_digits, stratified_split
-
-    seed = run["seed"]
-    if run["protocol"] == "article":
-        return load_digits(seed=seed)
-    images, labels = _digits()
-    if run["protocol"] == "heldout":
-        train, test = stratified_split(labels, 0.2, generator(seed, Stream.HELDOUT))
-    else:  # fold: the seed's own assignment of images to folds
-        assignment = equal_stratified_folds(labels, folds, seed)
-        test = np.flatnonzero(assignment == run["fold"])
-        train = generator(seed, Stream.DATA_SPLIT, run["fold"]).permutation(
-            np.flatnonzero(assignment != run["fold"]))
-    return Dataset(f"digits-{run['protocol']}", images[train], labels[train], images[test],
-                   labels[test], ARTICLE.classes, info={"test_index": test.tolist()})
-
-
-def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold id of every item: classes shuffled, then dealt round-robin, so folds are
-    equal in size (when ``folds`` divides the count) and stratified."""
-    rng = generator(seed, Stream.FOLDS)
-    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
-                            for c in np.unique(labels)])
-    fold = np.empty(len(labels), dtype=np.int64)
-    fold[order] = np.arange(len(labels)) % folds
-    return fold
-
-
-def padded(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack arrays of different lengths, padding each with its first item."""
-    longest = max(len(a) for a in arrays)
-    return np.stack([np.concatenate([a, np.repeat(a[:1], longest - len(a), axis=0)])
-                     for a in arrays])
 
 
 # -- one job: a group of runs in lockstep ----------------------------------------------
@@ -326,8 +211,6 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> 
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
     """One job per (variant, experiment, rule), plus the sensitivity jobs."""
-    from .sensitivity import sensitivity_jobs
-
     runs = runs_of(config)
     jobs = []
     # Largest networks first: the long jobs start early and the cores finish together.
@@ -366,20 +249,6 @@ def load_records(jobs: list[Job]) -> Records:
                    record["protocol"])
             found.setdefault(key, []).append(record)
     return found
-
-
-def per_seed(records: list[dict], value) -> dict[int, float]:
-    """{seed: value(records of that seed)} -- folds of one seed are averaged, so every
-    seed gives one number (NaN where its runs diverged)."""
-    by_seed: dict[int, list[float]] = {}
-    for record in records:
-        got = value(record)
-        by_seed.setdefault(record["seed"], []).append(np.nan if got is None else got)
-    return {seed: float(np.mean(values)) for seed, values in sorted(by_seed.items())}
-
-
-def final_cost(record: dict) -> float | None:
-    return None if record["diverged"] or not record["cost"] else record["cost"][-1]
 
 
 def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
@@ -443,7 +312,7 @@ class ReproduceStudy(Study):
 
     @classmethod
     def config_from_table(cls, table: dict[str, Any], source: str) -> ReproduceConfig:
-        experiments = _experiments(table.get("experiments", []), source)
+        experiments = parse_experiments(table.get("experiments", []), source)
         return super().config_from_table({**table, "experiments": experiments}, source)
 
     @classmethod
@@ -476,26 +345,17 @@ class ReproduceStudy(Study):
         return summarize(records, self.config)
 
     def findings(self, records: Records, summary: dict[str, Any]) -> dict[str, Any]:
-        from .reproduce_claims import evaluate_claims
-        from .sensitivity import summarize_sensitivity
-
         engines = sorted({str(r.get("engine")) for rows in records.values() for r in rows})
         return {"claims": evaluate_claims(records, self.config),
                 "sensitivity": summarize_sensitivity(records, self.config), "engines": engines}
 
     def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
-        from .reproduce_report import write_figures
-
         return write_figures(self.out, self.config, records)
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:
-        from .reproduce_report import markdown
-
         return markdown(self.config, summary, findings, meta, figures)
 
     def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
                          meta: dict[str, Any]) -> str:
-        from .reproduce_report import terminal_summary
-
         return terminal_summary(self.config, summary, findings, meta)

@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..core.article import ARTICLE
 from .claims import Claim, as_record, judge
-from .reproduce import final_cost, per_seed
+from .reproduce_base import Records, ReproduceConfig, final_cost, per_seed
 from .statistics import paired_comparison
-
-if TYPE_CHECKING:
-    from .reproduce import Records, ReproduceConfig
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .records import alignment_epochs, alignment_matrices, cost_matrix
+from .reproduce_base import Records, ReproduceConfig, per_seed
 from .reproduce_claims import median_power, smallest_n, tested_claims
 from .sensitivity import PERTURBATIONS, THRESHOLDS, median
-
-if TYPE_CHECKING:
-    from .reproduce import Records, ReproduceConfig
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -81,7 +79,6 @@ def _alignment_figures(out, config, records, alignment_grid) -> list[Path]:
 
 
 def _accuracy_figures(out, config, records, grouped_points) -> list[Path]:
-    from .reproduce import per_seed
     from .statistics import mean_interval
 
     figures = []

@@ -21,16 +21,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..core.io import write_json
 from ..core.streams import Stream, generator
+from .reproduce_base import VARIANTS, Records, ReproduceConfig, padded, split_for
 from .runner import Job
-
-if TYPE_CHECKING:
-    from .reproduce import Records, ReproduceConfig
 
 RULES = ("seed-original", "seed-broken")  # the article's two nets
 PERTURBATIONS = ("ulp", "1e-8")
@@ -84,7 +82,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from ..core.presets import PRESETS
     from ..rules import make_rule
     from ..training.loop import TrainConfig, evaluate, fit
-    from .reproduce import VARIANTS, padded, split_for
     from .runner import JobProgress
 
     seeds = spec["seeds"]
