@@ -24,8 +24,9 @@ from ..core.errors import ConfigError
 from ..core.io import write_json
 from ..core.limits import MAX_SEED
 from ..core.network import Network
-from .compare_base import CompareConfig, errors_by_seed
-from .compare_report import literature, markdown, terminal_table, write_figures
+from .claims import design_text, parse_claims
+from .compare_base import ANGLE_METRICS, CompareClaim, CompareConfig, errors_by_seed
+from .compare_report import design, literature, markdown, terminal_table, write_figures
 from .lockstep import train_group
 from .records import collect, cost_matrix, final_alignment, rounded, versions
 from .runner import Job
@@ -74,6 +75,29 @@ def _check_rules(config: CompareConfig, source: str) -> CompareConfig:
     return config
 
 
+def _check_claims(config: CompareConfig, source: str) -> CompareConfig:
+    """Each claim names registered rules (a claim whose rules this run leaves out is
+    skipped, and the design check says so) and a metric compare measures."""
+    from ..rules import RULES
+
+    for i, claim in enumerate(config.claims, start=1):
+        where = f"{source}: claim {i}"
+        angle = claim.metric in ANGLE_METRICS
+        if claim.metric != "test_error" and not angle:
+            raise ConfigError(f"{where}: metric must be test_error or one of "
+                              f"{', '.join(ANGLE_METRICS)}, got {claim.metric!r}")
+        for arm in (claim.a,) if angle else (claim.a, claim.b):
+            if arm not in RULES:
+                raise ConfigError(f"{where}: unknown rule {arm!r}")
+        if angle:
+            try:
+                float(claim.b)
+            except ValueError:
+                raise ConfigError(f"{where}: an angle claim compares with a number of degrees "
+                                  f"(b), got {claim.b!r}") from None
+    return config
+
+
 def load_config(path: str | Path | None = None) -> CompareConfig:
     """The default comparison, or the ``[compare]`` table of a TOML file."""
     return CompareStudy.load_config(path)
@@ -119,6 +143,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             "cost": rounded(result.history.cost_list(r)),
             "diverged": diverged,
             "test_error": None if diverged else 1 - accuracy,
+            "test_error_curve": None if diverged else [
+                float(1 - acc[r]) for acc in result.test_curve],
+            "test_error_epochs": result.alignment_epochs,
             "test_images": int(test_y.shape[1]),
             "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
             "alignment_epochs": result.alignment_epochs,
@@ -198,8 +225,16 @@ class CompareStudy(Study):
     summary_key, findings_key = "rules", "literature"
 
     @classmethod
+    def config_from_table(cls, table: dict[str, Any], source: str) -> CompareConfig:
+        claims = parse_claims(table.get("claims", []), source, CompareClaim)
+        return super().config_from_table({**table, "claims": claims}, source)
+
+    @classmethod
     def validate_config(cls, config: CompareConfig, source: str = "config") -> CompareConfig:
-        return _check_rules(config, source)
+        return _check_claims(_check_rules(config, source), source)
+
+    def design_check(self) -> list[str]:
+        return design_text(design(self.config))
 
     def prepare(self) -> None:
         """Load the data and build the network now: bad data fails before any output."""
@@ -240,7 +275,7 @@ class CompareStudy(Study):
 
     def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
                  ) -> dict[str, Any]:
-        return literature(summary, records)
+        return literature(self.config, records)
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:

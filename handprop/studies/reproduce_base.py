@@ -8,8 +8,10 @@ in a circle.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from ..core.io import check_name
 from ..core.limits import MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS, MAX_WIDTH, check_int
 from ..core.schema import check_type
 from ..core.streams import Stream, generator
+from .claims import ClaimSpec
 from .study import option
 
 IMAGES = 360  # the digits 0 and 1 of scikit-learn's set
@@ -28,6 +31,20 @@ PROTOCOLS = ("article", "heldout", "fold")
 # Records by (variant, experiment, rule, protocol).
 Records = dict[tuple[str, str, str, str], list[dict]]
 TRANSFORMS = ("transpose", "rot180")
+# The as-run ablations (the author's protocol): the code's rule as it ran (the baseline),
+# the exact gradient of the as-run net, conv learning rate x0.1, conv kernels frozen.
+ABLATIONS = ("code", "exact-gradient", "conv-lr-0.1", "frozen-conv")
+SEEDINGS = ("handprop", "author")
+# The pairings of an original and a broken net the claims can be asked of.
+PAIRING_KEYS = ("code", "as-run", "text")
+# What a claim can compare, per seed: (protocol of the run, unit, lower is better, bounds of
+# one run's value). cost@E is the training cost of epoch E.
+METRICS = {"final_cost": ("article", "", True, (0.0, math.inf)),
+           "test10_accuracy": ("article", "%", False, (0.0, 1.0)),
+           "heldout_accuracy": ("heldout", "%", False, (0.0, 1.0))}
+# Stuck at chance: the trained net gives one class to at least this share of its test
+# images (all 10 of the article's ten; 69 of the 72 held-out images).
+STUCK_SHARE = 0.95
 
 
 @dataclass
@@ -35,6 +52,24 @@ class Experiment:
     name: str
     fc: tuple[int, int]
     claim: str = ""
+
+
+@dataclass(frozen=True)
+class ReproduceClaim(ClaimSpec):
+    """A claim of the article, asked of one experiment and of each of ``pairings`` (the
+    arms are "broken" and "original": the pairing's two nets)."""
+
+    experiment: str = ""
+    pairings: list[str] = field(default_factory=lambda: list(PAIRING_KEYS))
+
+
+def metric_info(metric: str) -> tuple[str, str, bool, tuple[float, float]]:
+    """(protocol, unit, lower is better, bounds) of a claim's metric; ``cost@E`` too."""
+    if metric in METRICS:
+        return METRICS[metric]
+    if metric.startswith("cost@") and metric[5:].isdigit() and int(metric[5:]) > 0:
+        return "article", "", True, (0.0, math.inf)
+    raise ConfigError(f"unknown metric {metric!r}; choose {', '.join(METRICS)} or cost@EPOCH")
 
 
 @dataclass
@@ -61,15 +96,32 @@ class ReproduceConfig:
                                 help="networks: corrected (the article's text) and/or "
                                      "as-run (the network its code ran)")
     as_run_rules: list[str] = field(default_factory=lambda: ["seed-original", "seed-broken"])
-    sensitivity: int = option(2, help="seeds per experiment rerun with one initial weight "
-                                      "moved by one ulp and by 1e-8 (0: none)", low=0,
+    sensitivity: int = option(5, help="seeds per experiment and rule rerun with one initial "
+                                      "weight moved by one ulp and by 1e-8 (0: none)", low=0,
                               high=MAX_SEEDS)
+    sensitivity_experiments: list[str] = option(
+        default_factory=list, help="experiments of the sensitivity runs (default: all)")
+    track_epochs: int = option(2, help="epochs of each sensitivity run followed step by step "
+                                       "(NumPy engine)", low=0, high=MAX_EPOCHS)
+    ablation_epochs: int = option(100, help="epochs of the as-run ablation runs (0: none)",
+                                  low=0, high=MAX_EPOCHS)
+    ablation_fc: list[int] = field(default_factory=lambda: [20, 36])
+    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
+    seeding: str = option("handprop", help="handprop | author: the author's np.random.seed(S) "
+                                           "order (shuffle, then W1a..W5) for the article runs")
     engine: str = option("auto", help="auto | numpy | compiled")
+    claims: list[ReproduceClaim] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def sensitivity_list(self) -> list[Experiment]:
+        """The experiments the sensitivity runs use."""
+        chosen = set(self.sensitivity_experiments)
+        return [e for e in self.experiments if not chosen or e.name in chosen]
 
     def rules_of(self, variant: str) -> list[str]:
         """The rules trained on ``variant``'s network."""
@@ -125,13 +177,14 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def split_for(run: dict[str, Any], folds: int):
-    """The data of one run: the article's split, the seed's 80/20 split, or one fold."""
+def split_for(run: dict[str, Any], folds: int, seeding: str = "handprop"):
+    """The data of one run: the article's split (its ``seeding``'s), the seed's 80/20
+    split, or one fold."""
     from ..training.data import Dataset, load_digits, stratified_split
 
     seed = run["seed"]
     if run["protocol"] == "article":
-        return load_digits(seed=seed)
+        return author_run(seed, (1, 1))[0] if seeding == "author" else load_digits(seed=seed)
     images, labels = digits()
     if run["protocol"] == "heldout":
         train, test = stratified_split(labels, 0.2, generator(seed, Stream.HELDOUT))
@@ -142,6 +195,47 @@ def split_for(run: dict[str, Any], folds: int):
             np.flatnonzero(assignment != run["fold"]))
     return Dataset(f"digits-{run['protocol']}", images[train], labels[train], images[test],
                    labels[test], ARTICLE.classes, info={"test_index": test.tolist()})
+
+
+def author_run(seed: int, fc: tuple[int, int]) -> tuple[Any, dict[str, np.ndarray]]:
+    """The article's run as the author's code seeds it: ``np.random.seed(S)``, the 0s then
+    the 1s shuffled together by ``sklearn.utils.shuffle`` (the first 10 held out), then
+    W1a, W1b, W2a..W2d (3x3), W3 (16 x fc0), W4 (fc0 x fc1), W5 (fc1 x 1) drawn from the
+    same stream. Returns the data and the initial weights in handprop's layout: kernels
+    flipped (the code convolves), dense weights transposed."""
+    from sklearn.utils import shuffle
+
+    from ..training.data import Dataset
+
+    images, labels = digits()
+    order = np.concatenate([np.flatnonzero(labels == c) for c in (0, 1)])
+    rng = np.random.RandomState(seed)  # the global state np.random.seed(S) sets
+    x, y = shuffle(images[order], labels[order], random_state=rng)
+    kernels = np.stack([rng.randn(3, 3) for _ in range(6)])[:, None, ::-1, ::-1]
+    dense = [rng.randn(16, fc[0]), rng.randn(fc[0], fc[1]), rng.randn(fc[1], 1)]
+    weights = {"conv1.weight": kernels[:2], "conv2.weight": kernels[2:],
+               "fc3.weight": dense[0].T, "fc4.weight": dense[1].T, "fc5.weight": dense[2].T}
+    data = Dataset("digits-author", x[10:], y[10:], x[:10], y[:10], ARTICLE.classes,
+                   info={"seed": seed, "split": "author"})
+    return data.validate(), weights
+
+
+def initialise(net: Any, seeds: list[int], fc: tuple[int, int], seeding: str) -> None:
+    """The initial weights of replica r: ``net.init`` with seed ``seeds[r]``, or the
+    author's draws for that seed (:func:`author_run`)."""
+    net.init(replicas=seeds)
+    if seeding == "author":
+        for r, seed in enumerate(seeds):
+            for name, value in author_run(seed, fc)[1].items():
+                net.params[name][r] = value
+
+
+def record_path(out: Path, variant: str, experiment: str, rule: str,
+                run: dict[str, Any]) -> Path:
+    """Where one run's record goes: runs/<variant>/<experiment>/<rule>/<protocol>-seed<S>.json."""
+    fold = f"-fold{run['fold']}" if run["protocol"] == "fold" else ""
+    name = f"{run['protocol']}-seed{run['seed']}{fold}.json"
+    return out / "runs" / variant / experiment / rule / name
 
 
 def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -172,6 +266,24 @@ def per_seed(records: list[dict], value) -> dict[int, float]:
         got = value(record)
         by_seed.setdefault(record["seed"], []).append(np.nan if got is None else got)
     return {seed: float(np.mean(values)) for seed, values in sorted(by_seed.items())}
+
+
+def is_stuck(record: dict) -> bool | None:
+    """Stuck at chance (:data:`STUCK_SHARE`): the run's net gives one class to (nearly)
+    every test image. None for a diverged run."""
+    share = record.get("predicted_share")
+    return None if share is None else share >= STUCK_SHARE
+
+
+def metric_value(metric: str):
+    """The per-run value of a claim's metric (a function of a record; None when absent)."""
+    if metric.startswith("cost@"):
+        epoch = int(metric[5:])
+        return lambda r: (r["cost"][epoch - 1] if not r["diverged"] and len(r["cost"]) >= epoch
+                          else None)
+    if metric == "final_cost":
+        return final_cost
+    return lambda r: r["test_accuracy"]
 
 
 def final_cost(record: dict) -> float | None:

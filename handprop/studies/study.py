@@ -22,6 +22,7 @@ import math
 import os
 import pkgutil
 import shutil
+import sys
 import tomllib
 import typing
 from dataclasses import MISSING, asdict
@@ -221,6 +222,7 @@ class Study:
         self.config = self.check_config(self.config, "config")
         self.prepare()
         jobs = self.build_jobs()
+        self._say_design()
         for what, needed in self.memory_needed(jobs):
             check_memory(needed, what)
         check_output_dir(self.out)
@@ -251,6 +253,20 @@ class Study:
             raise type(run.error)(f"{run.error}; {run.finished} of {run.jobs} jobs finished, "
                                   f"reported in {self.out / 'report.md'}")
         return {"summary": summary, "meta": meta}
+
+    def design_check(self) -> list[str]:
+        """Lines saying, before any training, what the study's claims can decide with its
+        seeds (printed to stderr unless progress is off). Default: nothing."""
+        return []
+
+    def _say_design(self) -> None:
+        if self.progress == "none" or self.show_progress is False:
+            return
+        lines = self.design_check()
+        if lines:
+            print("\n".join(f"{self.name}: design check: {line}" if i == 0 else
+                            f"{self.name}:   {line}" for i, line in enumerate(lines)),
+                  file=sys.stderr, flush=True)
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """(what, bytes) of memory the jobs need at once, checked against the budget of
