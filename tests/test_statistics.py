@@ -428,3 +428,17 @@ def test_power_where_scipys_lower_tail_is_nan():
         power = power_at(dz, 10, alpha=0.05 / 21)
         assert 0.9 < power <= 1.0
         assert seeds_needed(dz, alpha=0.05 / 21) <= 10
+
+
+def test_sign_seeds_needed_is_the_first_n_with_the_power():
+    from handprop.studies.statistics import sign_seeds_needed
+
+    n = sign_seeds_needed(0.8, alpha=0.01)
+
+    def power(n: int) -> float:
+        k = next(k for k in range(n // 2, n + 1) if 2 * stats.binom.sf(k - 1, n, 0.5) <= 0.01)
+        return stats.binom.sf(k - 1, n, 0.8) + stats.binom.cdf(n - k, n, 0.8)
+
+    assert power(n) >= 0.8 > power(n - 1)
+    assert sign_seeds_needed(0.2, alpha=0.01) == n  # the other way, the same
+    assert sign_seeds_needed(0.5) is None and sign_seeds_needed(1.0) == 6

@@ -111,7 +111,8 @@ def diagnostics(net: Any, x: np.ndarray, initial_w1a: np.ndarray) -> list[dict[s
 
 def summarize_ablations(records: Records, config: ReproduceConfig) -> dict[str, Any]:
     """Per ablation: seeds stuck (with an exact interval), compared with the baseline
-    over the same seeds (exact McNemar test), and the medians of the mechanism numbers."""
+    over the same seeds (exact McNemar test), and the mechanism numbers of its stuck and
+    its learning seeds (:func:`mechanism`)."""
     out: dict[str, Any] = {}
     base = _stuck_by_seed(records, "code")
     for ablation in config.ablations:
@@ -127,12 +128,35 @@ def summarize_ablations(records: Records, config: ReproduceConfig) -> dict[str, 
                                         labels=(ablation, "code"))
             row.update({"vs_code_only_this": compared.only_a,
                         "vs_code_only_code": compared.only_b, "vs_code_p": compared.p_value})
-        rows = records.get(("ablation", ablation, SETUPS[ablation][0], "article"), [])
-        for key in ("w1a_norm_initial", "w1a_norm_final", "relu_feature_max", "fc3_saturated"):
-            values = [r["diagnostics"][key] for r in rows if r.get("diagnostics")]
-            row[key] = float(np.median(values)) if values else None
+        row["mechanism"] = mechanism(records.get(("ablation", ablation, SETUPS[ablation][0],
+                                                  "article"), []))
         out[ablation] = row
     return out
+
+
+def mechanism(rows: list[dict]) -> dict[str, Any]:
+    """For the stuck and the learning runs apart: how many, the median of |W1a| after
+    training over before, how many have a dead ReLU channel (no positive feature on the
+    diagnostic images), and the median fraction of saturated fc3 pre-activations."""
+    out: dict[str, Any] = {}
+    for part, want in (("stuck", True), ("learned", False)):
+        found = [r["diagnostics"] for r in rows if r.get("diagnostics") and is_stuck(r) is want]
+        growth = [d["w1a_norm_final"] / d["w1a_norm_initial"] for d in found
+                  if len(_finite([d["w1a_norm_final"], d["w1a_norm_initial"]])) == 2
+                  and d["w1a_norm_initial"] > 0]
+        relu = _finite([d["relu_feature_max"] for d in found])
+        saturated = _finite([d["fc3_saturated"] for d in found])
+        out[part] = {"runs": len(found),
+                     "w1a_growth": float(np.median(growth)) if growth else None,
+                     "relu_dead": sum(1 for v in relu if v == 0),
+                     "relu_max": float(np.median(relu)) if relu else None,
+                     "fc3_saturated": float(np.median(saturated)) if saturated else None}
+    return out
+
+
+def _finite(values: list) -> list[float]:
+    """The values that are finite numbers (a record keeps NaN and inf as null)."""
+    return [v for v in values if v is not None and np.isfinite(v)]
 
 
 def _stuck_by_seed(records: Records, ablation: str) -> dict[int, bool]:

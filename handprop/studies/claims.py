@@ -43,6 +43,7 @@ from .statistics import (
     proportion_interval,
     reversed_p,
     seeds_range,
+    sign_seeds_needed,
     smallest_detectable,
 )
 
@@ -354,13 +355,25 @@ def _detectable_text(claim: Claim) -> str:
                 f"+-{_number(value, claim.unit, False)}")
     fewest, most = _seeds(claim)
     if fewest is not None:
+        what = "untied seeds" if test == "sign" else "seeds"
         text += (f"; the effects the 95% CI allows need {fewest} to "
-                 f"{'no finite number of' if most is None else most} seeds")
+                 f"{'no finite number of' if most is None else most} {what}")
     return text
 
 
 def _seeds(claim: Claim) -> tuple[int | None, int | None]:
+    """The seeds a test like the claim's would need (80% power, its level) for the effects
+    the effect's 95% interval allows: (fewest, most); most None: no finite number."""
     c = claim.comparison
+    if claim.spec.test == "sign":
+        low, high = c.win_interval
+        if math.isnan(low):
+            return None, None
+        ends = sorted((low, high), key=lambda q: -abs(q - 0.5))
+        fewest = sign_seeds_needed(ends[0], power=POWER, alpha=_level(claim))
+        most = (None if low <= 0.5 <= high else
+                sign_seeds_needed(ends[1], power=POWER, alpha=_level(claim)))
+        return fewest, most
     sd = _sd(c)
     if sd is None:
         return None, None

@@ -234,7 +234,7 @@ class CompareStudy(Study):
         return _check_claims(_check_rules(config, source), source)
 
     def design_check(self) -> list[str]:
-        return design_text(design(self.config))
+        return design_text(design(self.config, self.net))
 
     def prepare(self) -> None:
         """Load the data and build the network now: bad data fails before any output."""
@@ -275,7 +275,7 @@ class CompareStudy(Study):
 
     def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
                  ) -> dict[str, Any]:
-        return literature(self.config, records)
+        return literature(self.config, records, self.net)
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:

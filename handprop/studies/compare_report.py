@@ -63,21 +63,35 @@ def _layers(spec: CompareClaim, records: list[dict]) -> list[str]:
     return layers[:-1] if spec.metric == "max_update_angle" else layers
 
 
-def expanded(config: CompareConfig, records: dict[str, list[dict]] | None = None
-             ) -> list[tuple[CompareClaim, str]]:
+def expanded(config: CompareConfig, records: dict[str, list[dict]] | None = None,
+             net: Any = None) -> list[tuple[CompareClaim, str]]:
     """Every (claim, layer) the study tests ("" for test error claims) whose rules ran;
-    without records, every claim whose rules are in the config (layers unknown yet)."""
+    before the run (no records), every claim whose rules are in the config, with the
+    layers of ``net``."""
     ran = set(config.rules) if records is None else {r for r, rows in records.items() if rows}
     out = []
     for spec in config.claims:
         if spec.a not in ran or (spec.metric not in ANGLE_METRICS and spec.b not in ran):
             continue
         if spec.metric in ANGLE_METRICS:
-            layers = spec.layers if records is None else _layers(spec, records[spec.a])
-            out += [(spec, layer) for layer in (layers or ["(each hidden layer)"])]
+            layers = (_layers(spec, records[spec.a]) if records is not None
+                      else spec.layers or _net_layers(spec, net))
+            out += [(spec, layer) for layer in layers]
         else:
             out.append((spec, ""))
     return out
+
+
+def _net_layers(spec: CompareClaim, net: Any) -> list[str]:
+    """What :func:`_layers` will find in the records, read from the network: its hidden
+    activations (signal), or its weight arrays but the last (update)."""
+    from .alignment import hidden_activations, weight_names
+
+    if net is None:
+        return ["(each layer)"]
+    if spec.metric == "max_signal_angle":
+        return [net.layers[i].name for i in hidden_activations(net)]
+    return weight_names(net)[:-1]
 
 
 def claim_for(spec: CompareClaim, layer: str, records: dict[str, list[dict]],
@@ -118,7 +132,8 @@ def _per_seed_criterion(spec: CompareClaim, angles: dict[int, float]) -> str:
     return text
 
 
-def literature(config: CompareConfig, records: dict[str, list[dict]]) -> dict[str, Any]:
+def literature(config: CompareConfig, records: dict[str, list[dict]], net: Any = None
+               ) -> dict[str, Any]:
     """The config's claims as paired tests over seeds (confirmatory: one Holm family), the
     design check, the quoted BioTorch numbers and the budget check."""
     claims = judge([claim_for(spec, layer, records) for spec, layer in expanded(config, records)])
@@ -127,15 +142,16 @@ def literature(config: CompareConfig, records: dict[str, list[dict]]) -> dict[st
             "family_source": "the confirmatory claims of the study's config "
                              "([[compare.claims]], role = \"confirmatory\"), fixed before the "
                              "run",
-            "design": design(config),
+            "design": design(config, net),
             "biotorch": {"source": BIOTORCH_SOURCE, "lenet_mnist_error_pct": BIOTORCH_LENET_MNIST,
                          "lenet_fashion_mnist_error_pct": BIOTORCH_LENET_FASHION_MNIST},
             "budget": budget_check(config, records, claims)}
 
 
-def design(config: CompareConfig) -> list[dict[str, Any]]:
-    """The design check of the confirmatory claims (before any run)."""
-    pairs = expanded(config)
+def design(config: CompareConfig, net: Any = None) -> list[dict[str, Any]]:
+    """The design check of the confirmatory claims (before any run; ``net``: the
+    network, for the layers an angle claim is asked of)."""
+    pairs = expanded(config, net=net)
     rows = design_check([spec for spec, _ in pairs], config.seeds)
     confirmatory = [(s, layer) for s, layer in pairs if s.role == "confirmatory"]
     for row, (spec, layer) in zip(rows, confirmatory, strict=True):

@@ -42,9 +42,27 @@ PAIRING_KEYS = ("code", "as-run", "text")
 METRICS = {"final_cost": ("article", "", True, (0.0, math.inf)),
            "test10_accuracy": ("article", "%", False, (0.0, 1.0)),
            "heldout_accuracy": ("heldout", "%", False, (0.0, 1.0))}
-# Stuck at chance: the trained net gives one class to at least this share of its test
-# images (all 10 of the article's ten; 69 of the 72 held-out images).
+# Stuck at chance: the trained net gives one class to at least this share of its
+# training images (its state after the last epoch).
 STUCK_SHARE = 0.95
+CHANCE_COST = 0.125  # per training image: 0.5 * 0.5^2, the L2 cost of predicting 0.5
+
+
+def stuck_ranges(train_images: int) -> dict[str, tuple[float, float]]:
+    """The values a stuck run's metrics can take (what the two-part interval assumes for
+    the stuck part when fewer than 2 seeds are stuck): a final cost from 0.4 of the cost of
+    predicting 0.5 (the images of the minority class alone, on the wrong side of 0.5, cost
+    about that) to 2.2 times it (the wrong class with certainty, with a margin); a
+    held-out accuracy within 10 points of 50% on balanced classes; any test10 accuracy
+    (the 10 images' class mix varies)."""
+    chance = train_images * CHANCE_COST
+    return {"final_cost": (0.4 * chance, 2.2 * chance), "test10_accuracy": (0.0, 1.0),
+            "heldout_accuracy": (0.4, 0.6)}
+
+
+def metric_bounds(metric: str, train_images: int) -> tuple[float, float]:
+    """The range of one run's value: a cost is at most 0.5 per image, an accuracy in [0, 1]."""
+    return (0.0, 0.5 * train_images) if "cost" in metric else (0.0, 1.0)
 
 
 @dataclass
@@ -269,9 +287,9 @@ def per_seed(records: list[dict], value) -> dict[int, float]:
 
 
 def is_stuck(record: dict) -> bool | None:
-    """Stuck at chance (:data:`STUCK_SHARE`): the run's net gives one class to (nearly)
-    every test image. None for a diverged run."""
-    share = record.get("predicted_share")
+    """Stuck at chance (:data:`STUCK_SHARE`): the trained net gives one class to (nearly)
+    every training image. None for a diverged run."""
+    share = record.get("train_predicted_share")
     return None if share is None else share >= STUCK_SHARE
 
 

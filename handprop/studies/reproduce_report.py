@@ -180,7 +180,8 @@ def markdown(config: ReproduceConfig, summary: dict[str, Any], findings: dict[st
     lines += _design_section(findings["claims"])
     lines += _claims_section(findings["claims"])
     lines += _stuck_section(config, summary, findings.get("stuck", []))
-    lines += _as_run_section(config, summary, findings.get("ablations", {}))
+    lines += _as_run_section(config, summary, findings.get("ablations", {}),
+                             findings.get("mechanism", {}))
     lines += _tables(summary)
     lines += _sensitivity_section(findings.get("sensitivity", {}), config)
     lines += ["## Figures", ""] + [f"![{path.stem}]({path.name})" for path in figures]
@@ -207,8 +208,8 @@ def _summary(config: ReproduceConfig, summary: dict[str, Any], findings: dict[st
     lines = ["## Summary", "",
              f"The article's claims, fixed before the run ({claims['family']} confirmatory "
              "tests, Holm-adjusted together; tested as \"most seeds go one way\", the exact "
-             "sign test). Stuck: seeds whose net gives one class to (nearly) every test "
-             "image.", "",
+             "sign test). Stuck: seeds whose trained net gives one class to (nearly) every "
+             "training image.", "",
              "| pairing, experiment: claim | verdict | effect [95% CI] | n / stuck |",
              "|---|---|---|---|"]
     for c in tested_claims(claims, "confirmatory"):
@@ -317,8 +318,8 @@ def _stuck_section(config: ReproduceConfig, summary: dict[str, Any],
                    rows: list[dict[str, Any]]) -> list[str]:
     lines = ["## Stuck at chance, then the seeds that learned", "",
              f"The outcomes are bimodal. A run is **stuck at chance** when its trained net "
-             f"gives one class to at least {STUCK_SHARE:.0%} of its test images (all 10 of "
-             "the article's ten; 69 of the 72 held-out images). Each comparison below is "
+             f"gives one class to at least {STUCK_SHARE:.0%} of its training images. Each "
+             "comparison below is "
              "over the same seeds: the exact McNemar test counts the seeds stuck under one "
              "net only; then, held-out accuracy among the seeds where both nets learned "
              "(exploratory, unadjusted).", "",
@@ -328,7 +329,7 @@ def _stuck_section(config: ReproduceConfig, summary: dict[str, Any],
     for row in rows:
         learned = ""
         if row["protocol"] == "heldout":
-            learned = (f"{row['learned_n']} seeds: "
+            learned = (f"{row['learned_n']} seed{'' if row['learned_n'] == 1 else 's'}: "
                        f"{_pct(row.get('learned_diff'), 1)} {_ci(row.get('learned_ci'), _pp)}"
                        if row.get("learned_n") else "none")
         lines.append(f"| {row['pairing']}, {row['experiment']} | {row['protocol']} | "
@@ -343,7 +344,7 @@ def _pp(value: float) -> str:
 
 
 def _as_run_section(config: ReproduceConfig, summary: dict[str, Any],
-                    ablations: dict[str, Any]) -> list[str]:
+                    ablations: dict[str, Any], mechanism: dict[str, Any]) -> list[str]:
     counts = _as_run_counts(summary)
     if counts is None:
         return []
@@ -362,20 +363,28 @@ def _as_run_section(config: ReproduceConfig, summary: dict[str, Any],
     fc = config.ablation_fc
     lines += [f"Ablations run by this study on the author's protocol (dense {fc[0]}/{fc[1]}, "
               f"{config.ablation_epochs} epochs, lr {config.lr}, alpha {config.momentum}, the "
-              "article's split), the same seeds and weights for each. The mechanism columns "
-              "are medians over seeds, on 64 training images after training:", "",
-              "| ablation | rule | stuck (95% CI) | vs the code's rule: only this / only code "
-              "(McNemar p) | \\|W1a\\| before -> after | largest ReLU feature | fc3 |z| > 3 |",
-              "|---|---|---|---|---|---|---|"]
+              "article's split), the same seeds and weights for each:", "",
+              "| ablation | rule | stuck (95% CI) | vs the code's rule: stuck only here / only "
+              "there (McNemar p) |", "|---|---|---|---|"]
     for name, row in ablations.items():
         versus = ("baseline" if name == "code" else
                   f"{row.get('vs_code_only_this', 'n/a')} / {row.get('vs_code_only_code', 'n/a')} "
                   f"({_fmt(row.get('vs_code_p'))})")
         factor = "" if row["factor"] is None else f" x{row['factor']:g} on conv gradients"
         lines.append(f"| {name} | {row['rule']}{factor} | {_count(row['stuck'], row['n'])} | "
-                     f"{versus} | {_fmt(row['w1a_norm_initial'])} -> "
-                     f"{_fmt(row['w1a_norm_final'])} | {_fmt(row['relu_feature_max'])} | "
-                     f"{_pct(row['fc3_saturated'])} |")
+                     f"{versus} |")
+    rows = {f"ablation {name}": row["mechanism"] for name, row in ablations.items()}
+    rows.update({f"{key}, {config.epochs} epochs": row for key, row in mechanism.items()})
+    lines += ["", "What the trained nets look like (on 64 training images; stuck and learning "
+              r"runs apart): the growth of conv1's ReLU kernel \|W1a\| (after / before, "
+              "median), the runs whose ReLU channel is dead (no positive feature), and the "
+              r"median share of fc3 pre-activations with \|z\| > 3 (arctan saturated):", "",
+              r"| runs | stuck: runs | \|W1a\| growth | dead ReLU | fc3 saturated | learned: "
+              r"runs | \|W1a\| growth | dead ReLU | fc3 saturated |", "|---" * 9 + "|"]
+    for key, row in rows.items():
+        cells = [f"{part['runs']} | {_fmt(part['w1a_growth'])} | {part['relu_dead']} | "
+                 f"{_pct(part['fc3_saturated'])}" for part in (row["stuck"], row["learned"])]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "Replay the author's own protocol, with its seed handling (np.random.seed(S), "
               "sklearn's shuffle, then W1a..W5 in the code's order): `handprop reproduce "
               "--config handprop/studies/configs/reproduce-author.toml`.", ""]
@@ -402,6 +411,10 @@ def _tables(summary: dict[str, Any]) -> list[str]:
                     f"{held['stuck']}/{held['n']} | {_pct(held['mean'], 1)} "
                     f"{_ci(held['ci'], _pct)} | {_pct(held['learned_mean'], 1)} "
                     f"{_ci(held['learned_ci'], _pct)} |")
+            diverged = sum(row["diverged"] for row in data["rules"].values())
+            if diverged:
+                lines.append(f"\n{diverged} article run(s) diverged (cost NaN or infinite): "
+                             "their values are left out.")
             lines.append("")
             lines += _alignment_rows(data["rules"])
     return lines

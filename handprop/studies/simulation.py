@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .reproduce_base import metric_bounds, stuck_ranges
 from .statistics import mean_difference_rows, mean_test_p, sign_test, tost_p, two_part_rows
 
 Draw = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
@@ -107,17 +108,19 @@ def _held_out_learned_mean() -> float:
 
 
 def shapes() -> list[Shape]:
-    """The five arm shapes of the coverage tables (issue 17's list)."""
+    """The five arm shapes of the coverage tables (issue 17's list), with the stuck ranges
+    and bounds the reproduce study gives the two-part interval."""
+    ranges, images = stuck_ranges(350), 350
     cost = {"learned": lambda rng, size: rng.gamma(0.5, 6.0, size), "learned_mean": 3.0,
             "stuck_values": _stuck_cost, "stuck_mean": 0.9 * 47.5 + 0.1 * 86.0,
-            "stuck_range": (0.75 * 43.75, 92.5), "bounds": (0.0, 175.0)}
+            "stuck_range": ranges["final_cost"], "bounds": metric_bounds("final_cost", images)}
     held = {"learned": _held_out_learned, "learned_mean": _held_out_learned_mean(),
             "stuck_values": _held_out_stuck, "stuck_mean": 0.5,
-            "stuck_range": (0.5 - 3 / 72, 0.5 + 3 / 72), "bounds": (0.0, 1.0)}
+            "stuck_range": ranges["heldout_accuracy"], "bounds": (0.0, 1.0)}
     test10 = {"learned": _test10_learned,
               "learned_mean": float(TEST10_SCORES @ TEST10_WEIGHTS),
-              "stuck_values": _test10_stuck, "stuck_mean": 0.5, "stuck_range": (0.0, 1.0),
-              "bounds": (0.0, 1.0)}
+              "stuck_values": _test10_stuck, "stuck_mean": 0.5,
+              "stuck_range": ranges["test10_accuracy"], "bounds": (0.0, 1.0)}
     return [Shape("cost, 20% stuck", 0.2, **cost), Shape("cost, 35% stuck", 0.35, **cost),
             Shape("held-out, 20% stuck", 0.2, **held), Shape("held-out, 35% stuck", 0.35, **held),
             Shape("test10, 30% stuck", 0.3, **test10)]

@@ -294,9 +294,18 @@ def two_part_rows(x: np.ndarray, stuck: np.ndarray, stuck_range: tuple[float, fl
     low_l, high_l, err_l = _part_rows(x, ~stuck, bounds, level)
     ends = []
     for p in (np.clip(center - half, 0, 1), np.clip(center + half, 0, 1)):
-        spread = np.hypot((1 - p) * err_l, p * err_s)
-        ends += [(1 - p) * low_l + p * low_s - spread, (1 - p) * high_l + p * high_s + spread]
+        q = 1 - p
+        spread = np.hypot(_weigh(q, err_l), _weigh(p, err_s))
+        ends += [_weigh(q, low_l) + _weigh(p, low_s) - spread,
+                 _weigh(q, high_l) + _weigh(p, high_s) + spread]
     return (np.clip(np.min(ends, axis=0), *bounds), np.clip(np.max(ends, axis=0), *bounds))
+
+
+def _weigh(weight: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """weight * value, 0 where the weight is 0 (an infinite bound of a part with no
+    weight does not count)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(weight > 0, weight * value, 0.0)
 
 
 def _part_rows(x: np.ndarray, member: np.ndarray, whole: tuple[float, float],
@@ -595,6 +604,26 @@ def seeds_needed(dz: float, *, power: float = 0.8, alpha: float = 0.05) -> int |
         if _t_test_power(df, nc, alpha) >= power:
             return max(n, floor)
         n += 1
+
+
+def sign_seeds_needed(fraction: float, *, power: float = 0.8, alpha: float = 0.05
+                      ) -> int | None:
+    """Untied seeds the exact two-sided sign test at ``alpha`` needs to detect that a
+    ``fraction`` of seeds go one way, with the given power (binomial, exact); None for
+    0.5 (no effect) or beyond MANY_SEEDS."""
+    if math.isnan(fraction) or fraction == 0.5:
+        return None
+    q = max(fraction, 1 - fraction)
+    z = stats.norm.ppf(1 - alpha / 2) * 0.5 + stats.norm.ppf(power) * math.sqrt(q * (1 - q))
+    start = max(math.floor(math.log2(2 / alpha)) + 1, math.floor(0.8 * (z / (q - 0.5)) ** 2))
+    for n in range(start, MANY_SEEDS + 1):
+        counts = np.arange(n // 2, n + 1)
+        rejecting = counts[2 * stats.binom.sf(counts - 1, n, 0.5) <= alpha]
+        if rejecting.size:
+            k = int(rejecting[0])
+            if stats.binom.sf(k - 1, n, q) + stats.binom.cdf(n - k, n, q) >= power:
+                return n
+    return None
 
 
 def seeds_range(interval: tuple[float, float], sd: float, *, power: float = 0.8,
