@@ -27,6 +27,7 @@ of one network trained in lockstep.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
