@@ -115,3 +115,28 @@ def test_label_parting():
     assert found["label"] == LABELS[0] and found["jump_step"] == 10 and found["jump_switched"]
     assert found["share_at_switches"] == pytest.approx(1.0)
     assert label_parting(jump, np.zeros(49), np.zeros(49))["label"] == LABELS[1]
+
+
+def test_the_authors_protocol_is_a_replayable_config(tmp_path):
+    """configs/reproduce-author.toml: the code's network and rule, dense 20/36, 100 epochs,
+    the author's seeding; it runs (here 2 epochs, 1 seed) and its article split is the
+    author's."""
+    from pathlib import Path
+
+    from helpers import load_json, run_cli
+
+    from handprop.studies.reproduce import load_config
+
+    path = Path(__file__).resolve().parents[1] / "handprop/studies/configs/reproduce-author.toml"
+    config = load_config(path)
+    assert (config.seeding, config.variant, config.as_run_rules) == ("author", ["as-run"],
+                                                                     ["seed-original"])
+    assert config.experiments[0].fc == (20, 36) and config.epochs == 100
+    code, _, stderr = run_cli("reproduce", "--config", path, "--epochs", "2", "--seeds", "1",
+                              "--out", tmp_path / "out", "--quiet", "--backend", "sequential")
+    assert code == 0, stderr
+    record = load_json(tmp_path / "out/runs/as-run/author-fc20-36/seed-original/article-seed0.json")
+    data, _ = author_run(0, (20, 36))
+    assert record["train_images"] == 350 and len(record["test_correct"]) == 10
+    assert record["test_accuracy"] == np.mean(record["test_correct"])
+    assert record["config"]["seeding"] == "author" and data.x_test.shape[0] == 10

@@ -107,6 +107,10 @@ def seed_traces(path: Path, panels: dict[str, np.ndarray], title: str, ylabel: s
             ax.set_xlabel(xlabel, fontsize=8)
     for k in range(len(names), rows * cols):
         axes[k // cols][k % cols].axis("off")
+        if k >= cols:  # the panel above an empty slot shows its epochs
+            above = axes[k // cols - 1][k % cols]
+            above.tick_params(labelbottom=True)
+            above.set_xlabel(xlabel, fontsize=8)
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
     return _save(plt, fig, path, top=1 - 0.55 / fig.get_figheight(),
@@ -120,36 +124,41 @@ def seed_points(path: Path, groups: Sequence[str], rules: Sequence[str],
                 chance: tuple[float, str] | None = None, percent: bool = True) -> Path:
     """For each group (experiment) and rule: every seed's value as a point (jittered
     sideways) and the mean with its 95% interval. ``values[(group, rule)]`` is (per-seed
-    values, (mean, low, high)); ``percent`` prints fractions as %."""
+    values, (mean, low, high)); ``percent`` prints fractions as %. With one group the
+    rules name the x axis (no legend)."""
     plt = pyplot()
     scale = 100.0 if percent else 1.0
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(groups) * max(len(rules), 1) + 2), 4.2))
-    width = 0.8 / max(len(rules), 1)
+    single = len(groups) == 1
+    slots = len(rules) if single else len(groups) * max(len(rules), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * slots + 2), 4.2))
+    width = 0.8 if single else 0.8 / max(len(rules), 1)
     jitter = np.random.default_rng(0)
     for j, rule in enumerate(rules):
-        shown = False
         for g, group in enumerate(groups):
             entry = values.get((group, rule))
             if entry is None or not len(entry[0]):
                 continue
             seeds, (mean, low, high) = entry
-            x = g - 0.4 + width * (j + 0.5)
-            spread = jitter.uniform(-0.28, 0.28, len(seeds)) * width
-            ax.scatter(x + spread, np.asarray(seeds) * scale, s=12, color=color(rule, j),
-                       alpha=0.55, lw=0, label=None if shown else rule)
+            x = j if single else g - 0.4 + width * (j + 0.5)
+            spread = jitter.uniform(-0.3, 0.3, len(seeds)) * width
+            ax.scatter(x + spread, np.asarray(seeds) * scale, s=14, color=color(rule, j),
+                       alpha=0.6, lw=0, label=None if g or single else rule)
             ax.errorbar([x], [mean * scale], yerr=[[(mean - low) * scale],
                                                    [(high - mean) * scale]],
-                        fmt="_", ms=14, mew=2, color=color(rule, j), capsize=3, lw=1.4)
-            shown = True
+                        fmt="_", ms=16, mew=2, color=color(rule, j), capsize=4, lw=1.4)
     _chance(ax, None if chance is None else (chance[0] * scale, chance[1]))
-    ax.set_xticks(range(len(groups)), groups)
+    if single:
+        ax.set_xticks(range(len(rules)), rules, rotation=20, fontsize=8)
+    else:
+        ax.set_xticks(range(len(groups)), groups)
+        ax.legend(fontsize=7, ncol=min(len(rules) + 1, 6), loc="lower left",
+                  framealpha=0.9)
     if ylim:
         ax.set_ylim(ylim[0] * scale, ylim[1] * scale)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=min(len(rules) + 1, 5), loc="lower left")
-    return _save(plt, fig, path, left=0.08, top=0.92)
+    return _save(plt, fig, path, left=0.1, top=0.92, bottom=0.16 if single else 0.1)
 
 
 @quiet
@@ -184,9 +193,14 @@ def alignment_grid(path: Path, layers: Sequence[str],
                    ylabel: str = "angle to exact (degrees)",
                    epochs: Sequence[int] | None = None) -> Path:
     """One panel per layer; in each, one line per rule (median over runs, interquartile
-    band), and 90 degrees (orthogonal: no better than chance) dashed.
+    band), and 90 degrees (orthogonal: no better than chance) dashed. Layers where every
+    rule is exact (angle 0 throughout) get no panel; a note names them.
     ``epochs``: the epoch of each column (default 0, 1, 2, ...)."""
     plt = pyplot()
+    exact = [layer for layer in layers if all(
+        np.nanmax(np.abs(m), initial=0.0) == 0 for per in series.values()
+        if (m := per.get(layer)) is not None and m.size)]
+    layers = [layer for layer in layers if layer not in exact] or list(layers)[:1]
     cols = min(len(layers), 3) or 1
     rows = int(np.ceil(len(layers) / cols)) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows + 0.6), squeeze=False)
@@ -212,6 +226,9 @@ def alignment_grid(path: Path, layers: Sequence[str],
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=min(len(labels), 8))
+    if exact:
+        fig.text(0.99, 0.01, "no panel (every rule exact there): " + ", ".join(exact),
+                 ha="right", va="bottom", fontsize=7, color="0.35")
     fig.suptitle(title, fontsize=10)
     height = fig.get_figheight()
     return _save(plt, fig, path, top=1 - 0.55 / height, bottom=0.9 / height, hspace=0.5,
@@ -248,7 +265,7 @@ def separation(path: Path, runs: dict[str, list[dict]], title: str) -> Path:
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel("|w' - w| / |w|", fontsize=8)
             ax.grid(alpha=0.3)
-        left.set_title(f"{rule}: the first steps (dots: a switch)", fontsize=9)
+        left.set_title(f"{rule}: the first steps", fontsize=9)
         right.set_title(f"{rule}: the whole run", fontsize=9)
     for kind, tint in kinds.items():
         axes[0][1].plot([], [], color=tint, label=f"moved by {kind}")

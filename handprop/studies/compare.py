@@ -279,7 +279,8 @@ class CompareStudy(Study):
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:
-        return write_figures(self.out, self.config, records, summary)
+        return write_figures(self.out, self.config, records, summary,
+                             int(self.data.x_train.shape[0]), int(self.data.num_classes))
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:

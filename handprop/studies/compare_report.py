@@ -191,7 +191,8 @@ def budget_check(config: CompareConfig, records: dict[str, list[dict]],
 # -- figures ------------------------------------------------------------------------------
 
 def write_figures(out: Path, config: CompareConfig, records: dict[str, list[dict]],
-                  summary: dict[str, Any]) -> list[Path]:
+                  summary: dict[str, Any], train_images: int | None = None,
+                  classes: int | None = None) -> list[Path]:
     """Test error per rule (every seed), cost curves, and one alignment grid per measure
     (update and hidden-layer signal to the exact gradient; feedback B to forward W)."""
     from ..pictures.plots import alignment_grid, median_curves, seed_points
@@ -202,11 +203,16 @@ def write_figures(out: Path, config: CompareConfig, records: dict[str, list[dict
               for rule, row in summary.items() if row["test_error_mean"] is not None}
     figures = [seed_points(out / "test_error.png", ["test error"], config.rules, values,
                            f"test error per rule, {config.seeds} seeds (dots: seeds; bar: mean, "
-                           "95% CI)", "test error (%)", chance=(0.9, "chance (10 classes)"))]
+                           "95% CI)", "test error (%; chance is 90%)")]
+    chance = None
+    if train_images and classes:  # softmax cross-entropy of 1/classes, per batch mean
+        chance = (-(-train_images // config.batch_size) * math.log(classes),
+                  f"predicting 1/{classes} for every class")
     figures.append(median_curves(out / "cost.png", {rule: cost_matrix(records[rule])
                                                     for rule in config.rules},
                                  "training cost per epoch (median over seeds, quartiles)",
-                                 "cost (mean over the epoch's batches)", log=True))
+                                 "sum of the batches' mean loss (log)", log=True,
+                                 chance=chance))
     epochs = alignment_epochs([r for rows in records.values() for r in rows])
     for section, title, ylabel in (
             ("gradient", "angle between each rule's update and the exact gradient", None),
