@@ -132,7 +132,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                          np.stack([d.y_train for d in datasets]),
                          np.stack([d.x_test for d in datasets]), test_y, train, config.probe,
                          spec["out"], spec["job_id"], engine=config.engine,
-                         align_every=config.align_every)
+                         align_every=config.align_every, test_curve=True)
     for r, seed in enumerate(seeds):
         diverged = result.history.diverged[r]
         accuracy = float(np.mean(result.evaluation.predicted[r] == test_y[r]))

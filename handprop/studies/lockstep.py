@@ -36,14 +36,15 @@ def train_group(net: Network, rule_name: str | LearningRule, x: np.ndarray, labe
                 test_x: np.ndarray, test_labels: np.ndarray, config: TrainConfig, probe: int,
                 out: str | Path, job_id: str, weight_metrics: bool = True,
                 counts: list[int] | None = None, engine: str = "numpy",
-                transform: str | None = None, align_every: int = 1) -> GroupResult:
+                transform: str | None = None, align_every: int = 1,
+                test_curve: bool = False) -> GroupResult:
     """Train the replicas of ``net`` in lockstep with ``rule_name`` (a registered name, or
     an unbound rule object; its map transform set to ``transform`` if given) on ``engine``.
 
     Alignment with the exact gradient is logged before training, every ``align_every``
     epochs and after the last, on a fixed probe batch (the first ``probe`` training images
-    of each replica); progress goes to the study's progress file for the parent's
-    progress bar.
+    of each replica); with ``test_curve`` the test accuracy at the same epochs too;
+    progress goes to the study's progress file for the parent's progress bar.
     """
     from ..rules import make_rule
     from ..training.loop import evaluate, fit, loss_for, targets_for
@@ -59,7 +60,7 @@ def train_group(net: Network, rule_name: str | LearningRule, x: np.ndarray, labe
                        weight_metrics=weight_metrics)
     log.record(net)  # before training
     measured = [0]
-    curve = [_accuracy(net, test_x, test_labels)]
+    curve = [_accuracy(net, test_x, test_labels)] if test_curve else []
     steps_per_epoch = -(-x.shape[1] // config.batch_size)
     report = JobProgress(out, job_id, config.epochs * steps_per_epoch)
 
@@ -67,7 +68,8 @@ def train_group(net: Network, rule_name: str | LearningRule, x: np.ndarray, labe
         if (epoch + 1) % align_every == 0 or epoch + 1 == config.epochs:
             log.record(net)
             measured.append(epoch + 1)
-            curve.append(_accuracy(net, test_x, test_labels))
+            if test_curve:
+                curve.append(_accuracy(net, test_x, test_labels))
         report((epoch + 1) * steps_per_epoch)
 
     start = time.perf_counter()
