@@ -280,18 +280,25 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> 
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
     """One job per (variant, experiment, rule), the as-run ablations and the sensitivity
-    jobs. The ablations (NumPy engine) and the largest networks go first: the long jobs
-    start early and the cores finish together."""
+    jobs, in the order the workers take them: the ablations that run on the NumPy engine
+    between the first, largest compiled jobs (a worker busy with one needs no compiled
+    kernels while the other compiles them), then the largest networks first (the long
+    jobs start early and the cores finish together), the compiled ablations last."""
     runs = runs_of(config)
     ablation = Experiment("ablation", (config.ablation_fc[0], config.ablation_fc[1]))
-    jobs = ablation_jobs(config, out, lambda name, article_runs: _job(
+    ablations = ablation_jobs(config, out, lambda name, article_runs: _job(
         config, out, "ablation", ablation, SETUPS[name][0], article_runs, name))
-    by_size = sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
-    for variant in config.variant:
-        for experiment in by_size:
-            for rule in config.rules_of(variant):
-                jobs.append(_job(config, out, variant, experiment, rule, runs))
-    return jobs + sensitivity_jobs(config, out)
+    on_numpy = [job for job in ablations if SETUPS[job.spec["ablation"]][1] is not None]
+    compiled = [job for job in ablations if job not in on_numpy]
+    main = [_job(config, out, variant, experiment, rule, runs)
+            for variant in config.variant
+            for experiment in sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
+            for rule in config.rules_of(variant)]
+    jobs: list[Job] = []
+    for i, job in enumerate(on_numpy):
+        jobs += [job, *main[i:i + 1]]
+    jobs += main[len(on_numpy):]
+    return jobs + sensitivity_jobs(config, out) + compiled
 
 
 def _job(config: ReproduceConfig, out: Path, variant: str, experiment: Experiment, rule: str,
