@@ -23,6 +23,7 @@ RULE_COLORS = {"exact": "black", "seed-original": "#0072B2", "seed-broken": "#D5
                "usf": "#009E73", "frsf": "#E69F00", "brsf": "#8C564B", "dfa": "#CC79A7",
                "dfa-biotorch": "#6A3D9A", "kp": "#7F7F7F"}
 CHANCE = {"color": "0.35", "lw": 1.0, "ls": "--"}
+EXACT_DEGREES = 1e-3  # an angle below this is the exact gradient up to rounding
 
 
 def pyplot():
@@ -71,6 +72,14 @@ def _chance(ax, chance: tuple[float, str] | None, vertical: bool = False) -> Non
         (ax.axvline if vertical else ax.axhline)(value, label=label, **CHANCE)
 
 
+def fitted(title: str, width_inches: float, fontsize: int = 10) -> str:
+    """``title`` wrapped to the figure's width (about 11.5 characters of 10 pt text fit in
+    an inch), so it is never cut."""
+    import textwrap
+
+    return textwrap.fill(title, max(30, int(width_inches * 115 / fontsize)))
+
+
 def median_band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column: the median over rows (runs; NaN ignored) and the interquartile range."""
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -112,7 +121,7 @@ def seed_traces(path: Path, panels: dict[str, np.ndarray], title: str, ylabel: s
             above.tick_params(labelbottom=True)
             above.set_xlabel(xlabel, fontsize=8)
     axes[0][0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(fitted(title, fig.get_figwidth()), fontsize=10)
     return _save(plt, fig, path, top=1 - 0.55 / fig.get_figheight(),
                  bottom=0.45 / fig.get_figheight(), hspace=0.35, wspace=0.08)
 
@@ -155,10 +164,11 @@ def seed_points(path: Path, groups: Sequence[str], rules: Sequence[str],
                   framealpha=0.9)
     if ylim:
         ax.set_ylim(ylim[0] * scale, ylim[1] * scale)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(fitted(title, fig.get_figwidth()), fontsize=10)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    return _save(plt, fig, path, left=0.1, top=0.92, bottom=0.16 if single else 0.1)
+    return _save(plt, fig, path, left=0.1, top=0.88 if "\n" in ax.get_title() else 0.92,
+                 bottom=0.16 if single else 0.1)
 
 
 @quiet
@@ -179,7 +189,7 @@ def median_curves(path: Path, series: dict[str, np.ndarray], title: str, ylabel:
     _chance(ax, chance)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(fitted(title, fig.get_figwidth()), fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -197,8 +207,8 @@ def alignment_grid(path: Path, layers: Sequence[str],
     rule is exact (angle 0 throughout) get no panel; a note names them.
     ``epochs``: the epoch of each column (default 0, 1, 2, ...)."""
     plt = pyplot()
-    exact = [layer for layer in layers if all(
-        np.nanmax(np.abs(m), initial=0.0) == 0 for per in series.values()
+    exact = [layer for layer in layers if all(  # rounding leaves ~1e-6 degrees
+        np.nanmax(np.abs(m), initial=0.0) < EXACT_DEGREES for per in series.values()
         if (m := per.get(layer)) is not None and m.size)]
     layers = [layer for layer in layers if layer not in exact] or list(layers)[:1]
     cols = min(len(layers), 3) or 1
@@ -226,13 +236,13 @@ def alignment_grid(path: Path, layers: Sequence[str],
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=min(len(labels), 8))
-    if exact:
-        fig.text(0.99, 0.01, "no panel (every rule exact there): " + ", ".join(exact),
-                 ha="right", va="bottom", fontsize=7, color="0.35")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(fitted(title, fig.get_figwidth()), fontsize=10)
     height = fig.get_figheight()
-    return _save(plt, fig, path, top=1 - 0.55 / height, bottom=0.9 / height, hspace=0.5,
-                 wspace=0.3, left=0.07)
+    if exact:
+        fig.text(0.5, 1 - 0.5 / height, "no panel where every rule is exact: " +
+                 ", ".join(exact), ha="center", va="center", fontsize=8, color="0.35")
+    return _save(plt, fig, path, top=1 - (0.8 if exact else 0.55) / height,
+                 bottom=0.9 / height, hspace=0.5, wspace=0.3, left=0.07)
 
 
 @quiet
@@ -270,7 +280,7 @@ def separation(path: Path, runs: dict[str, list[dict]], title: str) -> Path:
     for kind, tint in kinds.items():
         axes[0][1].plot([], [], color=tint, label=f"moved by {kind}")
     axes[0][1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(fitted(title, fig.get_figwidth()), fontsize=10)
     height = fig.get_figheight()
     return _save(plt, fig, path, top=1 - 0.6 / height, bottom=0.5 / height, hspace=0.45,
                  left=0.08)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pictures.plots import EXACT_DEGREES
 from .claims import Claim, as_record, design_check, design_text, judge
 from .compare_base import (
     ANGLE_METRICS,
@@ -379,7 +380,7 @@ def _alignment_section(summary: dict[str, Any]) -> list[str]:
     for rule, row in summary.items():
         for layer, metrics in {**row["alignment"], **row["signal_alignment"]}.items():
             angle = metrics.get("angle_deg_final_mean")
-            if angle is not None and abs(angle) < 1e-6:
+            if angle is not None and abs(angle) < EXACT_DEGREES:
                 dropped += 1
                 continue
             weight = row["weight_alignment"].get(layer, {})

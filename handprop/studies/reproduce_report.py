@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pictures.plots import EXACT_DEGREES
 from .ablations import SETUPS
 from .claims import design_text
 from .records import alignment_epochs, alignment_matrices, cost_matrix
@@ -448,7 +449,7 @@ def _alignment_rows(rows: dict[str, Any]) -> list[str]:
     for rule, row in rows.items():
         for layer, m in {**row["alignment"], **row["signal_alignment"]}.items():
             angle = m.get("angle_deg_final_mean")
-            if angle is not None and math.isfinite(angle) and abs(angle) < 1e-6:
+            if angle is not None and math.isfinite(angle) and abs(angle) < EXACT_DEGREES:
                 zero.append(f"{rule} {layer}")
             else:
                 table.append((rule, layer, angle, m.get("angle_deg_final_undefined")))
