@@ -277,6 +277,8 @@ def _sign_effect(claim: Claim) -> str:
     if spec.direction in ("lower", "higher"):
         word = spec.direction
         toward = c.wins if (word == "lower") == c.lower_is_better else c.losses
+        if _is_number(spec.b):  # against a constant: "fa below 90 in 9/10 seeds"
+            word = f"{'below' if word == 'lower' else 'above'} {spec.b}"
     else:
         word, toward = "better", c.wins
     untied = c.n - c.ties
@@ -284,6 +286,14 @@ def _sign_effect(claim: Claim) -> str:
     share = toward / untied if untied else math.nan
     return (f"{spec.a} {word} in {toward}/{c.n} seeds ({c.ties} tied; {_fraction(share)} of "
             f"the untied, 95% CI {_fraction(low)}-{_fraction(high)})")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _fraction(value: float) -> str:
