@@ -260,7 +260,12 @@ class Study:
         return []
 
     def _say_design(self) -> None:
-        if self.progress == "none" or self.show_progress is False:
+        """Print :meth:`design_check` where progress shows: a terminal, or progress lines
+        asked for (a log); never with ``--quiet``, nor into a captured stream by default."""
+        shown = self.progress in ("bar", "lines") or (
+            self.progress in (None, "auto") and self.show_progress is not False
+            and sys.stderr.isatty())
+        if not shown:
             return
         lines = self.design_check()
         if lines:
