@@ -152,8 +152,8 @@ def interrupt_study(out: Path, argv: list[str]) -> list:
 
 
 def interrupt_argv(out: Path, *extra: str) -> list[str]:
-    return ["reproduce", "--quick", "--epochs", str(INTERRUPT_EPOCHS), "--rules", "exact",
-            "--out", str(out), "--quiet", *extra]
+    return ["reproduce", "--quick", "--epochs", str(INTERRUPT_EPOCHS), "--ablation-epochs",
+            str(INTERRUPT_EPOCHS), "--rules", "exact", "--out", str(out), "--quiet", *extra]
 
 
 @pytest.mark.slow
