@@ -120,9 +120,10 @@ def test_study_flags_keep_their_names_and_order(capsys):
 
     expected = {
         "reproduce": ["--config", "--out", "--quick", "--seeds", "--first-seed", "--epochs",
-                      "--rules", "--variant", "--transform", "--folds", "--sensitivity",
-                      "--probe", "--align-every", "--engine", "--backend", "--scheduler", "--jobs",
-                      "--wait-workers", "--progress", "--quiet", "--track"],
+                      "--rules", "--variant", "--transform", "--folds", "--seeding",
+                      "--ablation-epochs", "--sensitivity", "--sensitivity-experiments",
+                      "--track-epochs", "--probe", "--align-every", "--engine", "--backend",
+                      "--scheduler", "--jobs", "--wait-workers", "--progress", "--quiet", "--track"],
         "compare": ["--config", "--out", "--quick", "--rules", "--seeds", "--first-seed",
                     "--data", "--net", "--epochs", "--batch-size", "--optimizer", "--lr",
                     "--momentum", "--probe", "--align-every", "--engine", "--backend",

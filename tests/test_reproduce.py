@@ -14,7 +14,7 @@ from helpers import load_json as load
 from helpers import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
-QUICK_EPOCHS, QUICK_SEEDS, QUICK_SENSITIVITY = 5, 2, 1
+QUICK_EPOCHS, QUICK_SEEDS, QUICK_SENSITIVITY, QUICK_ABLATION_EPOCHS = 5, 2, 1, 3
 EXPERIMENTS = {"fc18-20": [18, 20], "fc48-56": [48, 56], "fc28-36": [28, 36]}
 RULES = ["exact", "seed-original", "seed-broken", "broken-upstream", "broken-text"]
 AS_RUN_RULES = ["seed-original", "seed-broken"]
@@ -22,8 +22,12 @@ VARIANT_RULES = {"corrected": RULES, "as-run": AS_RUN_RULES}
 LAYERS = {"conv1.weight", "conv2.weight", "fc3.weight", "fc4.weight", "fc5.weight"}
 SIGNALS = {"act1", "act2", "act3", "act4"}
 METRICS = {"cosine", "angle_deg", "sign_agreement"}
+ABLATIONS = {"code": "seed-original", "exact-gradient": "exact", "conv-lr-0.1": "seed-original",
+             "frozen-conv": "seed-original"}
+SENSITIVITY_EXPERIMENTS = ["fc28-36"]  # the default config's
 MAIN_JOBS = len(EXPERIMENTS) * (len(RULES) + len(AS_RUN_RULES))
-SENSITIVITY_JOBS = len(EXPERIMENTS) * 2
+SENSITIVITY_JOBS = len(SENSITIVITY_EXPERIMENTS) * 2
+ABLATION_JOBS = len(ABLATIONS)
 
 
 def records_of(out: Path) -> dict[str, dict]:
@@ -37,7 +41,8 @@ def write_config(path: Path, body: str) -> Path:
 
 
 def main_records(out: Path) -> dict[str, dict]:
-    return {k: v for k, v in records_of(out).items() if not k.startswith("runs/sensitivity/")}
+    return {k: v for k, v in records_of(out).items()
+            if not k.startswith(("runs/sensitivity/", "runs/ablation/"))}
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +68,10 @@ def test_one_record_per_run(quick):
                 for rule in rules for protocol in ("article", "heldout")
                 for s in range(QUICK_SEEDS)}
     expected |= {f"runs/sensitivity/{experiment}/{rule}/seed{s}-{kind}.json"
-                 for experiment in EXPERIMENTS for rule in AS_RUN_RULES
+                 for experiment in SENSITIVITY_EXPERIMENTS for rule in AS_RUN_RULES
                  for s in range(QUICK_SENSITIVITY) for kind in ("ulp", "1e-8")}
+    expected |= {f"runs/ablation/{name}/{rule}/article-seed{s}.json"
+                 for name, rule in ABLATIONS.items() for s in range(QUICK_SEEDS)}
     assert set(records_of(quick)) == expected
 
 
@@ -93,6 +100,9 @@ def test_record_contents(quick):
         assert record["config"]["epochs"] == QUICK_EPOCHS
         assert record["config"]["lr"] == 0.09 and record["config"]["momentum"] == 0.0009
         assert record["engine"] in ("numpy", "compiled")  # the engine that produced it
+        share = np.bincount(np.array(record["test_raw"]) >= 0.5, minlength=2).max() / len(correct)
+        assert record["predicted_share"] == pytest.approx(share)
+        assert record["diagnostics"]["w1a_norm_initial"] > 0
         assert {"handprop", "numpy", "python"} <= set(record["versions"])
         assert record["fingerprint"] == fingerprints[str(quick / name)]
 
@@ -113,9 +123,9 @@ def _check_alignment(name: str, rule: str, alignment: dict | None) -> None:
 def test_heldout_split_is_stratified_and_the_seeds_own(quick):
     """Each seed's held-out run scores 72 of the 360 images (36 of each digit), the same
     ones for every rule of that seed, and other ones for another seed."""
-    from handprop.studies.reproduce import _digits
+    from handprop.studies.reproduce_base import digits
 
-    _, labels = _digits()
+    _, labels = digits()
     records = main_records(quick)
     by_seed = {}
     for name, record in records.items():
@@ -150,52 +160,90 @@ def test_summary_matches_records(quick):
                     np.mean([r["test_accuracy"] for r in held]))
                 assert row["heldout_accuracy"]["n"] == QUICK_SEEDS
     meta = summary["meta"]
-    jobs = MAIN_JOBS + SENSITIVITY_JOBS
+    jobs = MAIN_JOBS + SENSITIVITY_JOBS + ABLATION_JOBS
     assert meta["jobs"] == jobs and meta["finished_jobs"] == jobs
     assert meta["skipped_jobs"] == 0 and meta["interrupted"] is False
 
 
 def _claims(quick: Path) -> list[dict]:
-    claims = load(quick / "summary.json")["findings"]["claims"]
-    return [c for key, pairing in claims.items() if not key.startswith("_")
-            for items in pairing["experiments"].values() for c in items]
+    return load(quick / "summary.json")["findings"]["claims"]["claims"]
 
 
-def test_claims_are_paired_tests_over_seeds_with_holm(quick):
-    """Every tested claim compares two rules over the seeds (n = 2 here), shows n and the
-    smallest p n allows, is Holm-adjusted (never below its raw p), and with 2 seeds can
-    resolve nothing; descriptions carry no test."""
-    claims = _claims(quick)
+def test_claims_come_from_the_config_with_holm_over_the_confirmatory_ones(quick):
+    """The config's claims, per pairing: 12 confirmatory (the article's comparative claims
+    on three pairings) form the family -- 9 of them testable at 5 epochs -- and are tested
+    with the sign test; the exploratory ones are unadjusted. With 2 seeds nothing can be
+    decided: every confirmatory verdict says the claim is undecidable."""
+    from handprop.studies.reproduce import load_config
+
     findings = load(quick / "summary.json")["findings"]["claims"]
-    assert set(findings) == {"code", "as-run", "text", "_tests"}
-    tested = [c for c in claims if "p_value" in c]
-    assert len(tested) == findings["_tests"] > 0
+    config = load_config()
+    confirmatory = [c for c in _claims(quick) if c["role"] == "confirmatory"]
+    assert len(confirmatory) == 3 * sum(1 for c in config.claims if c.role == "confirmatory")
+    tested = [c for c in confirmatory if "p_value" in c]
+    assert findings["family"] == len(tested) == 9
+    assert "[[reproduce.claims]]" in findings["family_source"]
     for claim in tested:
-        assert claim["n"] == QUICK_SEEDS and claim["min_p"] == pytest.approx(0.5)
+        assert claim["test"] == "sign" and claim["n"] == QUICK_SEEDS
+        assert claim["min_p"] == pytest.approx(2 / 2 ** (QUICK_SEEDS - claim["ties"]))
         assert claim["adjusted_p"] >= claim["p_value"]
-        assert claim["verdict"].startswith("not resolved with 2 seeds"), claim
-        assert "smallest possible 0.5" in claim["evidence"]
-    described = [c for c in claims if "p_value" not in c]
-    assert described and all(c["verdict"] == "description (no test)" for c in described)
+        assert claim["verdict"].startswith("undecidable with 2 seeds"), claim
+    exploratory = [c for c in _claims(quick) if c["role"] == "exploratory"]
+    assert exploratory and all(c["verdict"].startswith("exploratory: ") for c in exploratory)
+    assert all(c["adjusted_p"] is None for c in exploratory)
+    assert {c["test"] for c in exploratory} == {"mean", "tost"}
+    assert len(findings["design"]) == 12  # said before the run, for every confirmatory claim
 
 
 def test_claim_at_an_epoch_beyond_the_run_is_not_judged(quick):
     """With 5 epochs the article's "lower cost around epoch 250" cannot be tested: it is
     described as not tested, with no p-value."""
-    at_250 = [c for c in _claims(quick) if "epoch 250" in c["statement"]]
+    at_250 = [c for c in _claims(quick) if c["metric"] == "cost@250"]
     assert len(at_250) == 3  # one per pairing
     for claim in at_250:
         assert "p_value" not in claim and "not tested" in claim["evidence"]
 
 
-def test_report_mentions_claims_heldout_and_chaos(quick):
+def test_stuck_and_ablation_findings(quick):
+    findings = load(quick / "summary.json")["findings"]
+    rows = findings["stuck"]
+    assert {(r["pairing"], r["protocol"]) for r in rows} == {
+        (p, q) for p in ("code", "as-run", "text") for q in ("article", "heldout")}
+    records = records_of(quick)
+    for row in rows:
+        assert 0 <= row["stuck_broken"] <= row["n"] == QUICK_SEEDS
+        assert 0 <= row["p_value"] <= 1
+    ablations = findings["ablations"]
+    assert set(ablations) == set(ABLATIONS)
+    for name, row in ablations.items():
+        runs = [records[f"runs/ablation/{name}/{ABLATIONS[name]}/article-seed{s}.json"]
+                for s in range(QUICK_SEEDS)]
+        assert row["stuck"] == sum(r["train_predicted_share"] >= 0.95 for r in runs)
+        assert all(len(r["cost"]) == QUICK_ABLATION_EPOCHS for r in runs)
+    frozen = records["runs/ablation/frozen-conv/seed-original/article-seed0.json"]
+    before, after = (frozen["diagnostics"][k] for k in ("w1a_norm_initial", "w1a_norm_final"))
+    assert before == after  # frozen kernels do not move
+    code = records["runs/ablation/code/seed-original/article-seed0.json"]
+    assert code["diagnostics"]["w1a_norm_initial"] == before  # the same start
+    assert code["diagnostics"]["w1a_norm_final"] != before
+
+
+def test_report_opens_with_the_summary(quick):
     from handprop.studies.reproduce import load_config
 
     report = (quick / "report.md").read_text()
+    sections = ["## Summary", "## The design, fixed before the run", "## The claims in detail",
+                "## Stuck at chance", "## The network the author's code ran", "## Per rule",
+                "## What a single run can show", "## Figures", "## Method"]
+    assert [report.index(s) for s in sections] == sorted(report.index(s) for s in sections)
+    first_screen = report[:report.index("## The design")]
+    assert "| pairing, experiment: claim | verdict |" in first_screen
+    assert "does not learn" in first_screen and "stuck" in first_screen
     for experiment in load_config().experiments:
-        assert experiment.name in report and experiment.claim in report
-    for phrase in ("held-out", "unit of replication", "Holm", "as-run", "chaos",
-                   "smallest possible"):
+        assert experiment.name in report
+    for phrase in ("held-out", "unit of replication", "Holm", "as-run", "chance", "stuck",
+                   "smallest possible", "Ablations", "exploratory", "reproduce-author.toml",
+                   "discontinuity"):
         assert phrase in report, phrase
     for rule in RULES:
         assert rule in report
@@ -205,10 +253,10 @@ def test_report_mentions_claims_heldout_and_chaos(quick):
 
 def test_figures_are_png(quick):
     names = {f"cost_{v}_{e}.png" for v in VARIANT_RULES for e in EXPERIMENTS}
-    names |= {f"alignment_{s}_{e}.png" for s in ("gradient", "signal") for e in EXPERIMENTS}
+    names |= {f"alignment_{e}.png" for e in EXPERIMENTS}
     names |= {f"accuracy_{p}_{v}.png" for p in ("article", "heldout") for v in VARIANT_RULES}
-    names |= {"sensitivity.png"}
-    assert names <= {p.name for p in quick.glob("*.png")}
+    names |= {"ablations.png"} | {f"sensitivity_{e}.png" for e in SENSITIVITY_EXPERIMENTS}
+    assert names == {p.name for p in quick.glob("*.png")}
     for name in names:
         data = (quick / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 1000, name
@@ -218,7 +266,7 @@ def test_terminal_summary_file(quick):
     text = (quick / "summary.txt").read_text()
     for experiment in EXPERIMENTS:
         assert experiment in text
-    jobs = MAIN_JOBS + SENSITIVITY_JOBS
+    jobs = MAIN_JOBS + SENSITIVITY_JOBS + ABLATION_JOBS
     assert f"{jobs}/{jobs} jobs finished" in text
 
 
@@ -228,10 +276,10 @@ def test_sensitivity_base_runs_are_the_study_runs_and_one_weight_moved(quick):
     """The unperturbed row of a sensitivity group is bit for bit the study's own article
     run of that seed; the perturbed rows moved exactly one initial weight."""
     from handprop.core.presets import seed_net
-    from handprop.studies.sensitivity import _perturb
+    from handprop.studies.sensitivity import LABELS, _perturb
 
     records = records_of(quick)
-    for experiment in EXPERIMENTS:
+    for experiment in SENSITIVITY_EXPERIMENTS:
         for rule in AS_RUN_RULES:
             study = records[f"runs/corrected/{experiment}/{rule}/article-seed0.json"]
             for kind in ("ulp", "1e-8"):
@@ -239,6 +287,10 @@ def test_sensitivity_base_runs_are_the_study_runs_and_one_weight_moved(quick):
                 assert record["base_cost"] == study["cost"]
                 assert record["base_test_accuracy"] == study["test_accuracy"]
                 assert len(record["relative_distance"]) == QUICK_EPOCHS
+                steps = 350  # one tracked epoch (--quick)
+                assert len(record["step_distance"]) == steps + 1
+                assert len(record["step_routing"]) == len(record["step_relu"]) == steps
+                assert record["parting"]["label"] in LABELS
     flat = seed_net((18, 20)).init(replicas=[0, 0, 0]).flat
     before = flat.copy()
     (index,) = _perturb(flat, [0])
@@ -246,7 +298,7 @@ def test_sensitivity_base_runs_are_the_study_runs_and_one_weight_moved(quick):
     assert flat[1, index] == np.nextafter(before[0, index], np.inf)
     assert flat[2, index] == before[0, index] + 1e-8
     summary = load(quick / "summary.json")["findings"]["sensitivity"]
-    assert set(summary) == set(EXPERIMENTS)
+    assert set(summary) == set(SENSITIVITY_EXPERIMENTS)
     for data in summary.values():
         assert data["verdict_flips"]["pairs"] == 2 * 2 * QUICK_SENSITIVITY
         assert data["ranking_flips"]["pairs"] == 2 * QUICK_SENSITIVITY

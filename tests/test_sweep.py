@@ -91,9 +91,10 @@ def test_moved_folder_resumes_and_new_settings_rerun(local_run, tmp_path):
     assert code == 0, stderr
     assert load(moved / "summary.json")["meta"]["skipped_jobs"] == QUICK_JOBS
     assert mtimes(records) == before
-    # other settings -> other fingerprints -> every job runs again
+    # other settings -> other fingerprints -> every job runs again (the ablations have their
+    # own length)
     code, _, stderr = run_cli("reproduce", "--quick", "--rules", QUICK_RULES, "--epochs", "1",
-                              "--out", moved, "--quiet")
+                              "--ablation-epochs", "1", "--out", moved, "--quiet")
     assert code == 0, stderr
     meta = load(moved / "summary.json")["meta"]
     assert meta["skipped_jobs"] == 0 and meta["finished_jobs"] == QUICK_JOBS
@@ -151,8 +152,8 @@ def interrupt_study(out: Path, argv: list[str]) -> list:
 
 
 def interrupt_argv(out: Path, *extra: str) -> list[str]:
-    return ["reproduce", "--quick", "--epochs", str(INTERRUPT_EPOCHS), "--rules", "exact",
-            "--out", str(out), "--quiet", *extra]
+    return ["reproduce", "--quick", "--epochs", str(INTERRUPT_EPOCHS), "--ablation-epochs",
+            str(INTERRUPT_EPOCHS), "--rules", "exact", "--out", str(out), "--quiet", *extra]
 
 
 @pytest.mark.slow

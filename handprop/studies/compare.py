@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +22,20 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
-from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS
+from ..core.limits import MAX_SEED
 from ..core.network import Network
-from .compare_report import BIOTORCH_LENET_MNIST as BIOTORCH_LENET_MNIST
+from .claims import design_text, parse_claims
+from .compare_base import ANGLE_METRICS, CompareClaim, CompareConfig, errors_by_seed
+from .compare_report import design, literature, markdown, terminal_table, write_figures
 from .lockstep import train_group
 from .records import collect, cost_matrix, final_alignment, rounded, versions
 from .runner import Job
-from .study import Study, option, register_study
+from .study import Study, register_study
+
+__all__ = ["CompareConfig", "CompareStudy", "build_jobs", "load_config", "run_job",
+           "summarize", "validate_config"]
 
 RECORD_VERSION = 1
-
-
-@dataclass
-class CompareConfig:
-    """Everything that defines a comparison (defaults: configs/compare.toml)."""
-
-    rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(10, low=1, high=MAX_SEEDS)
-    first_seed: int = option(0, low=0, high=MAX_SEED)
-    data: str = option("digits10", help="digits10 | idx:PATH (MNIST-format files; uses lenet)")
-    net: str = option("small", help="small | lenet | PATH.toml")
-    epochs: int = option(50, low=1, high=MAX_EPOCHS)
-    batch_size: int = option(32, low=1, high=MAX_BATCH)
-    optimizer: str = option("adam")
-    lr: float = option(0.001)
-    momentum: float = option(0.9)
-    probe: int = option(64, low=1, high=MAX_PROBE)
-    align_every: int = option(5, help="epochs between alignment measurements", low=1,
-                              high=MAX_EPOCHS)
-    engine: str = option("auto", help="auto | numpy | compiled")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def validate_config(config: CompareConfig, source: str = "config") -> CompareConfig:
@@ -98,6 +75,29 @@ def _check_rules(config: CompareConfig, source: str) -> CompareConfig:
     return config
 
 
+def _check_claims(config: CompareConfig, source: str) -> CompareConfig:
+    """Each claim names registered rules (a claim whose rules this run leaves out is
+    skipped, and the design check says so) and a metric compare measures."""
+    from ..rules import RULES
+
+    for i, claim in enumerate(config.claims, start=1):
+        where = f"{source}: claim {i}"
+        angle = claim.metric in ANGLE_METRICS
+        if claim.metric != "test_error" and not angle:
+            raise ConfigError(f"{where}: metric must be test_error or one of "
+                              f"{', '.join(ANGLE_METRICS)}, got {claim.metric!r}")
+        for arm in (claim.a,) if angle else (claim.a, claim.b):
+            if arm not in RULES:
+                raise ConfigError(f"{where}: unknown rule {arm!r}")
+        if angle:
+            try:
+                float(claim.b)
+            except ValueError:
+                raise ConfigError(f"{where}: an angle claim compares with a number of degrees "
+                                  f"(b), got {claim.b!r}") from None
+    return config
+
+
 def load_config(path: str | Path | None = None) -> CompareConfig:
     """The default comparison, or the ``[compare]`` table of a TOML file."""
     return CompareStudy.load_config(path)
@@ -132,7 +132,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                          np.stack([d.y_train for d in datasets]),
                          np.stack([d.x_test for d in datasets]), test_y, train, config.probe,
                          spec["out"], spec["job_id"], engine=config.engine,
-                         align_every=config.align_every)
+                         align_every=config.align_every, test_curve=True)
     for r, seed in enumerate(seeds):
         diverged = result.history.diverged[r]
         accuracy = float(np.mean(result.evaluation.predicted[r] == test_y[r]))
@@ -143,6 +143,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             "cost": rounded(result.history.cost_list(r)),
             "diverged": diverged,
             "test_error": None if diverged else 1 - accuracy,
+            "test_error_curve": None if diverged else [
+                float(1 - acc[r]) for acc in result.test_curve],
+            "test_error_epochs": result.alignment_epochs,
             "test_images": int(test_y.shape[1]),
             "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
             "alignment_epochs": result.alignment_epochs,
@@ -176,12 +179,6 @@ def load_records(jobs: list[Job]) -> dict[str, list[dict]]:
     """Records with the study's current settings, by rule."""
     by_id = collect(jobs)
     return {job.spec["rule"]: by_id[job.id] for job in jobs}
-
-
-def errors_by_seed(records: list[dict]) -> dict[int, float]:
-    """{seed: test error}, NaN for a diverged run."""
-    return {r["seed"]: (math.nan if r["test_error"] is None else r["test_error"])
-            for r in records}
 
 
 def summarize(records: dict[str, list[dict]], config: CompareConfig) -> dict[str, Any]:
@@ -228,8 +225,16 @@ class CompareStudy(Study):
     summary_key, findings_key = "rules", "literature"
 
     @classmethod
+    def config_from_table(cls, table: dict[str, Any], source: str) -> CompareConfig:
+        claims = parse_claims(table.get("claims", []), source, CompareClaim)
+        return super().config_from_table({**table, "claims": claims}, source)
+
+    @classmethod
     def validate_config(cls, config: CompareConfig, source: str = "config") -> CompareConfig:
-        return _check_rules(config, source)
+        return _check_claims(_check_rules(config, source), source)
+
+    def design_check(self) -> list[str]:
+        return design_text(design(self.config, self.net))
 
     def prepare(self) -> None:
         """Load the data and build the network now: bad data fails before any output."""
@@ -270,24 +275,17 @@ class CompareStudy(Study):
 
     def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
                  ) -> dict[str, Any]:
-        from .compare_report import literature
-
-        return literature(summary, records)
+        return literature(self.config, records, self.net)
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:
-        from .compare_report import write_figures
-
-        return write_figures(self.out, self.config, records, summary)
+        return write_figures(self.out, self.config, records, summary,
+                             int(self.data.x_train.shape[0]), int(self.data.num_classes))
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:
-        from .compare_report import markdown
-
         return markdown(self.config, summary, findings, meta, figures)
 
     def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
                          meta: dict[str, Any]) -> str:
-        from .compare_report import terminal_table
-
         return terminal_table(summary, findings, meta)

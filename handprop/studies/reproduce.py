@@ -26,108 +26,60 @@ of one network trained in lockstep.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.article import ARTICLE
 from ..core.errors import ConfigError
 from ..core.io import check_name, write_json
-from ..core.limits import MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS, MAX_WIDTH, check_int
-from ..core.schema import check_type
-from ..core.streams import Stream, generator
+from ..core.limits import MAX_SEED, MAX_WIDTH
+from .ablations import (
+    SETUPS,
+    ablation_jobs,
+    diagnostics,
+    mechanism,
+    rule_for,
+    summarize_ablations,
+)
+from .claims import design_text, parse_claims
 from .records import collect, cost_matrix, final_alignment
+from .reproduce_base import (
+    ABLATIONS,
+    IMAGES,
+    PAIRING_KEYS,
+    SEEDINGS,
+    TRANSFORMS,
+    VARIANTS,
+    Experiment,
+    Records,
+    ReproduceClaim,
+    ReproduceConfig,
+    initialise,
+    is_stuck,
+    metric_bounds,
+    metric_info,
+    metric_value,
+    padded,
+    parse_experiments,
+    per_seed,
+    record_path,
+    split_for,
+    stuck_ranges,
+)
+from .reproduce_claims import design, evaluate_claims, stuck_comparisons
+from .reproduce_report import markdown, terminal_summary, write_figures
 from .runner import Job
-from .study import Study, option, register_study
+from .sensitivity import sensitivity_jobs, summarize_sensitivity
+from .statistics import mean_interval, proportion_interval, two_part_interval
+from .study import Study, register_study
 
-RECORD_VERSION = 2
-IMAGES = 360  # the digits 0 and 1 of scikit-learn's set
-VARIANTS = {"corrected": "seed", "as-run": "seed-as-run"}  # variant -> preset
-PROTOCOLS = ("article", "heldout", "fold")
-# Records by (variant, experiment, rule, protocol).
-Records = dict[tuple[str, str, str, str], list[dict]]
-TRANSFORMS = ("transpose", "rot180")
+__all__ = ["Experiment", "ReproduceConfig", "ReproduceStudy", "build_jobs", "load_config",
+           "run_job", "summarize", "validate_config"]
 
-
-@dataclass
-class Experiment:
-    name: str
-    fc: tuple[int, int]
-    claim: str = ""
-
-
-@dataclass
-class ReproduceConfig:
-    """Everything that defines a reproduce study (defaults: configs/reproduce.toml)."""
-
-    experiments: list[Experiment]
-    rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(11, help="number of paired seeds", low=1, high=MAX_SEEDS)
-    first_seed: int = option(0, low=0, high=MAX_SEED)
-    epochs: int = option(ARTICLE.epochs, low=1, high=MAX_EPOCHS)
-    lr: float = ARTICLE.lr
-    momentum: float = ARTICLE.momentum
-    heldout: bool = True  # also train each seed on a stratified 80% split, score the 20%
-    folds: int = option(0, help="k-fold CV per seed instead of the single 80/20 split "
-                                "(0: off)", low=0, high=IMAGES)
-    probe: int = option(32, help="images in the alignment probe batch", low=1,
-                        high=MAX_PROBE)
-    align_every: int = option(5, help="epochs between alignment measurements", low=1,
-                              high=MAX_EPOCHS)
-    transform: str = option("transpose", help="map transform of broken-text: transpose "
-                                              "(the article's text) | rot180 (its code)")
-    variant: list[str] = option(default_factory=lambda: ["corrected", "as-run"],
-                                help="networks: corrected (the article's text) and/or "
-                                     "as-run (the network its code ran)")
-    as_run_rules: list[str] = field(default_factory=lambda: ["seed-original", "seed-broken"])
-    sensitivity: int = option(2, help="seeds per experiment rerun with one initial weight "
-                                      "moved by one ulp and by 1e-8 (0: none)", low=0,
-                              high=MAX_SEEDS)
-    engine: str = option("auto", help="auto | numpy | compiled")
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"toml": False})
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def rules_of(self, variant: str) -> list[str]:
-        """The rules trained on ``variant``'s network."""
-        return list(self.rules) if variant == "corrected" else list(self.as_run_rules)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _experiments(items: Any, source: str) -> list[Experiment]:
-    """The ``[[reproduce.experiments]]`` tables, checked (names become folder names, so
-    they are restricted to a safe set of characters)."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{source}: experiments must be a list of tables "
-                          f"([[reproduce.experiments]]), got {items!r}")
-    experiments = []
-    for i, item in enumerate(items, start=1):
-        if not isinstance(item, dict) or "fc" not in item:
-            raise ConfigError(f"{source}: experiment {i} needs fc = [W3, W4]")
-        fc = item["fc"]
-        if (not isinstance(fc, list) or len(fc) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in fc)):
-            raise ConfigError(
-                f"{source}: experiment {i}: fc must be two positive integers, got {fc!r}"
-            )
-        for width in fc:
-            check_int(width, f"{source}: experiment {i}: fc", 1, MAX_WIDTH)
-        extra = sorted(set(item) - {"name", "fc", "claim"})
-        if extra:
-            raise ConfigError(f"{source}: experiment {i}: unknown key(s) {', '.join(extra)}")
-        name = item.get("name", f"fc{fc[0]}-{fc[1]}")
-        check_name(name, f"{source}: experiment {i}: name")
-        claim = check_type(item.get("claim", ""), str, f"{source}: experiment {i}: claim")
-        experiments.append(Experiment(name, (fc[0], fc[1]), claim))
-    return experiments
+RECORD_VERSION = 3
 
 
 def validate_config(config: ReproduceConfig, source: str = "config") -> ReproduceConfig:
@@ -168,7 +120,40 @@ def _check_rules(config: ReproduceConfig, source: str) -> ReproduceConfig:
     if config.engine not in ENGINES:
         raise ConfigError(f"{source}: engine must be one of {', '.join(ENGINES)}, "
                           f"got {config.engine!r}")
+    _check_extras(config, source, set(names))
     return config
+
+
+def _check_extras(config: ReproduceConfig, source: str, names: set[str]) -> None:
+    """Seeding, ablations, sensitivity experiments and claims."""
+    if config.seeding not in SEEDINGS:
+        raise ConfigError(f"{source}: seeding must be one of {', '.join(SEEDINGS)}, got "
+                          f"{config.seeding!r}")
+    unknown = sorted(set(config.ablations) - set(ABLATIONS))
+    if unknown or len(set(config.ablations)) != len(config.ablations):
+        raise ConfigError(f"{source}: ablations must be distinct names among "
+                          f"{', '.join(ABLATIONS)}, got {config.ablations}")
+    if len(config.ablation_fc) != 2 or not all(1 <= w <= MAX_WIDTH for w in config.ablation_fc):
+        raise ConfigError(f"{source}: ablation_fc must be two widths in 1..{MAX_WIDTH}, got "
+                          f"{config.ablation_fc}")
+    missing = sorted(set(config.sensitivity_experiments) - names)
+    if missing:
+        raise ConfigError(f"{source}: sensitivity_experiments names unknown experiment(s) "
+                          f"{', '.join(missing)}")
+    for i, claim in enumerate(config.claims, start=1):
+        where = f"{source}: claim {i}"
+        if claim.experiment not in names:
+            raise ConfigError(f"{where}: unknown experiment {claim.experiment!r}")
+        if not claim.pairings or set(claim.pairings) - set(PAIRING_KEYS):
+            raise ConfigError(f"{where}: pairings must list some of {', '.join(PAIRING_KEYS)}, "
+                              f"got {claim.pairings}")
+        if {claim.a, claim.b} != {"broken", "original"}:
+            raise ConfigError(f"{where}: the arms are broken and original, got {claim.a!r} "
+                              f"and {claim.b!r}")
+        try:
+            metric_info(claim.metric)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_rule_lists(config: ReproduceConfig, source: str) -> None:
@@ -196,51 +181,6 @@ def load_config(path: str | Path | None = None) -> ReproduceConfig:
     return ReproduceStudy.load_config(path)
 
 
-# -- data ------------------------------------------------------------------------------
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from ..training.data import digits_images
-
-    return digits_images(ARTICLE.classes)
-
-
-def split_for(run: dict[str, Any], folds: int):
-    """The data of one run: the article's split, the seed's 80/20 split, or one fold."""
-    from ..training.data import Dataset, load_digits, stratified_split
-
-    seed = run["seed"]
-    if run["protocol"] == "article":
-        return load_digits(seed=seed)
-    images, labels = _digits()
-    if run["protocol"] == "heldout":
-        train, test = stratified_split(labels, 0.2, generator(seed, Stream.HELDOUT))
-    else:  # fold: the seed's own assignment of images to folds
-        assignment = equal_stratified_folds(labels, folds, seed)
-        test = np.flatnonzero(assignment == run["fold"])
-        train = generator(seed, Stream.DATA_SPLIT, run["fold"]).permutation(
-            np.flatnonzero(assignment != run["fold"]))
-    return Dataset(f"digits-{run['protocol']}", images[train], labels[train], images[test],
-                   labels[test], ARTICLE.classes, info={"test_index": test.tolist()})
-
-
-def equal_stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold id of every item: classes shuffled, then dealt round-robin, so folds are
-    equal in size (when ``folds`` divides the count) and stratified."""
-    rng = generator(seed, Stream.FOLDS)
-    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
-                            for c in np.unique(labels)])
-    fold = np.empty(len(labels), dtype=np.int64)
-    fold[order] = np.arange(len(labels)) % folds
-    return fold
-
-
-def padded(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack arrays of different lengths, padding each with its first item."""
-    longest = max(len(a) for a in arrays)
-    return np.stack([np.concatenate([a, np.repeat(a[:1], longest - len(a), axis=0)])
-                     for a in arrays])
-
-
 # -- one job: a group of runs in lockstep ----------------------------------------------
 
 def runs_of(config: ReproduceConfig) -> list[dict[str, Any]]:
@@ -254,42 +194,54 @@ def runs_of(config: ReproduceConfig) -> list[dict[str, Any]]:
     return runs
 
 
-def record_path(out: Path, variant: str, experiment: str, rule: str,
-                run: dict[str, Any]) -> Path:
-    fold = f"-fold{run['fold']}" if run["protocol"] == "fold" else ""
-    name = f"{run['protocol']}-seed{run['seed']}{fold}.json"
-    return out / "runs" / variant / experiment / rule / name
-
-
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Train every run of one (variant, experiment, rule) in lockstep; write their records.
 
     The article's runs (350 training images) and the held-out runs (288) are replicas
     of one network; the shorter ones sit out the last steps of each epoch (``fit``'s
-    ``counts``), so every run ends exactly as it would alone.
+    ``counts``), so every run ends exactly as it would alone. An ablation job trains the
+    as-run network with its ablation's rule (:mod:`.ablations`).
     """
     from ..core.presets import PRESETS
-    from ..training.loop import TrainConfig
+    from ..training.loop import EngineNotice, TrainConfig, evaluate
     from .lockstep import train_group  # looked up per call: tests spy on it
 
-    runs = spec["runs"]
-    datasets = [split_for(run, spec["folds"]) for run in runs]
-    net = PRESETS[VARIANTS[spec["variant"]]](tuple(spec["fc"]))
-    net.init(replicas=[run["seed"] for run in runs])
+    runs, fc = spec["runs"], tuple(spec["fc"])
+    datasets = [split_for(run, spec["folds"], spec["seeding"]) for run in runs]
+    net = PRESETS[VARIANTS[spec["network"]]](fc)
+    initialise(net, [run["seed"] for run in runs], fc, spec["seeding"])
+    initial_w1a = net.params["conv1.weight"][:, 0].copy()
     config = TrainConfig(epochs=spec["epochs"], batch_size=1, optimizer="momentum",
                          lr=spec["lr"], momentum=spec["momentum"], seed=runs[0]["seed"])
-    result = train_group(net, spec["rule"], padded([d.x_train for d in datasets]),
-                         padded([d.y_train for d in datasets]),
-                         padded([d.x_test for d in datasets]),
-                         padded([d.y_test for d in datasets]), config, spec["probe"],
-                         spec["out"], spec["job_id"], weight_metrics=False,
-                         counts=[len(d.y_train) for d in datasets], engine=spec["engine"],
-                         # the study's transform is broken-text's (the article's text rule)
-                         transform=spec["transform"] if spec["rule"] == "broken-text" else None,
-                         align_every=spec["align_every"])
+    rule = rule_for(spec["ablation"]) if spec["ablation"] else spec["rule"]
+    x_train = padded([d.x_train for d in datasets])
+    with warnings.catch_warnings():
+        # the scaled rules of the ablations have no compiled form: NumPy, as documented
+        warnings.simplefilter("ignore", EngineNotice)
+        result = train_group(net, rule, x_train, padded([d.y_train for d in datasets]),
+                             padded([d.x_test for d in datasets]),
+                             padded([d.y_test for d in datasets]), config, spec["probe"],
+                             spec["out"], spec["job_id"], weight_metrics=False,
+                             counts=[len(d.y_train) for d in datasets], engine=spec["engine"],
+                             # the study's transform is broken-text's (the article's text rule)
+                             transform=(spec["transform"] if spec["rule"] == "broken-text"
+                                        else None),
+                             align_every=spec["align_every"])
+    with np.errstate(all="ignore"):
+        measured = diagnostics(net, x_train, initial_w1a)
+        on_train = evaluate(net, x_train, padded([d.y_train for d in datasets])).predicted
     for r, (run, data) in enumerate(zip(runs, datasets, strict=True)):
-        write_json(Path(spec["outputs"][r]), _record(spec, r, run, data, result))
+        record = _record(spec, r, run, data, result)
+        record["diagnostics"] = None if record["diverged"] else measured[r]
+        record["train_predicted_share"] = None if record["diverged"] else _share(
+            on_train[r, :len(data.y_train)])
+        write_json(Path(spec["outputs"][r]), record)
     return {"job_id": spec["job_id"], "seconds": result.seconds, "runs": len(runs)}
+
+
+def _share(predicted: np.ndarray) -> float:
+    """The largest share of images given one class."""
+    return float(np.bincount(predicted, minlength=2).max() / len(predicted))
 
 
 def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> dict[str, Any]:
@@ -299,22 +251,26 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> 
     history, evaluation = result.history, result.evaluation
     diverged = history.diverged[r]
     tested = len(data.y_test)  # the group's test sets are padded to the longest
-    correct = (evaluation.predicted[r, :tested] == data.y_test).tolist()
+    predicted = evaluation.predicted[r, :tested]
+    correct = (predicted == data.y_test).tolist()
     return {
         "version": RECORD_VERSION, "fingerprint": spec["fingerprint"],
-        "variant": spec["variant"], "experiment": spec["experiment"], "fc": list(spec["fc"]),
+        "variant": spec["variant"], "network": spec["network"],
+        "experiment": spec["experiment"], "fc": list(spec["fc"]),
         "rule": spec["rule"], "protocol": run["protocol"], "seed": run["seed"],
         "fold": run.get("fold"), "cost": rounded(history.cost_list(r)), "diverged": diverged,
         "train_images": len(data.y_train),
         "test_accuracy": None if diverged else float(np.mean(correct)),
         "test_correct": None if diverged else correct,
+        "predicted_share": None if diverged else _share(predicted),
         "test_index": data.info.get("test_index"),
         "test_raw": rounded(evaluation.raw[r, :tested, 0].tolist()),
         "alignment": result.alignment.as_lists(r) if spec["rule"] != "exact" else None,
         "alignment_epochs": result.alignment_epochs,
         "alignment_probe": f"first {spec['probe']} training images",
         "config": {key: spec[key] for key in ("epochs", "lr", "momentum", "probe", "folds",
-                                              "transform", "align_every")},
+                                              "transform", "align_every", "seeding",
+                                              "ablation")},
         "engine": result.history.extra.get("engine"),
         "seconds_for_job": result.seconds, "replicas_in_job": len(spec["runs"]),
         "pid": os.getpid(),  # the process that trained it (not part of the results)
@@ -323,33 +279,45 @@ def _record(spec: dict[str, Any], r: int, run: dict[str, Any], data, result) -> 
 
 
 def build_jobs(config: ReproduceConfig, out: Path) -> list[Job]:
-    """One job per (variant, experiment, rule), plus the sensitivity jobs."""
-    from .sensitivity import sensitivity_jobs
-
+    """One job per (variant, experiment, rule), the as-run ablations and the sensitivity
+    jobs, in the order the workers take them: the ablations that run on the NumPy engine
+    between the first, largest compiled jobs (a worker busy with one needs no compiled
+    kernels while the other compiles them), then the largest networks first (the long
+    jobs start early and the cores finish together), the compiled ablations last."""
     runs = runs_of(config)
-    jobs = []
-    # Largest networks first: the long jobs start early and the cores finish together.
-    by_size = sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
-    for variant in config.variant:
-        for experiment in by_size:
-            for rule in config.rules_of(variant):
-                jobs.append(_job(config, out, variant, experiment, rule, runs))
-    return jobs + sensitivity_jobs(config, out)
+    ablation = Experiment("ablation", (config.ablation_fc[0], config.ablation_fc[1]))
+    ablations = ablation_jobs(config, out, lambda name, article_runs: _job(
+        config, out, "ablation", ablation, SETUPS[name][0], article_runs, name))
+    on_numpy = [job for job in ablations if SETUPS[job.spec["ablation"]][1] is not None]
+    compiled = [job for job in ablations if job not in on_numpy]
+    main = [_job(config, out, variant, experiment, rule, runs)
+            for variant in config.variant
+            for experiment in sorted(config.experiments, key=lambda e: -e.fc[0] * e.fc[1])
+            for rule in config.rules_of(variant)]
+    jobs: list[Job] = []
+    for i, job in enumerate(on_numpy):
+        jobs += [job, *main[i:i + 1]]
+    jobs += main[len(on_numpy):]
+    return jobs + sensitivity_jobs(config, out) + compiled
 
 
 def _job(config: ReproduceConfig, out: Path, variant: str, experiment: Experiment, rule: str,
-         runs: list[dict[str, Any]]) -> Job:
-    outputs = [record_path(out, variant, experiment.name, rule, run) for run in runs]
-    job_id = f"{variant}/{experiment.name}/{rule}"
-    spec = {"job_id": job_id, "out": str(out), "variant": variant,
-            "experiment": experiment.name, "fc": list(experiment.fc), "rule": rule,
-            "runs": runs, "epochs": config.epochs, "lr": config.lr,
-            "momentum": config.momentum, "probe": config.probe, "folds": config.folds,
-            "transform": config.transform, "engine": config.engine,
-            "align_every": config.align_every,
-            "outputs": [str(p) for p in outputs]}
-    return Job(job_id, "handprop.studies.reproduce:run_job", spec, outputs,
-               steps=config.epochs * 350)
+         runs: list[dict[str, Any]], ablation: str | None = None) -> Job:
+    """A job training ``runs`` of one rule on one experiment's network; an ablation job
+    (``variant`` "ablation") records under the ablation's name, on the as-run network,
+    for ``ablation_epochs``."""
+    name = ablation or experiment.name
+    outputs = [record_path(out, variant, name, rule, run) for run in runs]
+    epochs = config.ablation_epochs if ablation else config.epochs
+    spec = {"job_id": f"{variant}/{name}/{rule}", "out": str(out), "variant": variant,
+            "network": "as-run" if ablation else variant, "experiment": name,
+            "fc": list(experiment.fc), "rule": rule, "ablation": ablation, "runs": runs,
+            "epochs": epochs, "lr": config.lr, "momentum": config.momentum,
+            "probe": config.probe, "folds": config.folds, "transform": config.transform,
+            "engine": config.engine, "align_every": config.align_every,
+            "seeding": config.seeding, "outputs": [str(p) for p in outputs]}
+    return Job(spec["job_id"], "handprop.studies.reproduce:run_job", spec, outputs,
+               steps=epochs * 350)
 
 
 # -- aggregation -----------------------------------------------------------------------
@@ -364,20 +332,6 @@ def load_records(jobs: list[Job]) -> Records:
                    record["protocol"])
             found.setdefault(key, []).append(record)
     return found
-
-
-def per_seed(records: list[dict], value) -> dict[int, float]:
-    """{seed: value(records of that seed)} -- folds of one seed are averaged, so every
-    seed gives one number (NaN where its runs diverged)."""
-    by_seed: dict[int, list[float]] = {}
-    for record in records:
-        got = value(record)
-        by_seed.setdefault(record["seed"], []).append(np.nan if got is None else got)
-    return {seed: float(np.mean(values)) for seed, values in sorted(by_seed.items())}
-
-
-def final_cost(record: dict) -> float | None:
-    return None if record["diverged"] or not record["cost"] else record["cost"][-1]
 
 
 def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
@@ -395,30 +349,61 @@ def summarize(records: Records, config: ReproduceConfig) -> dict[str, Any]:
 
 def _rule_summary(records: Records, variant: str, experiment: str, rule: str
                   ) -> dict[str, Any]:
-    from .statistics import mean_interval
-
     article = records.get((variant, experiment, rule, "article"), [])
     heldout = (records.get((variant, experiment, rule, "heldout"), [])
                or records.get((variant, experiment, rule, "fold"), []))
-    costs = per_seed(article, final_cost)
-    test10 = per_seed(article, lambda r: r["test_accuracy"])
-    held = per_seed(heldout, lambda r: r["test_accuracy"])
     row: dict[str, Any] = {"runs": len(article),
                            "diverged": sum(1 for r in article if r["diverged"])}
-    for name, values, bounds in (("final_cost", costs, (0.0, math.inf)),
-                                 ("test10_accuracy", test10, (0.0, 1.0)),
-                                 ("heldout_accuracy", held, (0.0, 1.0))):
-        finite = [v for v in values.values() if np.isfinite(v)]
-        interval = mean_interval(finite, bounds=bounds) if finite else None
-        row[name] = {"per_seed": values, "n": len(finite),
-                     "mean": float(np.mean(finite)) if finite else None,
-                     "ci": None if interval is None else [interval.low, interval.high],
-                     "ci_method": None if interval is None else interval.method}
-    row["test10_all_correct"] = sum(1 for v in test10.values() if v == 1.0)
+    for name, runs in (("final_cost", article), ("test10_accuracy", article),
+                       ("heldout_accuracy", heldout)):
+        images = runs[0]["train_images"] if runs else 350
+        row[name] = metric_summary(runs, metric_value(name), stuck_ranges(images)[name],
+                                   metric_bounds(name, images))
+    row["test10_all_correct"] = sum(1 for v in row["test10_accuracy"]["per_seed"].values()
+                                    if v == 1.0)
     row["alignment"] = final_alignment(article)
     row["signal_alignment"] = final_alignment(article, "signal")
     row["cost_curve_seeds"] = cost_matrix(article).shape[0]
     return row
+
+
+def metric_summary(runs: list[dict], value, stuck_range: tuple[float, float],
+                   bounds: tuple[float, float]) -> dict[str, Any]:
+    """One metric of one rule over seeds, as a two-part outcome: the per-seed values and
+    stuck flags, the stuck fraction (exact interval), the mean among seeds that learned
+    (bootstrap-t interval) and the mean over all seeds (two-part interval)."""
+    values = per_seed(runs, value)
+    flags = per_seed(runs, lambda r: None if is_stuck(r) is None else float(is_stuck(r)))
+    seeds = [s for s in values if np.isfinite(values[s]) and np.isfinite(flags.get(s, np.nan))]
+    x = np.array([values[s] for s in seeds])
+    stuck = np.array([flags[s] >= 0.5 for s in seeds], dtype=bool)
+    k, n = int(stuck.sum()), len(seeds)
+    out: dict[str, Any] = {"per_seed": values, "stuck_per_seed": {s: bool(flags[s] >= 0.5)
+                                                                  for s in seeds},
+                           "n": n, "stuck": k, "stuck_ci": list(proportion_interval(k, n)),
+                           "mean": float(x.mean()) if n else None, "ci": None,
+                           "ci_method": None, "learned_mean": None, "learned_ci": None}
+    if n:
+        overall = two_part_interval(x, stuck, stuck_range=stuck_range, bounds=bounds)
+        out.update({"ci": [overall.low, overall.high], "ci_method": overall.method})
+    if n - k:
+        learned = mean_interval(x[~stuck], bounds=bounds)
+        out.update({"learned_mean": float(x[~stuck].mean()),
+                    "learned_ci": [learned.low, learned.high]})
+    return out
+
+
+def _mechanisms(records: Records, config: ReproduceConfig) -> dict[str, Any]:
+    """The mechanism numbers (:func:`.ablations.mechanism`) of the article runs of the
+    as-run network's rules and, for contrast, of exact back-propagation on the corrected
+    network, over all experiments."""
+    out = {}
+    for variant, rule in [("as-run", r) for r in config.as_run_rules] + [("corrected", "exact")]:
+        if variant in config.variant and rule in config.rules_of(variant):
+            rows = [r for e in config.experiments
+                    for r in records.get((variant, e.name, rule, "article"), [])]
+            out[f"{variant} {rule}"] = mechanism(rows)
+    return out
 
 
 # -- the study ---------------------------------------------------------------------
@@ -432,17 +417,21 @@ class ReproduceStudy(Study):
     help = "the article's experiments, many seeds, statistics, plots, report"
     config_class = ReproduceConfig
     default_out = "results"
-    quick = {"epochs": 5, "seeds": 2, "sensitivity": 1}
-    quick_help = "a smoke run: 5 epochs, 2 seeds, 1 sensitivity seed"
+    quick = {"epochs": 5, "seeds": 2, "sensitivity": 1, "track_epochs": 1, "ablation_epochs": 3}
+    quick_help = ("a smoke run: 5 epochs, 2 seeds, 1 sensitivity seed, 3 epochs of "
+                  "ablations")
     flag_order = ("seeds", "first_seed", "epochs", "rules", "variant", "transform", "folds",
-                  "sensitivity", "probe", "align_every", "engine")
+                  "seeding", "ablation_epochs", "sensitivity", "sensitivity_experiments",
+                  "track_epochs", "probe", "align_every", "engine")
     order = 40
     summary_key, findings_key = "variants", "findings"
 
     @classmethod
     def config_from_table(cls, table: dict[str, Any], source: str) -> ReproduceConfig:
-        experiments = _experiments(table.get("experiments", []), source)
-        return super().config_from_table({**table, "experiments": experiments}, source)
+        experiments = parse_experiments(table.get("experiments", []), source)
+        claims = parse_claims(table.get("claims", []), source, ReproduceClaim)
+        return super().config_from_table({**table, "experiments": experiments,
+                                          "claims": claims}, source)
 
     @classmethod
     def validate_config(cls, config: ReproduceConfig, source: str = "config"
@@ -474,26 +463,23 @@ class ReproduceStudy(Study):
         return summarize(records, self.config)
 
     def findings(self, records: Records, summary: dict[str, Any]) -> dict[str, Any]:
-        from .reproduce_claims import evaluate_claims
-        from .sensitivity import summarize_sensitivity
-
         engines = sorted({str(r.get("engine")) for rows in records.values() for r in rows})
         return {"claims": evaluate_claims(records, self.config),
+                "stuck": stuck_comparisons(records, self.config),
+                "ablations": summarize_ablations(records, self.config),
+                "mechanism": _mechanisms(records, self.config),
                 "sensitivity": summarize_sensitivity(records, self.config), "engines": engines}
 
-    def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
-        from .reproduce_report import write_figures
+    def design_check(self) -> list[str]:
+        return design_text(design(self.config))
 
-        return write_figures(self.out, self.config, records)
+    def write_figures(self, records: Records, summary: dict[str, Any]) -> list[Path]:
+        return write_figures(self.out, self.config, records, summary)
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:
-        from .reproduce_report import markdown
-
         return markdown(self.config, summary, findings, meta, figures)
 
     def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
                          meta: dict[str, Any]) -> str:
-        from .reproduce_report import terminal_summary
-
         return terminal_summary(self.config, summary, findings, meta)

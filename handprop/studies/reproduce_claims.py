@@ -1,37 +1,44 @@
 """The article's claims (seed-spec section 5), held up against the runs.
 
-Each experiment's claims are asked of three *pairings* of an "original" and a "broken"
+The claims are fixed in the study's config (``[[reproduce.claims]]``, see
+configs/reproduce.toml), each asked of some *pairings* of an "original" and a "broken"
 net, when the study ran both:
 
 * ``code`` -- ``seed-original`` vs ``seed-broken`` on the corrected network (the code's
   backward passes on the network the text describes);
-* ``as-run`` -- the same two rules on the network the author's code ran (its figures);
+* ``as-run`` -- the same two rules on the network the author's code ran;
 * ``text`` -- ``exact`` vs ``broken-text`` (the broken net as the text describes it).
 
-A comparative claim ("the broken net has the lower cost around epoch 250") is a paired
-test over seeds; a claim about single runs ("both nets get 100% of the test images") is
-reported as a description (how many seeds did, with an interval for the fraction) and
-gets no verdict. Not claimed by the article, but the question it cannot answer with 10
-images: do the nets differ in held-out accuracy? -- one paired test per pairing and
-experiment, on one held-out accuracy per seed. All tests of the report form one Holm
-family (:func:`handprop.studies.claims.judge`).
+Confirmatory claims (the article's comparative claims, made from single runs: tested as
+"most seeds go one way", the sign test) form one Holm family; exploratory questions
+(held-out accuracy, equivalence on the as-run network) are reported apart, unadjusted
+(:mod:`.claims`).
+
+Beside the claims, the two-part view of the bimodal outcomes (:func:`stuck_comparisons`):
+per pairing and experiment, how many seeds of each net ended stuck at chance (exact
+McNemar test over the paired seeds), and the held-out accuracy of the seeds where both
+nets learned.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..core.article import ARTICLE
-from .claims import Claim, as_record, judge
-from .reproduce import final_cost, per_seed
-from .statistics import paired_comparison
-
-if TYPE_CHECKING:
-    from .reproduce import Records, ReproduceConfig
+from .claims import Claim, as_record, design_check, judge
+from .reproduce_base import (
+    Records,
+    ReproduceClaim,
+    ReproduceConfig,
+    is_stuck,
+    metric_info,
+    metric_value,
+    per_seed,
+)
+from .statistics import mean_difference_interval, paired_comparison, paired_fractions
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,11 @@ PAIRINGS = (
     Pairing("code", "corrected", "seed-original", "seed-broken",
             "the code's rules (seed-original vs seed-broken), corrected network"),
     Pairing("as-run", "as-run", "seed-original", "seed-broken",
-            "the code's rules on the network the code ran (the article's figures)"),
+            "the code's rules on the network the code ran"),
     Pairing("text", "corrected", "exact", "broken-text",
             "the text's nets (exact vs broken-text), corrected network"),
 )
+BY_KEY = {p.key: p for p in PAIRINGS}
 
 
 def pairings(config: ReproduceConfig) -> list[Pairing]:
@@ -61,129 +69,127 @@ def pairings(config: ReproduceConfig) -> list[Pairing]:
             and {p.original, p.broken} <= set(config.rules_of(p.variant))]
 
 
-def _values(records: Records, pairing: Pairing, experiment: str, net: str,
-            protocol: str, value) -> dict[int, float]:
+def _runs(records: Records, pairing: Pairing, experiment: str, net: str,
+          protocol: str) -> list[dict]:
     rule = pairing.broken if net == "broken" else pairing.original
     found = records.get((pairing.variant, experiment, rule, protocol), [])
     if protocol == "heldout" and not found:
         found = records.get((pairing.variant, experiment, rule, "fold"), [])
-    return per_seed(found, value)
+    return found
 
 
-def _paired(records, pairing, experiment, protocol, value, lower_is_better):
-    """broken vs original over the seeds both have, paired."""
-    broken = _values(records, pairing, experiment, "broken", protocol, value)
-    original = _values(records, pairing, experiment, "original", protocol, value)
-    seeds = sorted(set(broken) & set(original))
-    return paired_comparison([broken[s] for s in seeds], [original[s] for s in seeds],
-                             lower_is_better=lower_is_better, labels=("broken", "original"))
+def expanded(config: ReproduceConfig) -> list[tuple[ReproduceClaim, Pairing]]:
+    """Every (claim, pairing) the study can test, in config order."""
+    available = {p.key for p in pairings(config)}
+    names = {e.name for e in config.experiments}
+    return [(spec, BY_KEY[key]) for spec in config.claims if spec.experiment in names
+            for key in spec.pairings if key in available]
 
 
-def _cost_at(epoch: int | None):
-    def value(record: dict) -> float | None:
-        if epoch is None:
-            return final_cost(record)
-        cost = record["cost"]
-        return cost[epoch - 1] if len(cost) >= epoch else None
-    return value
+def design(config: ReproduceConfig) -> list[dict[str, Any]]:
+    """The design check of the claims the study will test (before any run)."""
+    specs = [spec for spec, _ in expanded(config)]
+    rows = design_check(specs, config.seeds)
+    for row, (spec, pairing) in zip(rows, [(s, p) for s, p in expanded(config)
+                                           if s.role == "confirmatory"], strict=True):
+        row["statement"] = f"{pairing.key}, {spec.experiment}: {spec.statement}"
+    return rows
 
 
-def cost_claim(records, pairing, experiment, epoch: int | None, broken_lower: bool,
-               epochs: int) -> Claim:
-    """"The broken net has the lower (higher) cost at ``epoch`` (None: the end)"."""
-    when = f"epoch {epoch}" if epoch else "the end of training"
-    statement = f"broken net has the {'lower' if broken_lower else 'higher'} cost at {when}"
-    if epoch is not None and epoch > epochs:
-        return Claim(statement, description=f"not tested: the runs have {epochs} epochs")
-    comparison = _paired(records, pairing, experiment, "article", _cost_at(epoch), True)
-    return Claim(statement, comparison, "broken" if broken_lower else "original")
-
-
-def all_correct_description(records, pairing, experiment, net: str) -> Claim:
-    """"The <net> net gets all 10 test images right": a statement about single runs."""
-    from scipy import stats
-
-    accuracies = _values(records, pairing, experiment, net, "article",
-                         lambda r: r["test_accuracy"])
-    finite = [v for v in accuracies.values() if math.isfinite(v)]
-    hits = sum(1 for v in finite if v == 1.0)
-    text = f"{hits} of {len(finite)} seeds got all 10 right"
-    if finite:
-        ci = stats.binomtest(hits, len(finite)).proportion_ci(method="exact")
-        text += f" (95% CI of the fraction {ci.low:.2f}-{ci.high:.2f})"
-    return Claim(f"{net} net gets all 10 test images right", description=text,
-                 extra={"net": net, "seeds_all_correct": hits, "seeds": len(finite)})
-
-
-def accuracy_claim(records, pairing, experiment) -> Claim:
-    """"The broken net is right on the test images where the original gets some wrong"
-    (experiment 2): the broken net is more accurate on the 10 images."""
-    comparison = _paired(records, pairing, experiment, "article",
-                         lambda r: r["test_accuracy"], False)
-    return Claim("broken net more accurate on the 10 test images (100% vs some wrong)",
-                 comparison, "broken", unit="%")
-
-
-def heldout_question(records, pairing, experiment) -> Claim:
-    comparison = _paired(records, pairing, experiment, "heldout",
-                         lambda r: r["test_accuracy"], False)
-    return Claim("(not claimed) do the nets differ in held-out accuracy (one 72-image "
-                 "held-out set per seed)?", comparison, None, unit="%")
-
-
-def _experiment_claims(records, pairing, experiment, epochs: int) -> list[Claim]:
-    """The article's claims for one experiment, matched on its dense widths."""
-    name, fc = experiment.name, tuple(experiment.fc)
-    both = [all_correct_description(records, pairing, name, net)
-            for net in ("broken", "original")]
-    if fc == (18, 20):
-        claims = [*both, cost_claim(records, pairing, name, 250, True, epochs)]
-    elif fc == (48, 56):
-        claims = [cost_claim(records, pairing, name, None, False, epochs), *both,
-                  accuracy_claim(records, pairing, name)]
-    elif fc == ARTICLE.fc:  # the widths the article did not record: our default
-        claims = [*both, cost_claim(records, pairing, name, None, False, epochs)]
-    else:
-        claims = [cost_claim(records, pairing, name, None, False, epochs)]
-    if records.get((pairing.variant, name, pairing.broken, "heldout")) or records.get(
-            (pairing.variant, name, pairing.broken, "fold")):
-        claims.append(heldout_question(records, pairing, name))
-    return claims
+def claim_for(records: Records, spec: ReproduceClaim, pairing: Pairing, epochs: int) -> Claim:
+    """One claim of one pairing as a paired comparison (broken vs original) over seeds."""
+    protocol, unit, lower_is_better, _ = metric_info(spec.metric)
+    label = f"{pairing.key}, {spec.experiment}"
+    if spec.metric.startswith("cost@") and int(spec.metric[5:]) > epochs:
+        return Claim(spec, description=f"not tested: the runs have {epochs} epochs",
+                     unit=unit, label=label)
+    value = metric_value(spec.metric)
+    runs = {net: per_seed(_runs(records, pairing, spec.experiment, net, protocol), value)
+            for net in ("broken", "original")}
+    seeds = sorted(set(runs["broken"]) & set(runs["original"]))
+    bounds = (-1.0, 1.0) if unit == "%" else None
+    comparison = paired_comparison([runs["broken"][s] for s in seeds],
+                                   [runs["original"][s] for s in seeds],
+                                   lower_is_better=lower_is_better,
+                                   labels=("broken", "original"), test=spec.test,
+                                   margin=spec.margin, bounds=bounds)
+    return Claim(spec, comparison, unit=unit, label=label,
+                 extra={"pairing": pairing.key, "experiment": spec.experiment,
+                        "seeds": seeds})
 
 
 def evaluate_claims(records: Records, config: ReproduceConfig) -> dict[str, Any]:
-    """{pairing: {"title", "experiments": {name: [claim records]}}}, every test of the
-    report Holm-adjusted together."""
-    built: list[tuple[Pairing, str, Claim]] = []
+    """Every claim of the config, tested on the pairings that ran: the confirmatory ones
+    Holm-adjusted together; plus the family's definition and source."""
+    claims = [claim_for(records, spec, pairing, config.epochs)
+              for spec, pairing in expanded(config)]
+    judge(claims)
+    family = [c for c in claims if c.confirmatory and c.tested]
+    return {"claims": [as_record(c) for c in claims], "family": len(family),
+            "family_source": "the confirmatory claims of the study's config "
+                             "([[reproduce.claims]], role = \"confirmatory\"), fixed before "
+                             "the run: the article's comparative claims, per pairing",
+            "design": design(config)}
+
+
+def tested_claims(findings: dict[str, Any], role: str | None = None) -> list[dict[str, Any]]:
+    """Every claim record with a test (of one role), in report order."""
+    return [c for c in findings["claims"] if "p_value" in c and (role is None or
+                                                                   c["role"] == role)]
+
+
+# -- the two-part view: stuck at chance, then the seeds that learned ----------------------
+
+def stuck_comparisons(records: Records, config: ReproduceConfig) -> list[dict[str, Any]]:
+    """Per pairing, experiment and protocol (article, held-out): how many seeds of each
+    net ended stuck (each with an exact interval), the exact McNemar test over the paired
+    seeds, and -- held-out only -- the accuracy difference among the seeds where both
+    learned."""
+    rows = []
     for pairing in pairings(config):
         for experiment in config.experiments:
-            for claim in _experiment_claims(records, pairing, experiment, config.epochs):
-                built.append((pairing, experiment.name, claim))
-    judge([claim for _, _, claim in built])
-    out: dict[str, Any] = {}
-    for pairing, experiment, claim in built:
-        slot = out.setdefault(pairing.key, {"title": pairing.title, "variant": pairing.variant,
-                                            "original": pairing.original,
-                                            "broken": pairing.broken, "experiments": {}})
-        slot["experiments"].setdefault(experiment, []).append(
-            {**as_record(claim), "pairing": pairing.key, "experiment": experiment})
-    out["_tests"] = sum(1 for _, _, c in built if c.comparison is not None)
-    return out
+            for protocol in ("article", "heldout"):
+                row = _stuck_row(records, pairing, experiment.name, protocol)
+                if row:
+                    rows.append(row)
+    return rows
 
 
-def tested_claims(findings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every claim record with a test, in report order."""
-    return [claim for key, pairing in findings.items() if not key.startswith("_")
-            for claims in pairing["experiments"].values() for claim in claims
-            if "p_value" in claim]
+def _stuck_row(records: Records, pairing: Pairing, experiment: str,
+               protocol: str) -> dict[str, Any] | None:
+    def flags(net: str) -> dict[int, float]:
+        return per_seed(_runs(records, pairing, experiment, net, protocol),
+                        lambda r: None if is_stuck(r) is None else float(is_stuck(r)))
+
+    broken, original = flags("broken"), flags("original")
+    seeds = [s for s in sorted(set(broken) & set(original))
+             if math.isfinite(broken[s]) and math.isfinite(original[s])]
+    if not seeds:
+        return None
+    a = [broken[s] >= 0.5 for s in seeds]
+    b = [original[s] >= 0.5 for s in seeds]
+    fractions = paired_fractions(a, b, labels=("broken", "original"))
+    row = {"pairing": pairing.key, "experiment": experiment, "protocol": protocol,
+           "n": fractions.n, "stuck_broken": fractions.count_a,
+           "stuck_original": fractions.count_b, "ci_broken": list(fractions.interval_a),
+           "ci_original": list(fractions.interval_b), "only_broken": fractions.only_a,
+           "only_original": fractions.only_b, "p_value": fractions.p_value}
+    if protocol == "heldout":
+        row.update(_learned_difference(records, pairing, experiment,
+                                       [s for s, x, y in zip(seeds, a, b, strict=True)
+                                        if not x and not y]))
+    return row
 
 
-def smallest_n(findings: dict[str, Any]) -> int | None:
-    ns = [c["n"] for c in tested_claims(findings)]
-    return min(ns) if ns else None
-
-
-def median_power(findings: dict[str, Any]) -> float | None:
-    powers = [c["power"] for c in tested_claims(findings)
-              if c.get("power") is not None and math.isfinite(c["power"])]
-    return float(np.median(powers)) if powers else None
+def _learned_difference(records: Records, pairing: Pairing, experiment: str,
+                        seeds: list[int]) -> dict[str, Any]:
+    """Held-out accuracy, broken - original, over the seeds where both learned."""
+    accuracy = {net: per_seed(_runs(records, pairing, experiment, net, "heldout"),
+                              lambda r: r["test_accuracy"]) for net in ("broken", "original")}
+    d = np.array([accuracy["broken"][s] - accuracy["original"][s] for s in seeds])
+    if d.size < 2:
+        return {"learned_n": int(d.size), "learned_diff": float(d.mean()) if d.size else None,
+                "learned_ci": None}
+    interval = mean_difference_interval(d, bounds=(-1.0, 1.0))
+    return {"learned_n": int(d.size), "learned_diff": float(d.mean()),
+            "learned_ci": [interval.low, interval.high]}

@@ -22,6 +22,7 @@ import importlib
 import math
 import os
 import pkgutil
+import sys
 import tomllib
 import typing
 from collections.abc import Iterator
@@ -230,6 +231,7 @@ class Study:
         self.config = self.check_config(self.config, "config")
         self.prepare()
         jobs = self.jobs = self.build_jobs()  # kept: what the run wrote (e.g. to mirror it)
+        self._say_design()
         self._check_memory(jobs)
         check_output_dir(self.out)
         with Backend(self.backend, self.n_jobs, self.scheduler,
@@ -299,6 +301,25 @@ class Study:
             raise RecordError(f"the run records in {self.out} cannot be summarized ({detail});"
                               " was one edited by hand? Delete it to run its job again"
                               ) from None
+
+    def design_check(self) -> list[str]:
+        """Lines saying, before any training, what the study's claims can decide with its
+        seeds (printed to stderr unless progress is off). Default: nothing."""
+        return []
+
+    def _say_design(self) -> None:
+        """Print :meth:`design_check` where progress shows: a terminal, or progress lines
+        asked for (a log); never with ``--quiet``, nor into a captured stream by default."""
+        shown = self.progress in ("bar", "lines") or (
+            self.progress in (None, "auto") and self.show_progress is not False
+            and sys.stderr.isatty())
+        if not shown:
+            return
+        lines = self.design_check()
+        if lines:
+            print("\n".join(f"{self.name}: design check: {line}" if i == 0 else
+                            f"{self.name}:   {line}" for i, line in enumerate(lines)),
+                  file=sys.stderr, flush=True)
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
         """(what, bytes) of memory the jobs need at once, checked against the budget of
