@@ -208,7 +208,7 @@ class Curve:
             if not self.due(step):
                 return
         self.steps.append(step)
-        self.cost.append(_finite(cost))
+        self.cost.append(finite_or_none(cost))
         for name, values in self.angles.items():
             values.append(angles.get(name))
 
@@ -220,7 +220,7 @@ class Curve:
                 "angles": {k: v[part] for k, v in self.angles.items()}}
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
 
@@ -257,7 +257,7 @@ class Run:
         cost = float(LOSS(out, self.targets)[0])
         with np.errstate(all="ignore"):
             gradient, _ = alignment_pass(self.net, self.rule, *self.probe, LOSS)
-        angles = {name.removesuffix(".weight"): _finite(metrics["angle_deg"])
+        angles = {name.removesuffix(".weight"): finite_or_none(metrics["angle_deg"])
                   for name, metrics in gradient.items()}
         return cost, angles
 
@@ -286,7 +286,7 @@ class Run:
     def predictions(self, images: Catalogue) -> list[dict[str, Any]]:
         """The test images: catalogue index, truth, raw output, rounded prediction."""
         raw = self.net.predict(self.data.x_test)[:, 0]
-        return [{"image": index, "truth": int(truth), "raw": _finite(value),
+        return [{"image": index, "truth": int(truth), "raw": finite_or_none(value),
                  "predicted": int(value >= 0.5) if np.isfinite(value) else None}
                 for index, truth, value in zip(images.find(self.data.x_test),
                                                self.data.y_test, raw, strict=True)]

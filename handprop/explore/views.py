@@ -31,7 +31,7 @@ from ..rules import RULES, LearningRule
 from ..rules.base import block_names
 from ..rules.feedback import DirectFeedbackAlignment
 from ..studies.alignment import compare_arrays
-from .session import CHANNELS, LOSS, Catalogue, Run, Session, _finite, rule_lines
+from .session import CHANNELS, LOSS, Catalogue, Run, Session, finite_or_none, rule_lines
 
 DIGITS = 6
 
@@ -123,7 +123,7 @@ def forward_view(net: Network, x: np.ndarray, label: int) -> dict[str, Any]:
     output = outputs[out][0]
     cost = LOSS(outputs[out], np.array([[float(label)]]))[0]
     return {"input": encode(x[0, 0]), "label": int(label), "blocks": shown,
-            "output": _finite(output.ravel()[0]), "cost": _finite(cost)}
+            "output": finite_or_none(output.ravel()[0]), "cost": finite_or_none(cost)}
 
 
 class _Recorder(LearningRule):
@@ -152,8 +152,8 @@ def _angles(rule: np.ndarray | None, exact: np.ndarray | None, channels: int | N
         return None if channels is None else [None] * channels
     with np.errstate(all="ignore"):
         if channels is None:
-            return _finite(compare_arrays(rule, exact)["angle_deg"])
-        return [_finite(a) for a in compare_arrays(rule, exact, rep_ndim=1)["angle_deg"]]
+            return finite_or_none(compare_arrays(rule, exact)["angle_deg"])
+        return [finite_or_none(a) for a in compare_arrays(rule, exact, rep_ndim=1)["angle_deg"]]
 
 
 def _quantity(key: str, label: str, rule: np.ndarray | None, exact: np.ndarray | None,
@@ -202,8 +202,8 @@ def backward_view(net: Network, rule: LearningRule, x: np.ndarray, label: int, l
             metrics = compare_arrays(rule_grads[weight], exact_grads[weight])
         shown.append({"name": block.name, "kind": "conv" if block.conv else "dense",
                       "quantities": quantities,
-                      "angle": _finite(metrics["angle_deg"]),
-                      "sign_agreement": _finite(metrics["sign_agreement"])})
+                      "angle": finite_or_none(metrics["angle_deg"]),
+                      "sign_agreement": finite_or_none(metrics["sign_agreement"])})
     return {"blocks": shown}
 
 
