@@ -62,6 +62,26 @@ def _glorot_uniform(layer, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(-bound, bound, size=layer.param_shapes()["weight"])
 
 
+class KeptMatrices:
+    """For a rule that keeps one matrix per layer in a dict (``matrices_attribute``): its
+    :meth:`feedback_array`, and a state of those matrices (``"B3"``: layer 3's, with
+    ``state_prefix`` "B"), loaded back in the network's dtype."""
+
+    matrices_attribute, state_prefix = "matrices", "B"
+
+    def feedback_array(self, index: int) -> np.ndarray | None:
+        return getattr(self, self.matrices_attribute).get(index)
+
+    def state(self) -> dict[str, Any]:
+        kept = getattr(self, self.matrices_attribute)
+        return {f"{self.state_prefix}{i}": m for i, m in kept.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        kept = getattr(self, self.matrices_attribute)
+        for i in kept:
+            kept[i] = np.asarray(state[f"{self.state_prefix}{i}"], dtype=self.net.dtype)
+
+
 class FeedbackRule(LearningRule):
     """A rule that sends each of its weight layers' input gradient down through a matrix
     B instead of W, and keeps the layers' exact local weight (and bias) gradients.
@@ -140,7 +160,7 @@ class FeedbackRule(LearningRule):
 
 @register_rule("fa", "feedback alignment: fixed random B instead of W (Lillicrap et al. 2016)",
                family="random-feedback")
-class FeedbackAlignment(FeedbackRule):
+class FeedbackAlignment(KeptMatrices, FeedbackRule):
     """B random and fixed, distributed like the layer's initial weights (drawn with the
     scheme the network was initialised with), or Glorot-uniform (``b_init="glorot"``)."""
 
@@ -168,16 +188,6 @@ class FeedbackAlignment(FeedbackRule):
     def feedback_for(self, index: int) -> Feedback:
         return Feedback(base="none", array=True)
 
-    def feedback_array(self, index: int) -> np.ndarray | None:
-        return self.matrices.get(index)
-
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
-
 
 register_rule("fa-glorot", "feedback alignment with Glorot-uniform B (BioTorch's default)",
               family="random-feedback", factory=lambda: FeedbackAlignment("glorot"))
@@ -200,10 +210,11 @@ class UniformSignSymmetry(FeedbackRule):
 
 @register_rule("frsf", "fixed random-magnitude sign symmetry: B = |M| * sign(W), M fixed",
                family="sign-symmetry")
-class FixedRandomSignSymmetry(FeedbackRule):
+class FixedRandomSignSymmetry(KeptMatrices, FeedbackRule):
     """B = |M| * sign(W), M drawn once."""
 
     name = "frsf"
+    matrices_attribute, state_prefix = "magnitudes", "M"
 
     def setup(self) -> None:
         self.magnitudes = {i: np.abs(self._draw(i, Stream.FEEDBACK_FRSF, _glorot_uniform))
@@ -211,16 +222,6 @@ class FixedRandomSignSymmetry(FeedbackRule):
 
     def feedback_for(self, index: int) -> Feedback:
         return Feedback(base="sign", array=True)
-
-    def feedback_array(self, index: int) -> np.ndarray | None:
-        return self.magnitudes.get(index)
-
-    def state(self) -> dict[str, Any]:
-        return {f"M{i}": m for i, m in self.magnitudes.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.magnitudes:
-            self.magnitudes[i] = np.asarray(state[f"M{i}"], dtype=self.net.dtype)
 
 
 @register_rule("brsf", "batchwise random-magnitude sign symmetry: M redrawn every batch",
@@ -263,7 +264,7 @@ class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
 
 @register_rule("dfa", "direct feedback alignment: output error to every hidden layer "
                "(Nokland 2016)", family="random-feedback")
-class DirectFeedbackAlignment(LearningRule):
+class DirectFeedbackAlignment(KeptMatrices, LearningRule):
     """The output error sent to every hidden layer through a fixed random matrix,
     injected at the output of the layer's activation (the first activation in its
     block; a block without one is refused)."""
@@ -293,9 +294,6 @@ class DirectFeedbackAlignment(LearningRule):
         return BackwardDescription(inject=frozenset(self.matrices),
                                    no_input_grad=frozenset(self.no_input_grad))
 
-    def feedback_array(self, index: int) -> np.ndarray | None:
-        return self.matrices.get(index)
-
     def feedback(self) -> dict[str, np.ndarray]:
         return {}
 
@@ -303,12 +301,6 @@ class DirectFeedbackAlignment(LearningRule):
         """B_l by the name of the layer whose output receives the error."""
         return {self.net.layers[i].name: m for i, m in self.matrices.items()}
 
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
 
 
 def _activation_of(net, index: int) -> int:
@@ -325,7 +317,7 @@ def _activation_of(net, index: int) -> int:
 
 @register_rule("dfa-biotorch", "direct feedback alignment as BioTorch does it: the projected "
                "error replaces each weight layer's input gradient", family="random-feedback")
-class DirectFeedbackAlignmentInput(LearningRule):
+class DirectFeedbackAlignmentInput(KeptMatrices, LearningRule):
     """DFA with the error injected at each weight layer's input (see the module notes)."""
 
     name = "dfa-biotorch"
@@ -358,12 +350,3 @@ class DirectFeedbackAlignmentInput(LearningRule):
         return BackwardDescription(weights={i: WeightGrads(projected=True)
                                             for i in sorted(self.matrices)})
 
-    def feedback_array(self, index: int) -> np.ndarray | None:
-        return self.matrices.get(index)
-
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .lanes import JIT
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 T3P8 = 2.41421356237309504880  # tan(3 pi / 8)
 MOREBITS = 6.123233995736765886130e-17  # pi/2 - float(pi/2)

@@ -1,0 +1,174 @@
+"""Compiled activations: one function for a layer, or one per channel.
+
+arctan and tanh are :mod:`.special`'s (vectorizable, within 2 ulp of libm's). Each
+formula is written in the reference's order of operations (``g * (1 / (1 + z*z))`` for
+arctan, the stable sigmoid ``exp(-logaddexp(0, -z))`` with NumPy's ``logaddexp``
+branches), so that a step agrees with the NumPy engine to the last few ulps. Written
+once against the slot API (:mod:`.slots`): the common functions a whole slot at a time,
+the others lane by lane.
+"""
+
+from __future__ import annotations
+
+import math
+from math import prod
+
+from numba import njit
+
+from ...core.ops import Activation, PerChannelActivation
+from .capabilities import OpSpec, UnsupportedError, every_feature, register_op
+from .slots import (
+    KERNEL,
+    arctan_slope,
+    atan,
+    copy,
+    get,
+    load,
+    mul,
+    positive,
+    put,
+    relu,
+    store,
+    tanh,
+    tanh_slope,
+    width,
+)
+from .special import atan as atan_value
+from .special import tanh as tanh_value
+
+ACT = 4
+IDENTITY, RELU, LEAKY, TANH, ARCTAN, SIGMOID = range(6)
+CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "arctan": ARCTAN,
+         "sigmoid": SIGMOID}
+LOGE2 = 0.693147180559945309417232121458176568
+
+
+def activation_code(name: str) -> tuple[int, float]:
+    """(code, leaky slope) of an activation's name."""
+    if name in CODES:
+        return CODES[name], 0.0
+    if name.startswith("leaky_relu:"):
+        return LEAKY, float(name.partition(":")[2])
+    raise UnsupportedError(f"activation {name!r} has no compiled form")
+
+
+def _describe(builder, row, layer, index) -> None:
+    names = ([layer.activation.name] if isinstance(layer, Activation)
+             else list(layer.activations))
+    shape = builder.net.shapes[index]
+    channels = shape[0] if len(names) > 1 else 1
+    row["in_c"], row["in_h"], row["in_w"] = channels, prod(shape) // channels, 1
+    codes = [activation_code(name) for name in names]
+    row["codes_offset"] = builder.add_codes([code for code, _ in codes],
+                                            [slope for _, slope in codes])
+
+
+register_op(OpSpec(Activation, ACT, _describe, every_feature,
+                   "relu, leaky_relu, tanh, arctan, sigmoid, identity"))
+register_op(OpSpec(PerChannelActivation, ACT, _describe, every_feature,
+                   "any of those per channel"))
+
+
+@njit(**KERNEL)
+def _logaddexp0(m):
+    """numpy.logaddexp(0, m), branch for branch."""
+    if m == 0.0:
+        return LOGE2
+    tmp = -m
+    if tmp > 0:
+        return math.log1p(math.exp(-tmp))
+    if tmp <= 0:
+        return m + math.log1p(math.exp(tmp))
+    return tmp
+
+
+@njit(**KERNEL)
+def activate(code, slope, z):
+    if code == RELU:
+        return z if z > 0 or z != z else 0.0
+    if code == TANH:
+        return tanh_value(z)
+    if code == ARCTAN:
+        return atan_value(z)
+    if code == SIGMOID:
+        return math.exp(-_logaddexp0(-z))
+    if code == LEAKY:
+        return z if z > 0 else slope * z
+    return z
+
+
+@njit(**KERNEL)
+def derivative(code, slope, z, y):
+    if code == RELU:
+        return 1.0 if z > 0 else 0.0
+    if code == TANH:
+        return 1 - y * y
+    if code == ARCTAN:
+        return 1 / (1 + z * z)
+    if code == SIGMOID:
+        return y * (1 - y)
+    if code == LEAKY:
+        return 1.0 if z > 0 else slope
+    return 1.0
+
+
+@njit(**KERNEL)
+def _forward_run(code, slope, a, z0, y0, count):
+    """y = f(z) over one run of slots; one branch per run, not per value, so the
+    common activations vectorize."""
+    if code == RELU:
+        for k in range(count):
+            store(a, y0 + k, relu(load(a, z0 + k)))
+    elif code == IDENTITY:
+        copy(a, y0, a, z0, count)
+    elif code == ARCTAN:
+        for k in range(count):
+            store(a, y0 + k, atan(load(a, z0 + k)))
+    elif code == TANH:
+        for k in range(count):
+            store(a, y0 + k, tanh(load(a, z0 + k)))
+    else:
+        for k in range(count):
+            for lane in range(width(a)):
+                put(a, y0 + k, lane, activate(code, slope, get(a, z0 + k, lane)))
+
+
+@njit(**KERNEL)
+def _backward_run(code, slope, a, ga, z0, y0, count):
+    """dz = dy * f'(z) over one run of slots."""
+    if code == RELU:
+        for k in range(count):
+            store(ga, z0 + k, mul(load(ga, y0 + k), positive(load(a, z0 + k))))
+    elif code == ARCTAN:
+        for k in range(count):
+            store(ga, z0 + k, mul(load(ga, y0 + k), arctan_slope(load(a, z0 + k))))
+    elif code == TANH:
+        for k in range(count):
+            store(ga, z0 + k, mul(load(ga, y0 + k), tanh_slope(load(a, y0 + k))))
+    else:
+        for k in range(count):
+            for lane in range(width(a)):
+                slope_at = derivative(code, slope, get(a, z0 + k, lane), get(a, y0 + k, lane))
+                put(ga, z0 + k, lane, get(ga, y0 + k, lane) * slope_at)
+
+
+@njit(**KERNEL)
+def act_forward(op, codes, slopes, a, nb):
+    """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1)."""
+    channels, per_channel = op.in_c, op.in_h
+    for m in range(nb * channels):
+        k = op.codes_offset + m % channels
+        base = m * per_channel
+        _forward_run(codes[k], slopes[k], a, op.in_offset + base, op.out_offset + base,
+                     per_channel)
+
+
+@njit(**KERNEL)
+def act_backward(op, codes, slopes, a, ga, nb):
+    """dz = dy * f_c'(z)."""
+    channels, per_channel = op.in_c, op.in_h
+    for m in range(nb * channels):
+        k = op.codes_offset + m % channels
+        base = m * per_channel
+        _backward_run(codes[k], slopes[k], a, ga, op.in_offset + base, op.out_offset + base,
+                      per_channel)
