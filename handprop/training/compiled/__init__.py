@@ -53,7 +53,7 @@ from .capabilities import UnsupportedError
 
 __all__ = ["UnsupportedError", "compiled_engine", "load_kernels", "prepare_cache",
            "unsupported_reason"]
-_prepared = False
+_prepared = _loaded = False
 
 
 def _numba_missing() -> str | None:
@@ -92,11 +92,15 @@ def prepare_cache() -> None:
 
 def load_kernels() -> None:
     """Import every kernel module (each registers the ops it compiles), after
-    :func:`prepare_cache`."""
+    :func:`prepare_cache` (once per process)."""
+    global _loaded
+    if _loaded:
+        return
     prepare_cache()
     for module in pkgutil.iter_modules(__path__):
         if module.name.startswith("kernels_"):
             importlib.import_module(f"{__name__}.{module.name}")
+    _loaded = True
 
 
 def _drop_stale_cache() -> None:

@@ -91,13 +91,13 @@ register_op(OpSpec(AsRunConv2d, CONV, _describe_as_run, _as_run_features,
 # slot adds its taps in j order in both widths; width 1 runs tap by tap over the whole
 # run (one vectorized axpy each), width 8 holds a 3-tap row's weights in registers and
 # loads and stores each slot once.
-@njit(**KERNEL)
+@njit(inline="always", **KERNEL)
 def _row_taps_w1(a, o0, p, w0, kw, s0, run):  # hand-specialised: tap by tap
     for j in range(kw):
         axpy(a, o0, load(p, w0 + j), a, s0 + j, run)
 
 
-@njit(**KERNEL)
+@njit(inline="always", **KERNEL)
 def _row_taps_w8(a, o0, p, w0, kw, s0, run):  # hand-specialised: slot by slot
     if kw == 3:  # the common kernel: its three weights held in registers
         w_0, w_1, w_2 = load(p, w0), load(p, w0 + 1), load(p, w0 + 2)
@@ -113,20 +113,34 @@ def _row_taps_w8(a, o0, p, w0, kw, s0, run):  # hand-specialised: slot by slot
         store(a, o0 + k, out)
 
 
-# -- hand-specialised: a kernel row's weight gradients, gp[g0 + j] += dot(delta, x[s0 + j:])
-# (dot's four partial sums per tap in both); width 8 takes the three taps of a 3-wide row
-# at once, delta loaded once for all three.
-@njit(**KERNEL)
-def _row_weight_grads_w1(gp, g0, kw, a, delta, s0, run):  # hand-specialised: tap by tap
-    for j in range(kw):
-        store(gp, g0 + j, add(load(gp, g0 + j), dot(a, delta, a, s0 + j, run)))
+# -- hand-specialised: a kernel row's share of the backward pass (j = 0 .. kw - 1): the
+# weight gradients gp[g0 + j] += dot(delta, x[s0 + j:]) (dot's four partial sums), and the
+# input gradient grad[d0 + j + k] += w[j] * delta[k], each slot's terms in j order. Width
+# 1 goes tap by tap (a dot and a vectorized axpy each); width 8 takes the three taps of a
+# 3-wide row at once, delta loaded once for all three, and gathers each grad slot's three
+# terms before storing it once.
+@njit(inline="always", **KERNEL)
+def _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
+    for j in range(kw):  # hand-specialised: tap by tap
+        if grads:
+            store(gp, g0 + j, add(load(gp, g0 + j), dot(a, delta, a, s0 + j, run)))
+        if need_dx:
+            axpy(a, d0 + j, load(weights, w0 + j), a, delta, run)
 
 
-@njit(**KERNEL)
-def _row_weight_grads_w8(gp, g0, kw, a, delta, s0, run):  # hand-specialised: 3 taps at once
-    if kw != 3:
-        _row_weight_grads_w1(gp, g0, kw, a, delta, s0, run)
+@njit(inline="always", **KERNEL)
+def _row_backward_w8(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
+    if kw != 3:  # hand-specialised: three taps at once (3-wide rows)
+        _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx)
         return
+    if grads:
+        _three_weight_grads(gp, g0, a, delta, s0, run)
+    if need_dx:
+        _three_input_grads(a, d0, weights, w0, delta, run)
+
+
+@njit(inline="always", **KERNEL)
+def _three_weight_grads(gp, g0, a, delta, s0, run):  # hand-specialised (width 8)
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = zero(a)
     k = 0
     while k + 4 <= run:
@@ -152,19 +166,11 @@ def _row_weight_grads_w8(gp, g0, kw, a, delta, s0, run):  # hand-specialised: 3 
     store(gp, g0 + 2, add(load(gp, g0 + 2), add(add(c0, c1), add(c2, c3))))
 
 
-# -- hand-specialised: a kernel row's share of the input gradient, grad[g0 + j + k] +=
-# w[j] * delta[k], each slot's terms in j order; width 8 gathers a slot's three terms
-# (3-wide rows) and stores it once.
-@njit(**KERNEL)
-def _row_input_grads_w1(a, g0, weights, w0, kw, delta, run):  # hand-specialised: by tap
-    for j in range(kw):
-        axpy(a, g0 + j, load(weights, w0 + j), a, delta, run)
-
-
-@njit(**KERNEL)
-def _row_input_grads_w8(a, g0, weights, w0, kw, delta, run):  # hand-specialised: by slot
-    if kw != 3 or run < 2:
-        _row_input_grads_w1(a, g0, weights, w0, kw, delta, run)
+@njit(inline="always", **KERNEL)
+def _three_input_grads(a, g0, weights, w0, delta, run):  # hand-specialised (width 8)
+    if run < 2:
+        for j in range(3):
+            axpy(a, g0 + j, load(weights, w0 + j), a, delta, run)
         return
     w_0, w_1, w_2 = load(weights, w0), load(weights, w0 + 1), load(weights, w0 + 2)
     store(a, g0, muladd(load(a, g0), w_0, load(a, delta)))
@@ -180,8 +186,7 @@ def _row_input_grads_w8(a, g0, weights, w0, kw, delta, run):  # hand-specialised
 
 
 row_taps = by_width("row_taps", _row_taps_w1, _row_taps_w8)
-row_weight_grads = by_width("row_weight_grads", _row_weight_grads_w1, _row_weight_grads_w8)
-row_input_grads = by_width("row_input_grads", _row_input_grads_w1, _row_input_grads_w8)
+row_backward = by_width("row_backward", _row_backward_w1, _row_backward_w8)
 
 
 # -- stride 1: whole padded planes ------------------------------------------------------
@@ -265,12 +270,11 @@ def _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, grads, need_dx
             for c in range(per_in):
                 for i in range(kh):
                     row = (c * kh + i) * kw  # the kernel row's first tap
-                    if grads:
-                        row_weight_grads(gp, wp + o * taps + row, kw, a, delta,
-                                         x0 + (first + c) * plane + i * wide, run)
-                    if need_dx:
-                        row_input_grads(a, grad + (first + c) * tall * wide + i * wide,
-                                        weights, w0 + o * wstride + row, kw, delta, run)
+                    row_backward(gp, wp + o * taps + row, a, delta,
+                                 x0 + (first + c) * plane + i * wide, weights,
+                                 w0 + o * wstride + row,
+                                 grad + (first + c) * tall * wide + i * wide, kw, run, grads,
+                                 need_dx)
         if need_dx:
             dx0 = op.in_offset + n * cin * hin * win
             for c in range(cin):

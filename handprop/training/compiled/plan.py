@@ -195,7 +195,7 @@ class PlanBuilder:
 
     survey: Survey
     batch: int  # samples per arena row
-    rows: list[np.ndarray] = field(default_factory=list)
+    ops: np.ndarray = field(default_factory=lambda: np.zeros(0, OP_ROW))
     codes: list[int] = field(default_factory=list)
     slopes: list[float] = field(default_factory=list)
     scales_: list[float] = field(default_factory=lambda: [0.0])
@@ -274,14 +274,11 @@ class PlanBuilder:
         return offset
 
     def add_row(self, index: int, layer: Any, spec: OpSpec) -> None:
-        row = np.zeros((), OP_ROW)
-        for name in OP_COLUMNS:
-            if name.endswith("_offset") or name == "feedback_scale":
-                row[name] = -1  # none
+        row = self.ops[index]  # a view: what is written here lands in the table
         net, description = self.net, self.survey.description
         row["kind"] = spec.code
         row["in_size"], row["out_size"] = prod(net.shapes[index]), prod(net.shapes[index + 1])
-        row["in_offset"] = self.rows[-1]["out_offset"] if self.rows else 0
+        row["in_offset"] = self.ops[index - 1]["out_offset"] if index else 0
         row["sends_grad"] = net.sends_grad(index) and index not in description.no_input_grad
         layout = self.params(index)
         if layout:
@@ -298,7 +295,6 @@ class PlanBuilder:
             row["inject_offset"] = self._slot(self.fixed_slots, index, "fixed", size)
         if row["out_offset"] < 0:
             row["out_offset"] = self.add_arena(self.batch * int(row["out_size"]))
-        self.rows.append(row)
 
     def error_size(self) -> int:
         """Values of DFA's error e per sample (the last weight layer's output)."""
@@ -323,8 +319,7 @@ class PlanBuilder:
             self.scratch_ = max(self.scratch_, size)  # B formed in scratch every step
 
     def finish(self) -> Plan:
-        survey, net = self.survey, self.net
-        ops = np.stack(self.rows)
+        survey, net, ops = self.survey, self.net, self.ops
         weights = [i for i, layer in enumerate(net.layers) if isinstance(layer, WeightLayer)]
         scratch = self.arena
         work = scratch + self.scratch_
@@ -344,11 +339,19 @@ class PlanBuilder:
 
 def build_plan(survey: Survey, batch: int) -> Plan:
     """The tables for the surveyed network, arenas for ``batch`` samples per row."""
-    builder = PlanBuilder(survey, batch)
+    builder = PlanBuilder(survey, batch, _empty_table(len(survey.net.layers)))
     builder.arena = batch * prod(survey.net.input_shape)  # the input comes first
     for index, (layer, spec) in enumerate(zip(survey.net.layers, survey.specs, strict=True)):
         builder.add_row(index, layer, spec)
     return builder.finish()
+
+
+def _empty_table(layers: int) -> np.ndarray:
+    ops = np.zeros(layers, OP_ROW)
+    for name in OP_COLUMNS:
+        if name.endswith("_offset") or name == "feedback_scale":
+            ops[name] = -1  # none
+    return ops
 
 
 def line_codes(routing: PoolRouting) -> list[int]:
