@@ -117,16 +117,20 @@ def _optimizer(name: str, net: Network, rng: np.random.Generator, decay: float):
 
 def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str, batch: int,
              seed: int, replicas: int | None = None, decay: float = 0.0,
-             ties: bool = False, layout: str | None = None) -> dict[str, float]:
+             ties: bool = False, layout: str | None = None, jitter: float = 0.0
+             ) -> dict[str, float]:
     """One step from the same state on both engines; the largest relative differences
     of the cost, the parameter update and the optimizer state. ``ties``: dyadic
     weights and integer inputs (see :func:`dyadic`); ``layout``: the compiled layout
-    that must have run it."""
+    that must have run it; ``jitter``: normal noise of that size added to every
+    parameter (so that none keeps a constant initial value, e.g. a scale of 1)."""
     from handprop.training.compiled import compiled_engine
 
     net.init(seed, replicas=None if replicas is None else list(range(seed, seed + replicas)))
     if ties:
         dyadic(net)
+    if jitter:
+        net.flat += jitter * np.random.default_rng(seed + 2000).standard_normal(net.flat.shape)
     x, labels = random_data(net, seed, batch, replicas, integers=ties)
     y = targets_for(net, labels, loss, net.dtype)
     sizes = np.full(replicas or 1, batch)
