@@ -10,6 +10,7 @@ from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, Per
 from handprop.core.ops.avgpool import AvgPool2d
 from handprop.core.ops.batchnorm import BatchNorm2d
 from handprop.core.ops.losses import get_loss
+from handprop.core.ops.scale import Scale
 from handprop.rules import make_rule
 from handprop.training.epoch import NumpyEpoch
 from handprop.training.loop import targets_for
@@ -195,6 +196,13 @@ def op_net(kind: str) -> Network:
                         Flatten(name="flatten"), Dense(4, bias=False, name="fc"),
                         Activation("arctan", name="act2"), Dense(1, bias=False, name="out")],
                        (1, 8, 8), loss="l2", init="lecun", name="avg")
+    if kind == "scale":
+        return Network([Conv2d(3, 3, padding=1, bias=False, name="conv1"), Scale(name="scale1"),
+                        Activation("tanh", name="act1"), MaxPool2d(2, name="pool1"),
+                        Flatten(name="flatten"), Dense(4, bias=False, name="fc"),
+                        Scale(name="scale2"), Activation("arctan", name="act2"),
+                        Dense(1, bias=False, name="out")], (1, 8, 8), loss="l2", init="lecun",
+                       name="scaled")
     return seed_net((5, 4))  # conv, per-channel and single activations, pool, flatten, dense
 
 

@@ -28,6 +28,7 @@ from handprop.core.network import Network
 from handprop.core.ops.asrun import AsRunConv2d
 from handprop.core.ops.avgpool import AvgPool2d
 from handprop.core.ops.batchnorm import BatchNorm2d
+from handprop.core.ops.scale import Scale
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -194,6 +195,17 @@ class AsRunConv(nn.Module):
         return out + 0 * self.weight.sum()
 
 
+class ChannelScale(nn.Module):
+    """``scale``: each channel times its own learnable factor."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.reshape(-1, *([1] * (x.dim() - 2)))
+
+
 TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
     Conv2d: _conv2d,
     AsRunConv2d: lambda layer: AsRunConv(layer, (2, *layer.param_shapes()["weight"][1:])),
@@ -206,6 +218,7 @@ TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
                                               momentum=layer.momentum, affine=layer.affine),
     PerChannelActivation: lambda layer: PerChannel(layer.activations),
     Activation: lambda layer: Elementwise(layer.activation.name),
+    Scale: lambda layer: ChannelScale(layer.in_shape[0]),
 }
 """The torch twin of every handprop layer class, made from a *built* layer (its
 ``in_shape`` known). Parameters and state keep handprop's local names (``weight``,

@@ -22,6 +22,7 @@ from .kernels_conv import CONV, conv_backward, conv_forward
 from .kernels_dense import DENSE, dense_backward, dense_forward
 from .kernels_norm import AVG, BN, avg_backward, avg_forward, bn_backward, bn_forward
 from .kernels_pool import POOL, pool_backward, pool_forward
+from .kernels_scale import SCALE, scale_backward, scale_forward
 from .kernels_step import batch_loss, update
 from .plan import FROM_NOTHING, FROM_WEIGHT
 from .slots import (
@@ -67,6 +68,8 @@ def forward(tables, p, q, a, wins, nb, work, keep):
             avg_forward(op, tables.scales, a, nb)
         elif kind == BN:
             bn_forward(op, tables.scales, p, q, a, nb, keep)
+        elif kind == SCALE:
+            scale_forward(op, p, a, nb)
 
 
 @njit(**KERNEL)
@@ -166,6 +169,8 @@ def backward(tables, settings, p, fixed, drawn, a, ga, wins, gp, nb):
             avg_backward(op, tables.scales, ga, nb)
         elif kind == BN:
             bn_backward(op, p, a, ga, gp, nb, need_dx)
+        elif kind == SCALE:
+            scale_backward(op, p, a, ga, gp, nb, need_dx)
         flowing = need_dx
     add_borrowed(ops, gp, a)
 
