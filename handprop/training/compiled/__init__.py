@@ -7,12 +7,9 @@ module                      what
                             by the kernel modules), layouts, rules, losses, optimizers
 ``plan.py``                 network + rule description + optimizer + loss -> named tables
 ``slots.py``                the slot API every kernel is written against (width 1 or 8)
-``kernels_conv.py``         conv2d (and the as-run layer) forward, weight/bias gradient,
-                            input gradient
-``kernels_pool.py``         max-pool forward (first maximum) and every routing
-``kernels_dense.py``        dense forward and gradients, flatten
-``kernels_norm.py``         average pooling, batch norm (train mode, running statistics)
-``kernels_activation.py``   activations, one or one per channel
+``kernels_<ops>.py``        one per family of ops (conv, pool, dense, norm, activation,
+                            scale, ...): each op's OpSpec and kernels; every such module
+                            is loaded by :func:`load_kernels`
 ``special.py``              arctan and tanh in plain (vectorizable) arithmetic
 ``kernels_step.py``         the loss and the optimizer update
 ``kernels_epoch.py``        the epoch: forward walk, the rule's backward walk, a row's
@@ -75,7 +72,7 @@ def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, 
 
     try:
         found = survey(net, rule, optimizer, loss, reduction)
-        choose_layout(Workload.of(net, batch_size), found.features, found.description)
+        choose_layout(Workload.of(net, batch_size), found)
     except UnsupportedError as exc:
         return str(exc)
     return None

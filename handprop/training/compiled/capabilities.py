@@ -123,6 +123,8 @@ class Layout:
         and runs every op, the rule and the dtype is chosen
     dtypes : the dtypes it runs
     needs : :data:`FEATURES` every op must have
+    kinds : the layer kinds it runs (None: every compiled kind that has ``needs``), for a
+        layout whose kernels cover some ops only
     fits : ``fits(workload)``: the work it is made for (expected fastest among the
         compiled layouts that can run it)
     beats_numpy : ``beats_numpy(workload)``: whether ``auto`` expects it to beat the NumPy
@@ -142,6 +144,11 @@ class Layout:
     arena_batch: Callable[[int], int]
     runner: str
     refuses_rule: Callable[[Any], str | None] = lambda description: None
+    kinds: frozenset[str] | None = None
+
+    def runs(self, kind: str, have: frozenset[str]) -> bool:
+        """Whether it runs a layer of ``kind`` with the features ``have``."""
+        return (self.kinds is None or kind in self.kinds) and self.needs <= have
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -191,14 +198,14 @@ register_layout(Layout(
     arena_batch=lambda batch: batch, runner="engine:ReplicaRunner"))
 
 
-def choose_layout(work: Workload, features: list[frozenset[str]], description: Any
-                  ) -> Layout:
-    """The first layout (by ``order``) that fits the work, runs the dtype, every op
-    (``features``: each layer's) and the rule."""
+def choose_layout(work: Workload, survey: Any) -> Layout:
+    """The first layout (by ``order``) that fits the work and runs the dtype, every layer
+    of the surveyed network (:func:`~.plan.survey`) and the rule's description."""
+    layers = list(zip(survey.net.layers, survey.features, strict=True))
     for layout in sorted(LAYOUTS.values(), key=lambda lay: lay.order):
         if (work.dtype in layout.dtypes and layout.fits(work)
-                and all(layout.needs <= have for have in features)
-                and layout.refuses_rule(description) is None):
+                and all(layout.runs(layer.kind, have) for layer, have in layers)
+                and layout.refuses_rule(survey.description) is None):
             return layout
     raise UnsupportedError(f"no compiled layout runs {work.dtype} with these layers")
 
@@ -288,8 +295,12 @@ def support_text() -> str:
               "|---|---|---|---|"]
     for layout in sorted(LAYOUTS.values(), key=lambda lay: lay.order):
         needs = " and ".join(FEATURES[need] for need in sorted(layout.needs, reverse=True))
+        which = "those " + needs if needs else "all of the above"
+        if layout.kinds is not None:
+            which = ", ".join(f"`{kind}`" for kind in sorted(layout.kinds)) + (
+                f" ({which})" if needs else "")
         lines.append(f"| {layout.name} | {', '.join(layout.dtypes)} | {layout.summary} | "
-                     f"{'those ' + needs if needs else 'all of the above'} |")
+                     f"{which} |")
     lines += ["", "Rules: " + ", ".join(f"`{name}`" for name in compiled_rules()) + ".",
               "Losses: " + ", ".join(f"`{name}`" for name in LOSSES) + " (sum or mean).",
               "Optimizers: " + ", ".join(f"`{name}`" for _, name in OPTIMIZERS.values())

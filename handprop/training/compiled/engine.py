@@ -105,8 +105,7 @@ class CompiledEpoch:
         self.batch_size = batch_size
         self.threads = max(int(threads), 1)
         self.survey = survey(net, rule, optimizer, loss, reduction)
-        self.layout = choose_layout(Workload.of(net, batch_size), self.survey.features,
-                                    self.survey.description)
+        self.layout = choose_layout(Workload.of(net, batch_size), self.survey)
         self.plan: Plan = build_plan(self.survey, self.layout.arena_batch(batch_size))
         self.replicas = net.rep_shape[0] if net.rep_shape else 1
         self.fixed = np.zeros((self.replicas, self.plan.fixed), net.dtype)

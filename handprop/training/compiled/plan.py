@@ -198,15 +198,15 @@ class PlanBuilder:
     ops: np.ndarray = field(default_factory=lambda: np.zeros(0, OP_ROW))
     codes: list[int] = field(default_factory=list)
     slopes: list[float] = field(default_factory=list)
-    scales_: list[float] = field(default_factory=lambda: [0.0])
+    scale_values: list[float] = field(default_factory=lambda: [0.0])
     arena: int = 0
-    ints_: int = 0
+    int_size: int = 0
     fixed: int = 0
     drawn: int = 0
     fixed_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
     drawn_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
-    scratch_: int = 1  # feedback weights formed each step (and the loss value's rounding)
-    work_: int = 1  # one layer's working planes
+    scratch_size: int = 1  # feedback weights formed each step (and the loss value's rounding)
+    work_size: int = 1  # one layer's working planes
 
     @property
     def net(self) -> Network:
@@ -248,13 +248,13 @@ class PlanBuilder:
         return offset
 
     def add_scales(self, values: list[float]) -> int:
-        offset = len(self.scales_)
-        self.scales_.extend(float(v) for v in values)
+        offset = len(self.scale_values)
+        self.scale_values.extend(float(v) for v in values)
         return offset
 
     def add_ints(self, per_sample: int) -> int:
         """Room in the integer arena for ``per_sample`` values of every sample."""
-        offset, self.ints_ = self.ints_, self.ints_ + self.batch * per_sample
+        offset, self.int_size = self.int_size, self.int_size + self.batch * per_sample
         return offset
 
     def add_arena(self, size: int) -> int:
@@ -264,7 +264,7 @@ class PlanBuilder:
 
     def need_work(self, size: int) -> None:
         """The op needs ``size`` values of working planes (shared by every op)."""
-        self.work_ = max(self.work_, size)
+        self.work_size = max(self.work_size, size)
 
     # -- the rows ------------------------------------------------------------------------
     def _slot(self, slots: dict, index: int, which: str, size: int) -> int:
@@ -316,14 +316,14 @@ class PlanBuilder:
         if feedback.scale != 1.0:
             row["feedback_scale"] = self.add_scales([feedback.scale])
         if not feedback.is_weight and not (feedback.base == "none" and feedback.scale == 1.0):
-            self.scratch_ = max(self.scratch_, size)  # B formed in scratch every step
+            self.scratch_size = max(self.scratch_size, size)  # B formed in scratch every step
 
     def finish(self) -> Plan:
         survey, net, ops = self.survey, self.net, self.ops
         weights = [i for i, layer in enumerate(net.layers) if isinstance(layer, WeightLayer)]
         scratch = self.arena
-        work = scratch + self.scratch_
-        arena = work + self.work_
+        work = scratch + self.scratch_size
+        arena = work + self.work_size
         lowest = min((i for i in range(len(net.layers)) if net.param_layout(i)), default=0)
         settings = Settings(
             lowest=lowest, scratch=scratch, work=work, in_size=prod(net.input_shape),
@@ -332,8 +332,8 @@ class PlanBuilder:
             mean=int(survey.mean), optimizer=survey.optimizer, redraws=int(bool(self.drawn)),
             batch=self.batch, count=0)
         tables = Tables(ops, np.array(self.codes + [0], np.int64),
-                        np.array(self.slopes + [0.0]), np.array(self.scales_))
-        return Plan(tables, settings, arena, max(self.ints_, 1), max(self.fixed, 1),
+                        np.array(self.slopes + [0.0]), np.array(self.scale_values))
+        return Plan(tables, settings, arena, max(self.int_size, 1), max(self.fixed, 1),
                     max(self.drawn, 1), self.fixed_slots, self.drawn_slots)
 
 
