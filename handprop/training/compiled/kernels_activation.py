@@ -113,62 +113,50 @@ def derivative(code, slope, z, y):
 
 
 @njit(**KERNEL)
-def _forward_run(code, slope, a, z0, y0, count):
-    """y = f(z) over one run of slots; one branch per run, not per value, so the
-    common activations vectorize."""
-    if code == RELU:
-        for k in range(count):
-            store(a, y0 + k, relu(load(a, z0 + k)))
-    elif code == IDENTITY:
-        copy(a, y0, a, z0, count)
-    elif code == ARCTAN:
-        for k in range(count):
-            store(a, y0 + k, atan(load(a, z0 + k)))
-    elif code == TANH:
-        for k in range(count):
-            store(a, y0 + k, tanh(load(a, z0 + k)))
-    else:
-        for k in range(count):
-            for lane in range(width(a)):
-                put(a, y0 + k, lane, activate(code, slope, get(a, z0 + k, lane)))
-
-
-@njit(**KERNEL)
-def _backward_run(code, slope, a, ga, z0, y0, count):
-    """dz = dy * f'(z) over one run of slots."""
-    if code == RELU:
-        for k in range(count):
-            store(ga, z0 + k, mul(load(ga, y0 + k), positive(load(a, z0 + k))))
-    elif code == ARCTAN:
-        for k in range(count):
-            store(ga, z0 + k, mul(load(ga, y0 + k), arctan_slope(load(a, z0 + k))))
-    elif code == TANH:
-        for k in range(count):
-            store(ga, z0 + k, mul(load(ga, y0 + k), tanh_slope(load(a, y0 + k))))
-    else:
-        for k in range(count):
-            for lane in range(width(a)):
-                slope_at = derivative(code, slope, get(a, z0 + k, lane), get(a, y0 + k, lane))
-                put(ga, z0 + k, lane, get(ga, y0 + k, lane) * slope_at)
-
-
-@njit(**KERNEL)
 def act_forward(op, codes, slopes, a, nb):
-    """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1)."""
-    channels, per_channel = op.in_c, op.in_h
+    """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1); one
+    branch per run of a channel's values, not per value, so the common ones vectorize."""
+    channels, count = op.in_c, op.in_h
     for m in range(nb * channels):
         k = op.codes_offset + m % channels
-        base = m * per_channel
-        _forward_run(codes[k], slopes[k], a, op.in_offset + base, op.out_offset + base,
-                     per_channel)
+        code, slope = codes[k], slopes[k]
+        z0, y0 = op.in_offset + m * count, op.out_offset + m * count
+        if code == RELU:
+            for s in range(count):
+                store(a, y0 + s, relu(load(a, z0 + s)))
+        elif code == IDENTITY:
+            copy(a, y0, a, z0, count)
+        elif code == ARCTAN:
+            for s in range(count):
+                store(a, y0 + s, atan(load(a, z0 + s)))
+        elif code == TANH:
+            for s in range(count):
+                store(a, y0 + s, tanh(load(a, z0 + s)))
+        else:
+            for s in range(count):
+                for at in range(width(a)):
+                    put(a, y0 + s, at, activate(code, slope, get(a, z0 + s, at)))
 
 
 @njit(**KERNEL)
 def act_backward(op, codes, slopes, a, ga, nb):
     """dz = dy * f_c'(z)."""
-    channels, per_channel = op.in_c, op.in_h
+    channels, count = op.in_c, op.in_h
     for m in range(nb * channels):
         k = op.codes_offset + m % channels
-        base = m * per_channel
-        _backward_run(codes[k], slopes[k], a, ga, op.in_offset + base, op.out_offset + base,
-                      per_channel)
+        code, slope = codes[k], slopes[k]
+        z0, y0 = op.in_offset + m * count, op.out_offset + m * count
+        if code == RELU:
+            for s in range(count):
+                store(ga, z0 + s, mul(load(ga, y0 + s), positive(load(a, z0 + s))))
+        elif code == ARCTAN:  # dy * (1 / (1 + z*z))
+            for s in range(count):
+                store(ga, z0 + s, mul(load(ga, y0 + s), arctan_slope(load(a, z0 + s))))
+        elif code == TANH:  # dy * (1 - y*y)
+            for s in range(count):
+                store(ga, z0 + s, mul(load(ga, y0 + s), tanh_slope(load(a, y0 + s))))
+        else:
+            for s in range(count):
+                for at in range(width(a)):
+                    slope_at = derivative(code, slope, get(a, z0 + s, at), get(a, y0 + s, at))
+                    put(ga, z0 + s, at, get(ga, y0 + s, at) * slope_at)

@@ -91,13 +91,13 @@ register_op(OpSpec(AsRunConv2d, CONV, _describe_as_run, _as_run_features,
 # slot adds its taps in j order in both widths; width 1 runs tap by tap over the whole
 # run (one vectorized axpy each), width 8 holds a 3-tap row's weights in registers and
 # loads and stores each slot once.
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _row_taps_w1(a, o0, p, w0, kw, s0, run):  # hand-specialised: tap by tap
     for j in range(kw):
         axpy(a, o0, load(p, w0 + j), a, s0 + j, run)
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _row_taps_w8(a, o0, p, w0, kw, s0, run):  # hand-specialised: slot by slot
     if kw == 3:  # the common kernel: its three weights held in registers
         w_0, w_1, w_2 = load(p, w0), load(p, w0 + 1), load(p, w0 + 2)
@@ -119,7 +119,7 @@ def _row_taps_w8(a, o0, p, w0, kw, s0, run):  # hand-specialised: slot by slot
 # 1 goes tap by tap (a dot and a vectorized axpy each); width 8 takes the three taps of a
 # 3-wide row at once, delta loaded once for all three, and gathers each grad slot's three
 # terms before storing it once.
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
     for j in range(kw):  # hand-specialised: tap by tap
         if grads:
@@ -128,7 +128,7 @@ def _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need
             axpy(a, d0 + j, load(weights, w0 + j), a, delta, run)
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _row_backward_w8(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
     if kw != 3:  # hand-specialised: three taps at once (3-wide rows)
         _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx)
@@ -139,7 +139,7 @@ def _row_backward_w8(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need
         _three_input_grads(a, d0, weights, w0, delta, run)
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _three_weight_grads(gp, g0, a, delta, s0, run):  # hand-specialised (width 8)
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = zero(a)
     k = 0
@@ -166,7 +166,7 @@ def _three_weight_grads(gp, g0, a, delta, s0, run):  # hand-specialised (width 8
     store(gp, g0 + 2, add(load(gp, g0 + 2), add(add(c0, c1), add(c2, c3))))
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _three_input_grads(a, g0, weights, w0, delta, run):  # hand-specialised (width 8)
     if run < 2:
         for j in range(3):
@@ -228,9 +228,10 @@ def _forward_wide(op, p, a, nb, work):
     cin, cout, hout, wout = op.in_c, op.out_c, op.out_h, op.out_w
     kh, kw = op.kernel_h, op.kernel_w
     per_in, per_out = cin // op.groups, cout // op.groups
-    w0, ostride = op.kernel_offset, op.kernel_stride
+    w0, ostride, b0 = op.kernel_offset, op.kernel_stride, op.bias_offset
+    in0, in_plane, out0, plane_out = op.in_offset, op.in_h * op.in_w, op.out_offset, hout * wout
     for n in range(nb):
-        x0, wide, plane = _padded(op, op.in_offset + n * cin * op.in_h * op.in_w, a, work)
+        x0, wide, plane = _padded(op, in0 + n * cin * in_plane, a, work)
         out_wide = work + cin * plane
         run = (hout - 1) * wide + wout
         for o in range(cout):
@@ -240,10 +241,11 @@ def _forward_wide(op, p, a, nb, work):
                 for i in range(kh):
                     row_taps(a, out_wide, p, w0 + o * ostride + (c * kh + i) * kw, kw,
                              x0 + (first + c) * plane + i * wide, run)
-            y0 = op.out_offset + (n * cout + o) * hout * wout
+            y0 = out0 + (n * cout + o) * plane_out
             for y in range(hout):
                 copy(a, y0 + y * wout, a, out_wide + y * wide, wout)
-            _add_bias(op, p, a, y0, o)
+            if b0 >= 0:
+                _add_bias(op, p, a, y0, o)
 
 
 @njit(**KERNEL)

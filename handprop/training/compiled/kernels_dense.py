@@ -48,7 +48,7 @@ register_op(OpSpec(Flatten, FLAT, _describe_flatten, lambda layer, how: frozense
 # -- hand-specialised: two outputs per pass over x at width 1 (the loads of x shared,
 # eight chains of adds in flight); at width 8 the sixteen-tuple chains would not fit the
 # registers, so two plain dot products. Either way each row's sum is dot's, in its order.
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _dot_pair_w1(x, x0, w, w0, w1, count):  # hand-specialised: shared loads of x
     """(dot(x, w[w0:]), dot(x, w[w1:])), each in dot's order."""
     s0 = s1 = s2 = s3 = 0.0
@@ -76,7 +76,7 @@ def _dot_pair_w1(x, x0, w, w0, w1, count):  # hand-specialised: shared loads of 
 # -- hand-specialised: the input gradient dx[k] = sum_o delta[o] B[o, k], summed over o
 # in order from 0 in both: at width 1 one vectorized axpy per output row, at width 8
 # each slot of dx summed in registers (no store per output).
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _dot_pair_w8(x, x0, w, w0, w1, count):
     return dot(x, x0, w, w0, count), dot(x, x0, w, w1, count)
 
@@ -84,7 +84,7 @@ def _dot_pair_w8(x, x0, w, w0, w1, count):
 dot_pair = by_width("dot_pair", _dot_pair_w1, _dot_pair_w8)
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _input_grad_rows_w1(ga, x0, d0, weights, w0, fan_in, fan_out):  # hand-specialised
     """dx[k] = sum_o delta[o] B[o, k] for one sample, from 0, o in order."""
     fill(ga, x0, fan_in)
@@ -92,7 +92,7 @@ def _input_grad_rows_w1(ga, x0, d0, weights, w0, fan_in, fan_out):  # hand-speci
         axpy(ga, x0, load(ga, d0 + o), weights, w0 + o * fan_in, fan_in)
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _input_grad_rows_w8(ga, x0, d0, weights, w0, fan_in, fan_out):  # hand-specialised
     for k in range(fan_in):
         dx = zero(ga)

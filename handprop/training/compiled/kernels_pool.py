@@ -120,7 +120,7 @@ def _winners(corner, where):  # hand-specialised (width 8)
             corner + int(where[6]), corner + int(where[7]))
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _finite_pool_forward_w8(op, a, wins, nb):  # hand-specialised: eight lanes at once
     channels, win, hout, wout = op.in_c, op.in_w, op.out_h, op.out_w
     kh, kw, sh, sw = op.kernel_h, op.kernel_w, op.stride_h, op.stride_w
@@ -141,7 +141,7 @@ def _finite_pool_forward_w8(op, a, wins, nb):  # hand-specialised: eight lanes a
     return found == 0.0
 
 
-@njit(inline="always", **KERNEL)
+@njit(**KERNEL)
 def _no_fast_path(op, a, wins, nb):
     return False
 

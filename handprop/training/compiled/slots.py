@@ -50,6 +50,7 @@ LANES = 8
 U = np.uint64
 KERNEL = {"cache": True, "nogil": True, "error_model": "numpy"}  # every kernel's options
 SLOT = {"nogil": True, "error_model": "numpy"}  # the slot operations' (compiled inline)
+BODY = {"nogil": True, "error_model": "numpy"}  # by_width's bodies, compiled as the operation
 
 
 class Lanes(NamedTuple):
@@ -93,17 +94,16 @@ def slot_function(name: str, doc: str):
 def by_width(name: str, one, eight):
     """An operation with a body per width: ``one`` on plain arrays, ``eight`` when any
     argument is :class:`Lanes` (for hand-specialised inner loops: the same arithmetic in
-    another loop order). Both take the same arguments; the chosen body is inlined where
-    it is called (measured: a call per kernel row cost the per-replica conv backward a
-    third of its time), so give both ``inline="always"``."""
+    another loop order). Both take the same arguments. The chosen body is compiled as
+    the operation itself (measured: a wrapper calling it, or inlining it, cost the lane
+    conv forward 40%)."""
     op = slot_function(name, one.__doc__ or "")
     arguments = ", ".join(inspect.signature(one.py_func).parameters)
-    # Numba inlines an overload only with named parameters, so its source is made here.
-    space = {"one": one, "eight": eight, "is_lanes": is_lanes}
+    space = {"one": one.py_func, "eight": eight.py_func, "is_lanes": is_lanes}
+    # Numba wants the typing function's parameters named as the body's: made here.
     exec(f"def choose({arguments}):\n"
-         f"    kernel = eight if any(is_lanes(x) for x in ({arguments},)) else one\n"
-         f"    return lambda {arguments}: kernel({arguments})\n", space)
-    overload(op, jit_options=SLOT, inline="always")(space["choose"])
+         f"    return eight if any(is_lanes(x) for x in ({arguments},)) else one\n", space)
+    overload(op, jit_options=BODY)(space["choose"])
     return op
 
 
