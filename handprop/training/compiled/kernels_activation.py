@@ -113,14 +113,19 @@ def derivative(code, slope, z, y):
 
 
 @njit(**KERNEL)
+def _run(op, codes, slopes, m):
+    """Run m (a channel of a sample): its function's code and slope, where z and y start."""
+    k = op.codes_offset + m % op.in_c
+    return codes[k], slopes[k], op.in_offset + m * op.in_h, op.out_offset + m * op.in_h
+
+
+@njit(**KERNEL)
 def act_forward(op, codes, slopes, a, nb):
     """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1); one
     branch per run of a channel's values, not per value, so the common ones vectorize."""
-    channels, count = op.in_c, op.in_h
-    for m in range(nb * channels):
-        k = op.codes_offset + m % channels
-        code, slope = codes[k], slopes[k]
-        z0, y0 = op.in_offset + m * count, op.out_offset + m * count
+    count = op.in_h
+    for m in range(nb * op.in_c):
+        code, slope, z0, y0 = _run(op, codes, slopes, m)
         if code == RELU:
             for s in range(count):
                 store(a, y0 + s, relu(load(a, z0 + s)))
@@ -141,11 +146,9 @@ def act_forward(op, codes, slopes, a, nb):
 @njit(**KERNEL)
 def act_backward(op, codes, slopes, a, ga, nb):
     """dz = dy * f_c'(z)."""
-    channels, count = op.in_c, op.in_h
-    for m in range(nb * channels):
-        k = op.codes_offset + m % channels
-        code, slope = codes[k], slopes[k]
-        z0, y0 = op.in_offset + m * count, op.out_offset + m * count
+    count = op.in_h
+    for m in range(nb * op.in_c):
+        code, slope, z0, y0 = _run(op, codes, slopes, m)
         if code == RELU:
             for s in range(count):
                 store(ga, z0 + s, mul(load(ga, y0 + s), positive(load(a, z0 + s))))
