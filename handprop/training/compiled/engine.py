@@ -236,9 +236,9 @@ class CompiledEpoch:
         draws them itself (``begin_step``), as in the NumPy engine (replicas that sit a
         step out keep theirs and do not advance their generator)."""
         plan = self.plan
+        if not plan.drawn_slots:  # (contiguous, as every array the kernels take: one type)
+            return np.zeros((self.replicas, 1, 1), self.net.dtype)
         drawn = np.zeros((self.replicas, todo, plan.drawn), self.net.dtype)
-        if not plan.drawn_slots:
-            return drawn[:, :1, :1]
         shortest = int(sizes.min())
         for s in range(todo):
             start = (first + s) * self.batch_size
