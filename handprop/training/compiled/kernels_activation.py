@@ -20,7 +20,6 @@ from .capabilities import OpSpec, UnsupportedError, every_feature, register_op
 from .slots import (
     KERNEL,
     arctan_slope,
-    atan,
     copy,
     get,
     load,
@@ -29,11 +28,11 @@ from .slots import (
     put,
     relu,
     store,
-    tanh,
     tanh_slope,
     width,
 )
 from .special import atan as atan_value
+from .special import atan_slots, tanh_slots
 from .special import tanh as tanh_value
 
 ACT = 4
@@ -133,10 +132,10 @@ def act_forward(op, codes, slopes, a, nb):
             copy(a, y0, a, z0, count)
         elif code == ARCTAN:
             for s in range(count):
-                store(a, y0 + s, atan(load(a, z0 + s)))
+                store(a, y0 + s, atan_slots(load(a, z0 + s)))
         elif code == TANH:
             for s in range(count):
-                store(a, y0 + s, tanh(load(a, z0 + s)))
+                store(a, y0 + s, tanh_slots(load(a, z0 + s)))
         else:
             for s in range(count):
                 for at in range(width(a)):

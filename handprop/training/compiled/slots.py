@@ -44,8 +44,6 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from . import special
-
 LANES = 8
 U = np.uint64
 KERNEL = {"cache": True, "nogil": True, "error_model": "numpy"}  # every kernel's options
@@ -333,18 +331,6 @@ def _sign(w):
     return 1.0 if w > 0 else (-1.0 if w < 0 else (0.0 if w == 0 else w))
 
 
-@njit(inline="always", **SLOT)
-def _atan(z):
-    """arctan (see :mod:`.special`)."""
-    return special.atan(z)
-
-
-@njit(inline="always", **SLOT)
-def _tanh(z):
-    """tanh (see :mod:`.special`)."""
-    return special.tanh(z)
-
-
 add = lanewise(_add, 2, "add")
 sub = lanewise(_sub, 2, "sub")
 mul = lanewise(_mul, 2, "mul")
@@ -358,8 +344,6 @@ relu = lanewise(_relu, 1, "relu")
 arctan_slope = lanewise(_arctan_slope, 1, "arctan_slope")
 tanh_slope = lanewise(_tanh_slope, 1, "tanh_slope")
 sign = lanewise(_sign, 1, "sign")
-atan = lanewise(_atan, 1, "atan")
-tanh = lanewise(_tanh, 1, "tanh")
 
 splat = slot_function("splat", "Scalar ``s`` as a value like ``like``'s (one, or LANES copies).")
 lane = slot_function("lane", "Lane ``l`` of a value (the value itself at width 1).")
