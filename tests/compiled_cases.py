@@ -10,6 +10,7 @@ from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, Per
 from handprop.core.ops.avgpool import AvgPool2d
 from handprop.core.ops.batchnorm import BatchNorm2d
 from handprop.core.ops.losses import get_loss
+from handprop.core.ops.scale import Scale
 from handprop.rules import make_rule
 from handprop.training.epoch import NumpyEpoch
 from handprop.training.loop import targets_for
@@ -117,15 +118,20 @@ def _optimizer(name: str, net: Network, rng: np.random.Generator, decay: float):
 
 def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str, batch: int,
              seed: int, replicas: int | None = None, decay: float = 0.0,
-             ties: bool = False) -> dict[str, float]:
+             ties: bool = False, layout: str | None = None, jitter: float = 0.0
+             ) -> dict[str, float]:
     """One step from the same state on both engines; the largest relative differences
     of the cost, the parameter update and the optimizer state. ``ties``: dyadic
-    weights and integer inputs (see :func:`dyadic`)."""
+    weights and integer inputs (see :func:`dyadic`); ``layout``: the compiled layout
+    that must have run it; ``jitter``: normal noise of that size added to every
+    parameter (so that none keeps a constant initial value, e.g. a scale of 1)."""
     from handprop.training.compiled import compiled_engine
 
     net.init(seed, replicas=None if replicas is None else list(range(seed, seed + replicas)))
     if ties:
         dyadic(net)
+    if jitter:
+        net.flat += jitter * np.random.default_rng(seed + 2000).standard_normal(net.flat.shape)
     x, labels = random_data(net, seed, batch, replicas, integers=ties)
     y = targets_for(net, labels, loss, net.dtype)
     sizes = np.full(replicas or 1, batch)
@@ -141,6 +147,7 @@ def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str,
             runner = NumpyEpoch(copy_net, bound, opt, get_loss(loss, reduction), batch)
         else:
             runner = compiled_engine(copy_net, bound, opt, loss, reduction, batch)
+            assert layout is None or runner.layout.name == layout, runner.layout.name
         with np.errstate(all="ignore"):
             result = runner.run_epoch(x, y, sizes, alive)
         state = {k: v for k, v in opt.state().items() if isinstance(v, np.ndarray)}
@@ -167,6 +174,36 @@ def norm_net(seed: int, affine: bool = True, padding: int = 1, count_include_pad
                     Flatten(name="flatten"), Dense(4, name="fc"), Activation("arctan", name="act3"),
                     Dense(1, name="out")], (1, 8, 8), loss="l2", init="lecun",
                    name=f"norm{seed}")
+
+
+# How one_step reaches each compiled layout: (batch, replicas).
+LAYOUT_RUNS = {"per-replica": (1, None), "lanes": (3, 9), "batch-lanes": (8, None)}
+
+
+def op_net(kind: str) -> Network:
+    """A small net with a layer of ``kind`` (the coverage tests' network for each compiled
+    op); nothing else in it keeps the op out of a layout its kernels allow."""
+    from handprop.core.presets import seed_as_run, seed_net
+
+    if kind == "as_run_conv2d":
+        return seed_as_run((5, 4))
+    if kind == "batch_norm2d":
+        return norm_net(0)
+    if kind == "avg_pool2d":
+        return Network([Conv2d(3, 3, padding=1, bias=False, name="conv1"),
+                        Activation("tanh", name="act1"), AvgPool2d(3, stride=2, padding=1,
+                                                                  name="avg1"),
+                        Flatten(name="flatten"), Dense(4, bias=False, name="fc"),
+                        Activation("arctan", name="act2"), Dense(1, bias=False, name="out")],
+                       (1, 8, 8), loss="l2", init="lecun", name="avg")
+    if kind == "scale":
+        return Network([Conv2d(3, 3, padding=1, bias=False, name="conv1"), Scale(name="scale1"),
+                        Activation("tanh", name="act1"), MaxPool2d(2, name="pool1"),
+                        Flatten(name="flatten"), Dense(4, bias=False, name="fc"),
+                        Scale(name="scale2"), Activation("arctan", name="act2"),
+                        Dense(1, bias=False, name="out")], (1, 8, 8), loss="l2", init="lecun",
+                       name="scaled")
+    return seed_net((5, 4))  # conv, per-channel and single activations, pool, flatten, dense
 
 
 def _rel(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -132,6 +132,12 @@ LAYER_CASES: dict[str, list[LayerCase]] = {
         LayerCase("eval-no-affine", {"affine": False, "momentum": 0.5}, (2, 3, 3),
                   inputs="shifted", train=False, warmup=2),
     ],
+    "scale": [
+        LayerCase("maps", {}, (3, 4, 5), param_noise=0.5),
+        LayerCase("vectors", {}, (6,), batch=4, param_noise=0.5),
+        LayerCase("one-sample-initial", {}, (2, 3, 3), batch=1,
+                  notes="s = 1 as init_param gives it"),
+    ],
     "activation": [
         LayerCase(name, {"activation": name}, (3, 4, 5), inputs="away_from_zero")
         for name in ACTIVATIONS

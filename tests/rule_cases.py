@@ -54,6 +54,7 @@ RULE_CASES: dict[str, RuleCase] = {
     "usf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_usf_b_follows_current_w")),
     "frsf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_frsf_magnitude_fixed_sign_follows_w")),
     "brsf": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_brsf_redraws_magnitude_every_step")),
+    "sign": RuleCase((*SIGN_TESTS, f"{FEEDBACK}::test_sign_b_is_the_sign_of_current_w")),
     "kp": RuleCase((f"{KP}::test_one_step_sends_through_b_then_b_learns_the_local_gradient",
                     f"{KP}::test_w_minus_b_decays_geometrically_under_sgd",
                     f"{KP}::test_b_changes_only_in_training_steps",

@@ -1,18 +1,30 @@
 """What the compiled engine runs, and that it runs nothing else.
 
-Every registered layer kind and every registered rule is either compiled (and then one
-step agrees with the NumPy engine to 1e-12) or refused (``auto`` trains with NumPy and
-says why in one line). The two tables below classify them: a new layer or rule that is
-in neither fails :func:`test_every_registered_layer_and_rule_is_classified`, so nothing
-new ever runs compiled without a parity test (the engine itself matches exact classes,
-so it would refuse it anyway).
+The tables are the engine's own (:mod:`handprop.training.compiled.capabilities`), so a
+new op or rule is tested the moment it is registered:
+
+* every layer class with a registered OpSpec is compiled, in every layout its features
+  allow, and one step there agrees with the NumPy engine to 1e-12 (its test network:
+  ``compiled_cases.op_net``; a compiled kind without one fails
+  :func:`test_every_compiled_kind_has_a_test_net`);
+* every other registered layer kind is refused: ``auto`` trains with NumPy and says why
+  in one line (:func:`test_every_layer_kind_is_compiled_or_refused`);
+* every registered rule is compiled (its description is one the kernels compute: parity
+  on the seed net in every layout) or refused with its reason (one line, the NumPy
+  engine trains it).
+
+Nothing new ever runs compiled without a parity test. The README's list of what the
+compiled engine runs is the tables' (:func:`test_readme_lists_what_the_tables_say`).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
-from compiled_cases import norm_net, one_step
+from compiled_cases import LAYOUT_RUNS, norm_net, one_step, op_net
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network
 from handprop.core.layers import layer_types
@@ -20,63 +32,115 @@ from handprop.core.ops.asrun import AsRunConv2d
 from handprop.core.presets import seed_as_run, seed_net
 from handprop.rules import RULES, make_rule
 from handprop.training.data import load_digits
-from handprop.training.loop import EngineNotice, TrainConfig, fit
+from handprop.training.epoch import EngineNotice
+from handprop.training.loop import TrainConfig, fit
+from handprop.training.optim import make_optimizer
 
 pytest.importorskip("numba")
 
+from handprop.training.compiled import unsupported_reason  # noqa: E402
+from handprop.training.compiled.capabilities import (  # noqa: E402
+    LAYOUTS,
+    op_specs,
+    rule_refusal,
+    support_text,
+)
+from handprop.training.compiled.plan import survey  # noqa: E402
+
 STEP_TOL = 1e-12
-COMPILED_LAYERS = {"activation", "per_channel_activation", "conv2d", "dense", "flatten",
-                   "max_pool2d", "as_run_conv2d", "avg_pool2d", "batch_norm2d"}
-REFUSED_LAYERS: set[str] = set()
-REFUSED_RULES = {"dfa-biotorch": "DirectFeedbackAlignmentInput", "kp": "KolenPollack"}
-COMPILED_RULES = set(RULES) - set(REFUSED_RULES)
+COMPILED_KINDS = sorted(spec.layer.kind for spec in op_specs().values())
+_SEED = seed_net().init(0)
+COMPILED_RULES = sorted(name for name in RULES
+                        if rule_refusal(make_rule(name, _SEED, 0)) is None)
+REFUSED_RULES = sorted(set(RULES) - set(COMPILED_RULES))
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_every_registered_layer_and_rule_is_classified():
-    assert set(layer_types()) == COMPILED_LAYERS | REFUSED_LAYERS
-    assert not COMPILED_LAYERS & REFUSED_LAYERS
-    assert set(REFUSED_RULES) <= set(RULES)
+def _layouts_of(net: Network, kind: str) -> tuple[list[str], list[str]]:
+    """The layouts whose needs a layer of ``kind`` meets, and those the whole net meets."""
+    found = survey(net, None, make_optimizer("sgd", 0.1), "l2", "sum")
+    layers = list(zip(net.layers, found.features, strict=True))
+    mine = [have for layer, have in layers if layer.kind == kind][0]
+    allowed = [name for name, layout in LAYOUTS.items() if layout.runs(kind, mine)]
+    whole = [name for name, layout in LAYOUTS.items()
+             if all(layout.runs(layer.kind, have) for layer, have in layers)]
+    return allowed, whole
 
 
-def _layer_net(kind: str) -> Network:
-    """A small net that contains a layer of ``kind``."""
-    if kind == "as_run_conv2d":
-        return seed_as_run((5, 4))
-    if kind in ("avg_pool2d", "batch_norm2d"):
-        return norm_net(0)
-    return seed_net((5, 4))  # conv, per-channel and single activations, pool, flatten, dense
+def test_every_compiled_kind_has_a_test_net():
+    for kind in COMPILED_KINDS:
+        net = op_net(kind)
+        assert any(layer.kind == kind for layer in net.layers), kind
+        allowed, whole = _layouts_of(net, kind)
+        assert set(allowed) <= set(whole), (kind, "the test net keeps it out of", allowed)
 
 
-@pytest.mark.parametrize("kind", sorted(COMPILED_LAYERS))
-def test_every_compiled_layer_kind_matches_numpy(kind):
-    net = _layer_net(kind)
-    assert any(layer.kind == kind for layer in net.layers)
-    for batch, optimizer, replicas in ((1, "momentum", None), (3, "adam", 3)):
-        errors = one_step(_layer_net(kind), "exact", optimizer, "l2", "sum", batch, seed=5,
-                          replicas=replicas)
-        assert max(errors.values()) <= STEP_TOL, errors
+def test_every_layer_kind_is_compiled_or_refused():
+    """A registered layer kind without an OpSpec is refused with its name; a user's
+    subclass of a compiled layer too (:func:`test_a_subclass_of_a_compiled_layer_is_refused`)."""
+    from layer_cases import LAYER_CASES, build_layer
+
+    for kind in sorted(set(layer_types()) - set(COMPILED_KINDS)):
+        layer = build_layer(kind, LAYER_CASES[kind][0])
+        net = Network([layer, Flatten(name="flat"), Dense(1, name="out")],
+                      LAYER_CASES[kind][0].sample_shape).init(0)
+        reason = unsupported_reason(net, None, make_optimizer("sgd", 0.1), "l2", "sum", 1)
+        assert reason == f"layer {layer.name!r} ({type(layer).__name__}) has no compiled form"
 
 
-@pytest.mark.parametrize("rule", sorted(COMPILED_RULES))
+@pytest.mark.parametrize("kind", COMPILED_KINDS)
+def test_every_compiled_kind_matches_numpy_in_each_of_its_layouts(kind):
+    allowed, _ = _layouts_of(op_net(kind), kind)
+    assert "per-replica" in allowed
+    for layout in allowed:
+        batch, replicas = LAYOUT_RUNS[layout]
+        for optimizer, seed in (("momentum", 5), ("adam", 6)):
+            errors = one_step(op_net(kind), "exact", optimizer, "l2", "sum", batch, seed=seed,
+                              replicas=replicas, layout=layout, jitter=0.1)
+            assert max(errors.values()) <= STEP_TOL, (layout, errors)
+
+
+@pytest.mark.parametrize("rule", COMPILED_RULES)
 def test_every_compiled_rule_matches_numpy_on_the_seed_net(rule):
+    """In every layout that runs the seed net and the rule (``LAYOUT_RUNS`` says how a
+    step reaches each; lanes: nine replicas, two blocks)."""
     net_fn = (lambda: seed_net((5, 4))) if not rule.endswith("-t") else seed_net
-    for batch, replicas in ((1, None), (2, 9)):  # 9 replicas: the lane layout, two blocks
+    found = survey(_SEED, make_rule(rule, _SEED, 0), make_optimizer("sgd", 0.1), "l2", "sum")
+    for name, layout in LAYOUTS.items():
+        if not all(layout.runs(layer.kind, have)
+                   for layer, have in zip(_SEED.layers, found.features, strict=True)):
+            continue
+        if layout.refuses_rule(found.description) is not None:
+            continue
+        batch, replicas = LAYOUT_RUNS[name]
         errors = one_step(net_fn(), rule, "momentum", "l2", "sum", batch, seed=7,
-                          replicas=replicas)
-        assert max(errors.values()) <= STEP_TOL, errors
+                          replicas=replicas, layout=name)
+        assert max(errors.values()) <= STEP_TOL, (name, errors)
 
 
-@pytest.mark.parametrize("rule", sorted(REFUSED_RULES))
+@pytest.mark.parametrize("rule", REFUSED_RULES)
 def test_refused_rules_fall_back_with_a_notice(rule):
     digits = load_digits(seed=0)
     net = seed_net().init(0)
+    bound = make_rule(rule, net, 0)
     with pytest.warns(EngineNotice, match="compiled engine not used"):
         history = fit(net, digits.x_train[:5], digits.y_train[:5], TrainConfig(epochs=1),
-                      rule=make_rule(rule, net, 0), engine="auto")
+                      rule=bound, engine="auto")
     assert history.extra["engine"] == "numpy"
     notice = history.extra["engine_notice"]
-    assert f"({REFUSED_RULES[rule]}) has no compiled form" in notice
+    assert f"({type(bound).__name__}) has no compiled form" in notice
+    assert rule_refusal(bound) in notice
     assert "\n" not in notice
+
+
+def test_readme_lists_what_the_tables_say():
+    """The README's list sits between its compiled-support markers and is
+    ``python -m handprop.training.compiled``'s output."""
+    text = README.read_text()
+    found = re.search(r"<!-- compiled-support: begin.*?-->\n(.*?)\n<!-- compiled-support: end -->",
+                      text, re.S)
+    assert found, "README.md has no compiled-support block"
+    assert found.group(1).strip() == support_text().strip()
 
 
 class _MyConv(Conv2d):

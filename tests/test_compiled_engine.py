@@ -39,7 +39,8 @@ from handprop.rules import RuleSet, make_rule
 from handprop.rules.feedback import FeedbackAlignment
 from handprop.training.checkpoint import load_checkpoint, save_checkpoint
 from handprop.training.data import load_digits
-from handprop.training.loop import EngineNotice, TrainConfig, TrainState, fit
+from handprop.training.epoch import EngineNotice
+from handprop.training.loop import TrainConfig, TrainState, fit
 
 pytest.importorskip("numba")
 
@@ -387,7 +388,7 @@ def test_float32_runs_close_to_numpy(digits):
 def test_auto_keeps_numpy_where_blas_is_faster():
     """LeNet at batch 64 is mostly big convolutions: NumPy's BLAS path wins there."""
     from handprop.core.presets import lenet
-    from handprop.training.loop import compiled_is_faster
+    from handprop.training.epoch import compiled_is_faster
 
     assert compiled_is_faster(seed_net(), 1) and compiled_is_faster(seed_net(), 32)
     assert not compiled_is_faster(lenet(), 64)

@@ -210,3 +210,17 @@ def test_layer_survives_a_toml_spec(kind, case, seed) -> None:
     assert net.layers[0].spec() == layer.spec()
     assert net.output_shape == layer.out_shape
     assert net.param_shapes == {f"{layer.name}.{k}": v for k, v in layer.param_shapes().items()}
+
+
+def test_the_ops_package_lists_every_module_and_exports_every_layer() -> None:
+    """``handprop.core.ops`` lists each op module (its first line) and exports every
+    registered layer class, with nothing listed by hand."""
+    import pkgutil
+
+    import handprop.core.ops as ops
+
+    for found in pkgutil.iter_modules(ops.__path__):
+        assert f"* ``{found.name}.py``: " in ops.__doc__, found.name
+    for layer in layer_types().values():
+        assert layer.__name__ in ops.__all__ and getattr(ops, layer.__name__) is layer
+    assert all(hasattr(ops, name) for name in ops.__all__)

@@ -23,10 +23,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "handprop"
 README = PACKAGE.parent / "README.md"
 # The layers, lowest first: each may import only those before it (and itself). The root
 # package (handprop/__init__.py: the version and a few re-exports of the core) counts as
-# core; the entry points handprop/__main__.py and handprop/sklearn.py sit above them all.
+# core; the entry point handprop/__main__.py sits above them all.
 LAYERS = ("core", "rules", "training", "pictures", "studies", "integrations", "explore",
           "cli")
-ENTRY_POINTS = ("__main__.py", "sklearn.py")
+ENTRY_POINTS = ("__main__.py",)
 FORBIDDEN = {layer: LAYERS[i + 1:] for i, layer in enumerate(LAYERS)}
 
 

@@ -32,7 +32,7 @@ from handprop.studies.alignment import weight_alignment
 from handprop.training.loop import TrainConfig, fit, loss_for, targets_for
 
 TOL = 1e-12
-FEEDBACK_RULES = ("fa", "fa-glorot", "usf", "frsf", "brsf")
+FEEDBACK_RULES = ("fa", "fa-glorot", "usf", "frsf", "brsf", "sign")
 NETS = {"small": small_cnn, "seed": seed_net}
 
 
@@ -193,6 +193,27 @@ def test_usf_b_follows_current_w(digits):
     net.backward(tape, np.ones_like(out), rule)
     fc4 = net.layer_index("fc4")
     assert_close(record[fc4][1], record[fc4][0] @ expected["fc4.weight"], "fc4 sends")
+
+
+def test_sign_b_is_the_sign_of_current_w(digits):
+    """sign's B is sign(W) of the current W (entries +-1), also after training and after W
+    is changed by hand, and the backward pass sends through that current B."""
+    net = small_cnn().init(seed=2)
+    rule = make_rule("sign", net, seed=0)
+    for key, B in rule.feedback().items():
+        assert np.array_equal(B, np.sign(net.params[key])), key
+        assert set(np.unique(B)) <= {-1.0, 1.0}, key
+    _train(net, rule, digits)
+    net.params["fc4.weight"][:, :5] *= -1.0
+    for key, B in rule.feedback().items():
+        assert np.array_equal(B, np.sign(net.params[key])), f"after steps {key}"
+    record = spy(rule)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    out, tape = net.forward(x)
+    net.backward(tape, np.ones_like(out), rule)
+    fc4 = net.layer_index("fc4")
+    want = record[fc4][0] @ np.sign(net.params["fc4.weight"])
+    assert_close(record[fc4][1], want, "fc4 sends")
 
 
 def test_frsf_magnitude_fixed_sign_follows_w(digits):

@@ -327,17 +327,36 @@ def test_prediction_table_binary():
 
 def test_prediction_table_limit_and_multiclass():
     rng = np.random.default_rng(0)
-    raw = rng.dirichlet(np.ones(10), size=30)
+    raw = rng.normal(0, 3, (30, 10))  # logits
+    probability = np.exp(raw) / np.exp(raw).sum(-1, keepdims=True)
     truth = rng.integers(0, 10, 30)
-    evaluation = Evaluation(raw, raw.argmax(-1), truth, float(np.mean(raw.argmax(-1) == truth)))
+    evaluation = Evaluation(raw, raw.argmax(-1), truth, float(np.mean(raw.argmax(-1) == truth)),
+                            probability)
     lines = prediction_table(evaluation, tuple(range(10)), limit=12).splitlines()
     assert lines[0].split()[0] == "truth" and len(lines[0].split()) == 13
     assert lines[1].split()[:2] == ["max", "prob"]
-    assert lines[1].split()[2] == f"{raw[0].max():.4f}"
+    assert lines[1].split()[2] == f"{probability[0].max():.4f}"
     assert lines[2].split()[0] == "predicted"
     assert lines[2].split()[1:] == [str(p) for p in raw.argmax(-1)[:12]]
     assert lines[3] == "(first 12 of 30 images shown)"
     assert lines[4] == f"accuracy: {int(np.sum(raw.argmax(-1) == truth))}/30"
+    without = Evaluation(raw, raw.argmax(-1), truth, 0.0)  # outputs that are not logits
+    assert prediction_table(without, tuple(range(10))).splitlines()[1].split()[:3] == [
+        "max", "output", f"{raw[0].max():.4f}"]
+
+
+def test_evaluate_gives_probabilities_of_a_softmax_net():
+    """A softmax cross-entropy net outputs logits (the softmax is in the loss): the table
+    shows the softmax of them, a probability."""
+    data = load_digits10()
+    net = small_cnn().init(1)
+    assert net.loss == "softmax_ce"
+    result = evaluate(net, data.x_test[:20], data.y_test[:20])
+    assert np.allclose(result.probability.sum(-1), 1.0)
+    assert np.array_equal(result.probability.argmax(-1), result.predicted)
+    shown = prediction_table(result, data.classes).splitlines()[1].split()
+    assert shown[:2] == ["max", "prob"]
+    assert all(0.0 < float(v) <= 1.0 for v in shown[2:])
 
 
 # -- the article's result ---------------------------------------------------------------

@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 def _note(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
     """handprop's notices (e.g. the compiled engine fell back to NumPy) as one line on
     stderr, without a file and line: they are news, not bugs. Others as usual."""
-    from ..training.loop import EngineNotice
+    from ..training.epoch import EngineNotice
 
     if issubclass(category, EngineNotice):
         sys.stderr.write(f"handprop: note: {message}\n")

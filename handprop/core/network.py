@@ -458,6 +458,20 @@ class Network:
     def layer_index(self, name: str) -> int:
         return self.layers.index(self.layer(name))
 
+    def param_layout(self, index: int) -> Layout:
+        """Where layer ``index``'s parameters sit in ``flat``: {local: (start, stop, shape)}
+        (a layer's parameters are contiguous, in ``param_shapes`` order)."""
+        return dict(self._layout[index])
+
+    def state_layout(self, index: int) -> Layout:
+        """Where layer ``index``'s state sits in ``buffer_flat``: {local: (start, stop, shape)}."""
+        return dict(self._state_layout[index])
+
+    def sends_grad(self, index: int) -> bool:
+        """Whether layer ``index`` must send a gradient down in the backward pass (some
+        layer below it has parameters)."""
+        return self._need_input_grad[index]
+
     def spec(self) -> dict[str, Any]:
         """A plain dict (TOML/JSON-able) that :func:`~handprop.core.spec.network_from_spec`
         rebuilds."""

@@ -40,6 +40,7 @@ from ..core.ops.batchnorm import BatchNorm2d
 from ..core.ops.conv import Conv2d
 from ..core.ops.dense import Dense, Flatten
 from ..core.ops.pool import MaxPool2d
+from ..core.ops.scale import Scale
 
 TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
@@ -216,6 +217,17 @@ class AsRunConv(nn.Module):
         return out + 0 * self.weight.sum()
 
 
+class ChannelScale(nn.Module):
+    """``scale``: each channel times its own learnable factor."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.reshape(-1, *([1] * (x.dim() - 2)))
+
+
 TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
     Conv2d: _conv2d,
     AsRunConv2d: lambda layer: AsRunConv(layer, (2, *layer.param_shapes()["weight"][1:])),
@@ -228,6 +240,7 @@ TORCH_LAYERS: dict[type[Layer], Callable[[Any], nn.Module]] = {
                                               momentum=layer.momentum, affine=layer.affine),
     PerChannelActivation: lambda layer: PerChannel(layer.activations),
     Activation: lambda layer: Elementwise(layer.activation.name),
+    Scale: lambda layer: ChannelScale(layer.in_shape[0]),
 }
 """The torch twin of every handprop layer class, made from a *built* layer (its
 ``in_shape`` known). Parameters and state keep handprop's local names (``weight``,

@@ -1,7 +1,10 @@
 """Learning rules: what the backward pass computes.
 
 ``exact`` is back-propagation. Every other rule changes what some layers send back or
-how they form their weight gradient, without touching the ops (see ``base.py``).
+how they form their weight gradient, without touching the ops (see ``base.py``), and
+says what it changes as data (a :class:`BackwardDescription`, see ``backward.py``) that
+both training engines run. :class:`FeedbackRule` is the base of the "B instead of W"
+rules (``feedback.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import pkgutil
 from collections.abc import Sequence
 
 from ..core.errors import ConfigError
+from .backward import BackwardDescription, Feedback, Learning, PoolRouting, WeightGrads
 from .base import Exact, LearningRule, RuleSet, block_names, weight_layer_indices
+from .feedback import FeedbackRule
 from .registry import FAMILIES, RULES, RuleInfo, register_rule, rules_in
 
 for _module in pkgutil.iter_modules(__path__):  # every rule file registers its rules
@@ -69,6 +74,7 @@ def make_rule(spec: str | LearningRule, net, seed: int | Sequence[int] | None = 
     return rule
 
 
-__all__ = ["FAMILIES", "RULES", "Exact", "LearningRule", "RuleInfo", "RuleSet", "block_names",
-           "make_rule", "parse_rule", "register_rule", "rules_in", "weight_layer_indices",
-           "with_transform"]
+__all__ = ["FAMILIES", "RULES", "BackwardDescription", "Exact", "Feedback", "FeedbackRule",
+           "Learning", "LearningRule", "PoolRouting", "RuleInfo", "RuleSet", "WeightGrads",
+           "block_names", "make_rule", "parse_rule", "register_rule", "rules_in",
+           "weight_layer_indices", "with_transform"]

@@ -4,12 +4,19 @@ A *rule* is asked, for every layer from the last to the first, for the gradient 
 layer sends down and the gradients of its parameters. It is handed one
 :class:`~handprop.core.network.Step` (the layer, its parameters, its cache, the
 gradient at its output, whether it must send one down, and the network's output
-error). The base class answers with the layer's exact backward pass
-(``step.exact()``); a rule overrides :meth:`LearningRule.layer_backward` for the layers
-it changes and builds its answer from the layer's local gradients
-(``layer.input_grad(out_grad, B, cache)``, ``layer.weight_grad``, ``layer.bias_grad``)
-or the ops in :mod:`handprop.core.ops`. No op or layer code is edited to change a
-backward pass. Rules register where they are defined (:mod:`.registry`).
+error).
+
+A rule says what it changes as data: :meth:`LearningRule.backward_description` returns a
+:class:`~handprop.rules.backward.BackwardDescription` (which matrix each weight layer
+sends the gradient through, how each max-pool routes it per channel, rotations, where
+direct feedback alignment injects the error). :meth:`LearningRule.layer_backward` runs
+that description on the layer's local gradients (``layer.input_grad(out_grad, B,
+cache)``, ``layer.weight_grad``, ``layer.bias_grad``) and the ops in
+:mod:`handprop.core.ops`, and the compiled engine compiles the same description; the
+base class describes nothing, which is exact back-propagation. No op or layer code is
+edited to change a backward pass. A rule may still override ``layer_backward`` with any
+Python: it then runs on the NumPy engine only. Rules register where they are defined
+(:mod:`.registry`).
 
 Rules are assigned per *block*: a weight layer (conv2d or dense) together with the
 layers after it up to the next weight layer (its activation, pool, flatten). So
@@ -28,6 +35,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.layers import WeightLayer
 from ..core.network import Step
+from .backward import BackwardDescription, backward_step
 from .registry import register_rule
 
 
@@ -65,6 +73,9 @@ class LearningRule:
     Lifecycle: ``bind(net, seed, blocks)`` once (draw random feedback etc.), then for
     every training step ``begin_step(active)`` and one backward pass through
     :meth:`layer_backward`.
+
+    A subclass says what it changes by overriding :meth:`backward_description` (and
+    :meth:`feedback_array` for the matrices the description refers to).
     """
 
     name = "exact"
@@ -72,6 +83,7 @@ class LearningRule:
     def __init__(self) -> None:
         self.net: Any = None
         self.blocks: list[str] = []
+        self._description: BackwardDescription | None = None
 
     def bind(self, net: Any, seed: int | Sequence[int] | None = None,
              blocks: Sequence[str] | None = None) -> None:
@@ -80,6 +92,31 @@ class LearningRule:
         self.blocks = list(blocks) if blocks is not None else [
             net.layers[i].name for i in weight_layer_indices(net)
         ]
+        self._description = None  # described again, after the subclass's bind
+
+    def backward_description(self) -> BackwardDescription:
+        """What this rule changes in the backward pass, by layer index (after bind); see
+        :mod:`handprop.rules.backward`. The base class changes nothing."""
+        return BackwardDescription()
+
+    def description(self) -> BackwardDescription:
+        """:meth:`backward_description`, computed once per bind."""
+        if self._description is None:
+            self._description = self.backward_description()
+        return self._description
+
+    def feedback_array(self, index: int) -> np.ndarray | None:
+        """The matrix this rule keeps for layer ``index`` that its description refers to
+        (FA's B, frSF's magnitudes, DFA's B_l), replica axes first; None if it keeps none."""
+        return None
+
+    def feedback_matrix(self, index: int, weight: np.ndarray) -> np.ndarray:
+        """B, the matrix weight layer ``index`` sends its input gradient through, for its
+        current ``weight``: what the description's :class:`~.backward.Feedback` says."""
+        how = self.description().weights.get(index)
+        if how is None:
+            return weight
+        return how.feedback.matrix(weight, self.feedback_array(index))
 
     def begin_step(self, active: np.ndarray | None = None) -> None:
         """Called before every training step (e.g. to refresh sign-symmetric feedback).
@@ -88,8 +125,10 @@ class LearningRule:
         """
 
     def layer_backward(self, step: Step) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """The gradient ``step.layer`` sends down and its parameter gradients."""
-        return step.exact()
+        """The gradient ``step.layer`` sends down and its parameter gradients: the
+        description run on the layer's local gradients."""
+        description = self._description or self.description()
+        return backward_step(self, description, step)
 
     def feedback(self) -> dict[str, np.ndarray]:
         """The matrices used in place of weights in the backward pass, by parameter name

@@ -44,10 +44,10 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.layers import ActivationLayer
-from ..core.network import Step
-from ..core.ops.conv import Conv2d, Conv2dCache, conv2d_geometry, conv2d_input_grad
+from ..core.ops.conv import Conv2d
 from ..core.ops.dense import Dense
 from ..core.streams import Stream, generator
+from .backward import BackwardDescription, Feedback, WeightGrads
 from .base import LearningRule, block_names, replica_seeds, weight_layer_indices
 from .registry import register_rule
 
@@ -62,35 +62,95 @@ def _glorot_uniform(layer, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(-bound, bound, size=layer.param_shapes()["weight"])
 
 
-class _FeedbackRule(LearningRule):
-    """Shared machinery: exact local weight gradient, input gradient through B."""
+class KeptMatrices:
+    """For a rule that keeps one matrix per layer in a dict (``matrices_attribute``): its
+    :meth:`feedback_array`, and a state of those matrices (``"B3"``: layer 3's, with
+    ``state_prefix`` "B"), loaded back in the network's dtype."""
+
+    matrices_attribute, state_prefix = "matrices", "B"
+
+    def feedback_array(self, index: int) -> np.ndarray | None:
+        return getattr(self, self.matrices_attribute).get(index)
+
+    def state(self) -> dict[str, Any]:
+        kept = getattr(self, self.matrices_attribute)
+        return {f"{self.state_prefix}{i}": m for i, m in kept.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        kept = getattr(self, self.matrices_attribute)
+        for i in kept:
+            kept[i] = np.asarray(state[f"{self.state_prefix}{i}"], dtype=self.net.dtype)
+
+
+class FeedbackRule(LearningRule):
+    """A rule that sends each of its weight layers' input gradient down through a matrix
+    B instead of W, and keeps the layers' exact local weight (and bias) gradients.
+
+    A subclass says what B is, in one of two ways:
+
+    * :meth:`feedback_for` returns a :class:`~handprop.rules.backward.Feedback`: B composed
+      of W, sign(W), a constant and a matrix the rule keeps (:meth:`feedback_array`). Both
+      engines run such a rule: the compiled engine forms B in its kernels from the same
+      description. ``B = sign(W)`` is ``Feedback(base="sign")``.
+    * or it overrides :meth:`feedback_matrix`: any NumPy function of the current W. Then
+      only the NumPy engine runs it (the compiled engine cannot call Python per step, and
+      says so).
+
+    ``setup()`` draws whatever the rule keeps (called from ``bind``, with ``self.owned``,
+    the indices of its weight layers, and ``self.seeds``, one seed per replica, set).
+    A feedback matrix that learns (``Feedback(learning=...)``) is updated by
+    :meth:`learn` once per training step, after it has sent the gradient down.
+    """
 
     def bind(self, net, seed=None, blocks=None) -> None:
         super().bind(net, seed, blocks)
         self.seeds = replica_seeds(net, seed)
         self.owned = {i for i in weight_layer_indices(net) if net.layers[i].name in self.blocks}
+        self._learners: frozenset[int] = frozenset()  # layers whose B learns
+        self._learning: set[int] = set()  # ... and still does in this training step
+        self._active: np.ndarray | None = None
         self.setup()
+        self._learners = frozenset(i for i in self.owned
+                                   if self.feedback_for(i).learning is not None)
 
     def setup(self) -> None:
         """Draw whatever the rule keeps (called from bind)."""
 
+    def feedback_for(self, index: int) -> Feedback:
+        """B of weight layer ``index`` as a :class:`~.backward.Feedback`; the default,
+        ``base="custom"``, means :meth:`feedback_matrix` computes it."""
+        return Feedback(base="custom")
+
     def feedback_matrix(self, index: int, weight: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """B for the layer's current ``weight`` (NumPy): what :meth:`feedback_for` says.
+        Override it for any other function of W (the NumPy engine then runs the rule)."""
+        return super().feedback_matrix(index, weight)
+
+    def backward_description(self) -> BackwardDescription:
+        return BackwardDescription(weights={i: WeightGrads(self.feedback_for(i))
+                                            for i in sorted(self.owned)})
 
     def _draw(self, index: int, stream: Stream, draw) -> np.ndarray:
         layer = self.net.layers[index]
         draws = [draw(layer, generator(seed, stream, index)) for seed in self.seeds]
         return _stack(draws, self.net.rep_shape, self.net.dtype)
 
-    def layer_backward(self, step: Step):
-        if step.index not in self.owned:
-            return step.exact()
-        layer, out_grad = step.layer, step.out_grad
-        grads = layer.param_grads(out_grad, step.cache)
-        if not step.need_input_grad:
-            return None, grads
-        feedback = self.feedback_matrix(step.index, step.params["weight"])
-        return layer.input_grad(out_grad, feedback, step.cache), grads
+    def begin_step(self, active: np.ndarray | None = None) -> None:
+        self._learning, self._active = set(self._learners), active
+
+    def learn(self, index: int, weight_grad: np.ndarray) -> None:
+        """One SGD step of a learning B with W's local gradient, once per training step
+        and only for the replicas taking it (a probe's backward pass leaves B alone)."""
+        if index not in self._learning:
+            return
+        self._learning.discard(index)
+        learning = self.description().weights[index].feedback.learning
+        feedback = self.feedback_array(index)
+        change = learning.lr * (weight_grad + learning.weight_decay * feedback)
+        if self._active is None or not self.net.rep_shape:
+            feedback -= change
+        else:
+            feedback[self._active] -= change[self._active]
 
     def feedback(self) -> dict[str, np.ndarray]:
         return {f"{self.net.layers[i].name}.weight":
@@ -100,7 +160,7 @@ class _FeedbackRule(LearningRule):
 
 @register_rule("fa", "feedback alignment: fixed random B instead of W (Lillicrap et al. 2016)",
                family="random-feedback")
-class FeedbackAlignment(_FeedbackRule):
+class FeedbackAlignment(KeptMatrices, FeedbackRule):
     """B random and fixed, distributed like the layer's initial weights (drawn with the
     scheme the network was initialised with), or Glorot-uniform (``b_init="glorot"``)."""
 
@@ -125,15 +185,8 @@ class FeedbackAlignment(_FeedbackRule):
     def describe(self) -> str:
         return "fa-glorot" if self.b_init == "glorot" else self.name
 
-    def feedback_matrix(self, index, weight):
-        return self.matrices[index]
-
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
+    def feedback_for(self, index: int) -> Feedback:
+        return Feedback(base="none", array=True)
 
 
 register_rule("fa-glorot", "feedback alignment with Glorot-uniform B (BioTorch's default)",
@@ -142,7 +195,7 @@ register_rule("fa-glorot", "feedback alignment with Glorot-uniform B (BioTorch's
 
 @register_rule("usf", "uniform sign symmetry: B = s * sign(W) (Liao et al. 2016, Xiao et al. "
                "2018)", family="sign-symmetry")
-class UniformSignSymmetry(_FeedbackRule):
+class UniformSignSymmetry(FeedbackRule):
     """B = sqrt(2 / (fan_in + fan_out)) * sign(W), from the current W."""
 
     name = "usf"
@@ -151,30 +204,24 @@ class UniformSignSymmetry(_FeedbackRule):
         self.scales = {i: sqrt(2 / (self.net.layers[i].fan_in() + self.net.layers[i].fan_out()))
                        for i in self.owned}
 
-    def feedback_matrix(self, index, weight):
-        return self.scales[index] * np.sign(weight)
+    def feedback_for(self, index: int) -> Feedback:
+        return Feedback(base="sign", scale=self.scales[index])
 
 
 @register_rule("frsf", "fixed random-magnitude sign symmetry: B = |M| * sign(W), M fixed",
                family="sign-symmetry")
-class FixedRandomSignSymmetry(_FeedbackRule):
+class FixedRandomSignSymmetry(KeptMatrices, FeedbackRule):
     """B = |M| * sign(W), M drawn once."""
 
     name = "frsf"
+    matrices_attribute, state_prefix = "magnitudes", "M"
 
     def setup(self) -> None:
         self.magnitudes = {i: np.abs(self._draw(i, Stream.FEEDBACK_FRSF, _glorot_uniform))
                            for i in self.owned}
 
-    def feedback_matrix(self, index, weight):
-        return self.magnitudes[index] * np.sign(weight)
-
-    def state(self) -> dict[str, Any]:
-        return {f"M{i}": m for i, m in self.magnitudes.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.magnitudes:
-            self.magnitudes[i] = np.asarray(state[f"M{i}"], dtype=self.net.dtype)
+    def feedback_for(self, index: int) -> Feedback:
+        return Feedback(base="sign", array=True)
 
 
 @register_rule("brsf", "batchwise random-magnitude sign symmetry: M redrawn every batch",
@@ -189,7 +236,11 @@ class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
         self.magnitudes = {}
         self.begin_step()
 
+    def feedback_for(self, index: int) -> Feedback:
+        return Feedback(base="sign", array=True, redrawn=True)
+
     def begin_step(self, active: np.ndarray | None = None) -> None:
+        super().begin_step(active)
         # Replicas that sit a step out keep their magnitudes and do not advance their
         # generator, so each replica draws exactly what it would alone.
         for i in sorted(self.owned):
@@ -213,7 +264,7 @@ class BatchRandomSignSymmetry(FixedRandomSignSymmetry):
 
 @register_rule("dfa", "direct feedback alignment: output error to every hidden layer "
                "(Nokland 2016)", family="random-feedback")
-class DirectFeedbackAlignment(LearningRule):
+class DirectFeedbackAlignment(KeptMatrices, LearningRule):
     """The output error sent to every hidden layer through a fixed random matrix,
     injected at the output of the layer's activation (the first activation in its
     block; a block without one is refused)."""
@@ -239,18 +290,9 @@ class DirectFeedbackAlignment(LearningRule):
         below = {i: max((j for j in weights if j < i), default=None) for i in hidden}
         self.no_input_grad = {i for i, j in below.items() if j in self.hidden}
 
-    def layer_backward(self, step: Step):
-        out_grad = step.out_grad
-        matrix = self.matrices.get(step.index)
-        if matrix is not None:
-            error, rep = step.output_error, self.net.rep_shape
-            batch = error.shape[len(rep)]
-            flat = error.reshape(*rep, batch, self.output_size) @ matrix
-            out_grad = flat.reshape(*rep, batch, *self.net.shapes[step.index + 1])
-        if out_grad is None:  # between injection points nothing needs to flow
-            return None, {}
-        need_input_grad = step.need_input_grad and step.index not in self.no_input_grad
-        return step.layer.backward(step.params, step.cache, out_grad, need_input_grad)
+    def backward_description(self) -> BackwardDescription:
+        return BackwardDescription(inject=frozenset(self.matrices),
+                                   no_input_grad=frozenset(self.no_input_grad))
 
     def feedback(self) -> dict[str, np.ndarray]:
         return {}
@@ -259,12 +301,6 @@ class DirectFeedbackAlignment(LearningRule):
         """B_l by the name of the layer whose output receives the error."""
         return {self.net.layers[i].name: m for i, m in self.matrices.items()}
 
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)
 
 
 def _activation_of(net, index: int) -> int:
@@ -281,7 +317,7 @@ def _activation_of(net, index: int) -> int:
 
 @register_rule("dfa-biotorch", "direct feedback alignment as BioTorch does it: the projected "
                "error replaces each weight layer's input gradient", family="random-feedback")
-class DirectFeedbackAlignmentInput(LearningRule):
+class DirectFeedbackAlignmentInput(KeptMatrices, LearningRule):
     """DFA with the error injected at each weight layer's input (see the module notes)."""
 
     name = "dfa-biotorch"
@@ -292,7 +328,6 @@ class DirectFeedbackAlignmentInput(LearningRule):
         weights = weight_layer_indices(net)
         self.output_size = prod(net.shapes[weights[-1] + 1])
         self.matrices: dict[int, np.ndarray] = {}  # weight layer index -> B
-        self.geometry: dict[int, Any] = {}
         for i in weights:
             layer = net.layers[i]
             if layer.name not in self.blocks:
@@ -301,8 +336,6 @@ class DirectFeedbackAlignmentInput(LearningRule):
                 shape = (self.output_size, layer.in_shape[0], *layer.kernel_size)
                 receptive = prod(layer.kernel_size)
                 fans = (shape[1] * receptive, shape[0] * receptive)  # torch's xavier fans
-                self.geometry[i] = conv2d_geometry(layer.in_shape, layer.kernel_size,
-                                                   layer.stride, layer.padding, 1)
             elif isinstance(layer, Dense):
                 shape, fans = (self.output_size, layer.in_shape[0]), (layer.in_shape[0],
                                                                       self.output_size)
@@ -313,26 +346,7 @@ class DirectFeedbackAlignmentInput(LearningRule):
                      for s in seeds]
             self.matrices[i] = _stack(draws, net.rep_shape, net.dtype)
 
-    def layer_backward(self, step: Step):
-        matrix = self.matrices.get(step.index)
-        if matrix is None:
-            return step.exact()
-        layer = step.layer
-        grads = layer.param_grads(step.out_grad, step.cache)
-        if not step.need_input_grad:
-            return None, grads
-        rep = self.net.rep_shape
-        error = step.output_error.reshape(*rep, -1, self.output_size)
-        if step.index not in self.geometry:  # dense: e @ B
-            return error @ matrix, grads
-        geometry = self.geometry[step.index]
-        spread = np.broadcast_to(error[..., None, None], (*error.shape, *geometry.out_hw))
-        fake = Conv2dCache(None, geometry, (*error.shape[:-1], *layer.in_shape))
-        return conv2d_input_grad(np.ascontiguousarray(spread), matrix, fake), grads
+    def backward_description(self) -> BackwardDescription:
+        return BackwardDescription(weights={i: WeightGrads(projected=True)
+                                            for i in sorted(self.matrices)})
 
-    def state(self) -> dict[str, Any]:
-        return {f"B{i}": m for i, m in self.matrices.items()}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for i in self.matrices:
-            self.matrices[i] = np.asarray(state[f"B{i}"], dtype=self.net.dtype)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.network import Step
+from .backward import Feedback, Learning
 from .feedback import FeedbackAlignment
 from .registry import register_rule
 
@@ -47,34 +47,18 @@ DEFAULTS = (0.01, 0.01)  # lr, weight_decay
                "Pollack 1994, Akrout et al. 2019)", family="random-feedback")
 class KolenPollack(FeedbackAlignment):
     """B starts as FA's and learns: ``B <- B - lr * (g + weight_decay * B)`` after each
-    training step (``g`` the layer's local weight gradient)."""
+    training step (``g`` the layer's local weight gradient; see
+    :meth:`~handprop.rules.feedback.FeedbackRule.learn`)."""
 
     name = "kp"
 
     def __init__(self, lr: float = DEFAULTS[0], weight_decay: float = DEFAULTS[1]) -> None:
         super().__init__()
         self.lr, self.weight_decay = float(lr), float(weight_decay)
-        self._pending: set[int] = set()  # layers whose B this training step still updates
-        self._active: np.ndarray | None = None
 
-    def begin_step(self, active: np.ndarray | None = None) -> None:
-        self._pending, self._active = set(self.owned), active
-
-    def layer_backward(self, step: Step):
-        sent, grads = super().layer_backward(step)  # sent through B before it learns
-        if step.index in self._pending:
-            self._pending.discard(step.index)
-            self._learn(step.index, grads["weight"])
-        return sent, grads
-
-    def _learn(self, index: int, weight_grad: np.ndarray) -> None:
-        """One SGD step of B with W's local gradient, for the replicas taking this step."""
-        feedback = self.matrices[index]
-        change = self.lr * (weight_grad + self.weight_decay * feedback)
-        if self._active is None or not self.net.rep_shape:
-            feedback -= change
-        else:
-            feedback[self._active] -= change[self._active]
+    def feedback_for(self, index: int) -> Feedback:
+        return Feedback(base="none", array=True,
+                        learning=Learning(self.lr, self.weight_decay))
 
     def state(self) -> dict[str, Any]:
         return {key: value.copy() for key, value in super().state().items()}  # B moves on

@@ -31,43 +31,20 @@ activation step stays exact.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.layers import WeightLayer
-from ..core.network import Step
 from ..core.ops.conv import Conv2d
-from ..core.ops.pool import (
-    MaxPool2d,
-    max_pool2d_backward,
-    max_pool2d_routing,
-    max_pool2d_scatter,
-    max_pool2d_upsample,
+from ..core.ops.pool import MaxPool2d
+from .backward import (
+    LINES,
+    BackwardDescription,
+    PoolRouting,
+    WeightGrads,
+    map_transform,
 )
 from .base import LearningRule, block_names
 from .registry import register_rule
-
-TRANSFORMS = ("rot180", "transpose")
-
-
-def rot180(maps: np.ndarray) -> np.ndarray:
-    """Rotate every (H, W) map by 180 degrees: (..., H, W) -> (..., H, W)."""
-    return maps[..., ::-1, ::-1]
-
-
-def transpose_maps(maps: np.ndarray) -> np.ndarray:
-    """Transpose every (H, W) map: (..., H, W) -> (..., W, H)."""
-    return maps.swapaxes(-1, -2)
-
-
-def _transform(name: str):
-    if name == "rot180":
-        return rot180
-    if name == "transpose":
-        return transpose_maps
-    raise ConfigError(f"unknown map transform {name!r}; choose from {', '.join(TRANSFORMS)}")
 
 
 class _ConvBlocks(LearningRule):
@@ -102,23 +79,15 @@ class SeedOriginal(_ConvBlocks):
 
     name = "seed-original"
 
-    def layer_backward(self, step: Step):
-        index = step.index
-        if index in self.pool_index:
-            return max_pool2d_backward(step.out_grad, step.cache, ties=True), {}
-        if index in self.conv_index:
-            # The code's local gradients: through the layer's own W, rotated when sent
-            # to a conv layer below.
-            layer, out_grad = step.layer, step.out_grad
-            grads = layer.param_grads(out_grad, step.cache)
-            if not step.need_input_grad:
-                return None, grads
-            grad_in = layer.input_grad(out_grad, step.params["weight"], step.cache)
-            return (rot180(grad_in) if index in self.conv_below else grad_in), grads
-        return step.exact()
-
-
-LINES = ("exact", "green", "red")
+    def backward_description(self) -> BackwardDescription:
+        # Pools route to every tied maximum; convs use their local gradients through
+        # their own W (an as-run layer's own kernels), rotated when sent to a conv below.
+        net = self.net
+        pools = {pool: PoolRouting(("exact",) * net.shapes[pool][0], ties=True)
+                 for pool in self.pool_index}
+        weights = {conv: WeightGrads(rotate_sent=conv in self.conv_below)
+                   for conv in sorted(self.conv_index)}
+        return BackwardDescription(weights=weights, pools=pools)
 
 
 class _LineRule(_ConvBlocks):
@@ -141,8 +110,9 @@ class _LineRule(_ConvBlocks):
 
     def set_transform(self, name: str) -> None:
         """``rot180`` (what the article's code does) or ``transpose`` (what its text says)."""
-        self.transform = _transform(name)
+        self.transform = map_transform(name)
         self.transform_name = name
+        self._description = None
 
     def default_lines(self, conv: Conv2d) -> tuple[str, ...]:
         """The lines of a conv layer the constructor did not name."""
@@ -163,11 +133,11 @@ class _LineRule(_ConvBlocks):
                 f"rule {self.name}: lines given for {', '.join(unknown)}, which is not a "
                 f"conv layer this rule applies to ({', '.join(sorted(conv_names)) or 'none'})"
             )
-        self._line_masks = {pool: self._masks(net, pool, conv)
-                            for pool, conv in self.pool_index.items()}
+        self._lines = {pool: self._checked_lines(net, pool, conv)
+                       for pool, conv in self.pool_index.items()}
 
-    def _masks(self, net, pool: int, conv: int) -> dict[str, np.ndarray]:
-        """{line: (C, 1, 1) bool mask of its channels} for one pooled conv layer."""
+    def _checked_lines(self, net, pool: int, conv: int) -> tuple[str, ...]:
+        """The line of each channel of one pooled conv layer."""
         channels, height, width = net.shapes[pool]
         layer = net.layers[conv]
         lines = self.lines.get(layer.name) or self.default_lines(layer)
@@ -177,35 +147,17 @@ class _LineRule(_ConvBlocks):
         if self.transform_name == "transpose" and height != width and set(lines) - {"exact"}:
             raise ConfigError(f"rule {self.name}: 'transpose' needs square maps, but layer "
                               f"{net.layers[pool].name} receives {height}x{width} maps")
-        chosen = np.array(lines)
-        return {line: (chosen == line).reshape(channels, 1, 1) for line in LINES
-                if (chosen == line).any()}
+        return tuple(lines)
+
+    def backward_description(self) -> BackwardDescription:
+        pools = {pool: PoolRouting(lines, self.ties, self.transform_name)
+                 for pool, lines in self._lines.items()}
+        return BackwardDescription(pools=pools)
 
     def channel_lines(self) -> dict[str, list[str]]:
         """{conv layer name: the line of each channel} (after bind)."""
-        out = {}
-        for pool, masks in self._line_masks.items():
-            names = np.empty(len(next(iter(masks.values()))), dtype=object)
-            for line, mask in masks.items():
-                names[mask[:, 0, 0]] = line
-            out[self.net.layers[self.pool_index[pool]].name] = names.tolist()
-        return out
-
-    def changed_upstream(self, out_grad: np.ndarray, cache: Any, pool: int) -> np.ndarray:
-        """What reaches the activation of pool ``pool``'s conv layer, line by line."""
-        masks = self._line_masks[pool]
-        routing = max_pool2d_routing(cache, self.ties)
-        grad = out_grad.reshape(*out_grad.shape[:-2], -1, 1)
-        upstream = max_pool2d_scatter(routing * grad, cache)  # U
-        values = {"exact": lambda: upstream, "green": lambda: self.transform(upstream),
-                  "red": lambda: (self.transform(max_pool2d_scatter(routing, cache))
-                                  * max_pool2d_upsample(out_grad, cache))}
-        if len(masks) == 1:
-            return values[next(iter(masks))]()
-        result = np.zeros_like(upstream)
-        for line, mask in masks.items():
-            np.copyto(result, values[line](), where=mask)
-        return result
+        return {self.net.layers[self.pool_index[pool]].name: list(routing.lines)
+                for pool, routing in self.description().pools.items()}
 
     def describe(self) -> str:
         if self.transform_name == self.default_transform:
@@ -215,11 +167,6 @@ class _LineRule(_ConvBlocks):
 
 class _TextRule(_LineRule):
     """The article's text, on top of exact back-propagation: only the pool step changes."""
-
-    def layer_backward(self, step: Step):
-        if step.index not in self.pool_index:
-            return step.exact()
-        return self.changed_upstream(step.out_grad, step.cache, step.index), {}
 
 
 class _OneLine(_TextRule):
@@ -327,23 +274,12 @@ class SeedBroken(_LineRule):
             raise ConfigError(f"rule {self.name}: red channels given for "
                               f"{', '.join(unknown)}, which is not a conv layer it applies to")
 
-    def layer_backward(self, step: Step):
-        index, layer, out_grad, cache = step.index, step.layer, step.out_grad, step.cache
-        if index in self.pool_index:
-            return self.changed_upstream(out_grad, cache, index), {}
-        if index not in self.conv_index:
-            return step.exact()
+    def backward_description(self) -> BackwardDescription:
         # The code's weight gradient is that of rot180(delta_a); what it sends down is
-        # rot180 of the exact input gradient of delta_a.
-        grads = {"weight": layer.weight_grad(rot180(out_grad), cache)}
-        if layer.bias:
-            grads["bias"] = layer.bias_grad(out_grad)
-        grad_in = None
-        if step.need_input_grad:
-            grad_in = layer.input_grad(out_grad, step.params["weight"], cache)
-            if index in self.conv_below:
-                grad_in = rot180(grad_in)
-        return grad_in, grads
+        # rot180 of the exact input gradient of delta_a (to a conv layer below).
+        weights = {conv: WeightGrads(rotate_delta=True, rotate_sent=conv in self.conv_below)
+                   for conv in sorted(self.conv_index)}
+        return BackwardDescription(weights=weights, pools=super().backward_description().pools)
 
 
 register_rule("broken-upstream-t", "broken-upstream with T=transpose", family="article",

@@ -203,7 +203,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     as-run network with its ablation's rule (:mod:`.ablations`).
     """
     from ..core.presets import PRESETS
-    from ..training.loop import EngineNotice, TrainConfig, evaluate
+    from ..training.epoch import EngineNotice
+    from ..training.loop import TrainConfig, evaluate
     from .lockstep import train_group  # looked up per call: tests spy on it
 
     runs, fc = spec["runs"], tuple(spec["fc"])

@@ -129,7 +129,7 @@ def call_target(target: str, spec: dict[str, Any], tag: str = "") -> dict[str, A
     files (see :func:`handprop.core.io.temporary_tag`)."""
     from threadpoolctl import threadpool_limits
 
-    from ..training.loop import EngineNotice
+    from ..training.epoch import EngineNotice
 
     module_name, _, function_name = target.partition(":")
     function: Callable[[dict[str, Any]], dict[str, Any]] = getattr(

@@ -1,4 +1,5 @@
-"""One epoch of training: the contract every engine keeps, and the NumPy reference.
+"""One epoch of training: the contract every engine keeps, the NumPy reference, and the
+choice of engine.
 
 An *engine* trains for one epoch per call. For each batch, in the order given::
 
@@ -21,6 +22,9 @@ The epoch stops early once every replica still ``alive`` has a non-finite cost.
 :class:`NumpyEpoch` is the reference engine: the ops of :mod:`handprop.core.ops`, one
 NumPy call after another. Faster engines are proven against it step by step: the
 compiled engine (:mod:`handprop.training.compiled`) runs whole epochs in Numba.
+:func:`make_engine` builds the engine a run asks for (``auto``: the compiled engine
+where it supports the configuration and expects to be faster, else NumPy, with an
+:class:`EngineNotice` saying why).
 """
 
 from __future__ import annotations
@@ -28,17 +32,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from ..core.limits import estimate_training_bytes
 from ..core.network import Network
+from ..core.ops.losses import get_loss
 from ..rules.base import LearningRule
 from .allocator import keep_freed_memory
 from .optim import Optimizer
+from .preflight import stop_if_checking
 
 ENGINES = ("auto", "numpy", "compiled")
 # Batches of at least this many input values (batch x sample size) are computed in two
@@ -172,3 +180,58 @@ class NumpyEpoch:
             return lambda: result
         context = contextvars.copy_context()  # the helper computes under our errstate
         return self._helper.submit(context.run, function, *args).result
+
+
+class EngineNotice(UserWarning):
+    """The engine asked for (``auto``) cannot run a configuration; NumPy runs it."""
+
+
+def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer: Any,
+                loss: str, reduction: str, batch_size: int, threads: int = 1) -> Engine:
+    """The engine that runs the epochs.
+
+    ``numpy``: the reference. ``compiled``: the Numba engine, or a ConfigError naming
+    what it does not support. ``auto``: the compiled engine where it supports the
+    configuration and its layout expects to beat NumPy on this work
+    (:func:`compiled_is_faster`, then the layout's own estimate), else NumPy; an
+    unsupported configuration also warns (:class:`EngineNotice`) and leaves the reason
+    in the engine's ``notice``.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    stop_if_checking(engine, net, rule, optimizer, loss, reduction, batch_size)
+    notice = None
+    if engine != "numpy":
+        from .compiled import UnsupportedError, compiled_engine
+        from .compiled.cache import require as require_kernel_cache
+        from .compiled.capabilities import Workload
+
+        try:
+            if engine == "compiled" or compiled_is_faster(net, batch_size):
+                if engine == "auto":  # without a kernel cache, NumPy (see compiled/cache.py)
+                    require_kernel_cache()
+                runner = compiled_engine(net, rule, optimizer, loss, reduction, batch_size,
+                                         threads)
+                if engine == "compiled" or runner.layout.beats_numpy(Workload.of(net,
+                                                                                 batch_size)):
+                    return runner
+                runner.close()
+        except UnsupportedError as exc:
+            if engine == "compiled":
+                raise ConfigError(f"the compiled engine cannot run this: {exc}") from None
+            notice = f"compiled engine not used ({exc}); training with the numpy engine"
+            warnings.warn(notice, EngineNotice, stacklevel=3)
+    runner = NumpyEpoch(net, rule, optimizer, get_loss(loss, reduction), batch_size, threads)
+    runner.notice = notice
+    return runner
+
+
+def compiled_is_faster(net: Network, batch_size: int) -> bool:
+    """``auto``'s first check, before any kernel is loaded: whether some compiled layout
+    expects to beat NumPy on this work (explicit loops win on small work per step, where
+    NumPy's cost is its per-call overhead; BLAS wins on wide layers and big
+    convolutions). See :mod:`handprop.training.compiled.capabilities`."""
+    from .compiled.capabilities import Workload
+    from .compiled.capabilities import compiled_is_faster as any_layout_faster
+
+    return any_layout_faster(Workload.of(net, batch_size))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,13 +29,12 @@ from ..core.article import ARTICLE
 from ..core.errors import ConfigError, DataError
 from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, check_int
 from ..core.network import Network
-from ..core.ops.losses import get_loss, one_hot
+from ..core.ops.losses import get_loss, log_softmax, one_hot
 from ..core.schema import check_type, hints_of
 from ..core.streams import Stream, generator
 from ..rules.base import LearningRule
-from .epoch import ENGINES, Engine, EpochResult, NumpyEpoch
+from .epoch import EpochResult, make_engine
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from .preflight import stop_if_checking
 
 
 @dataclass
@@ -266,7 +264,8 @@ def fit(
         Adam (its bias correction counts steps globally).
     engine : ``numpy`` (the reference), ``compiled`` (Numba; a ConfigError if it cannot
         run this configuration) or ``auto`` (compiled where supported and faster, else
-        numpy; see :func:`make_engine`). ``history.extra["engine"]`` names the one used.
+        numpy; see :func:`~handprop.training.epoch.make_engine`). ``history.extra["engine"]``
+        names the one used.
     threads : 2 lets large exact-rule batches use a helper thread (numpy engine) or
         replicas run on two cores (compiled engine); results are the same
 
@@ -278,7 +277,9 @@ def fit(
     data = _training_data(net, x, labels, config, counts)
     rule = _bound_rule(net, rule, data.seeds)
     state = _starting_state(state, config, data)
-    runner = make_engine(engine, net, rule, state.optimizer, config, threads)
+    name, reduction = loss_spec(net, config)
+    runner = make_engine(engine, net, rule, state.optimizer, name, reduction,
+                         config.batch_size, threads)
     history = History(_costs(state, net), state.diverged, state.seconds, state.steps)
     history.state = state
     history.extra["engine"] = runner.name
@@ -365,75 +366,6 @@ def _starting_state(state: TrainState | None, config: TrainConfig, data: _Data) 
     return state
 
 
-class EngineNotice(UserWarning):
-    """The engine asked for (``auto``) cannot run a configuration; NumPy runs it."""
-
-
-def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer: Any,
-                config: TrainConfig, threads: int = 1) -> Engine:
-    """The engine that runs the epochs (see :mod:`handprop.training.epoch`).
-
-    ``numpy``: the reference. ``compiled``: the Numba engine, or a ConfigError naming
-    what it does not support. ``auto``: the compiled engine where it supports the
-    configuration and is expected to be faster (:func:`compiled_is_faster`), else NumPy;
-    an unsupported configuration also warns (:class:`EngineNotice`) and leaves the
-    reason in the engine's ``notice``.
-    """
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    name, reduction = loss_spec(net, config)
-    stop_if_checking(engine, net, rule, optimizer, name, reduction, config.batch_size)
-    notice = None
-    if engine != "numpy":
-        from .compiled import UnsupportedError, compiled_engine
-        from .compiled.cache import require as require_kernel_cache
-
-        try:
-            if engine == "compiled" or compiled_is_faster(net, config.batch_size):
-                if engine == "auto":  # without a kernel cache, NumPy (see compiled/cache.py)
-                    require_kernel_cache()
-                return compiled_engine(net, rule, optimizer, name, reduction,
-                                       config.batch_size, threads)
-        except UnsupportedError as exc:
-            if engine == "compiled":
-                raise ConfigError(f"the compiled engine cannot run this: {exc}") from None
-            notice = f"compiled engine not used ({exc}); training with the numpy engine"
-            warnings.warn(notice, EngineNotice, stacklevel=3)
-    runner = NumpyEpoch(net, rule, optimizer, get_loss(name, reduction), config.batch_size,
-                        threads)
-    runner.notice = notice
-    return runner
-
-
-# Above this many multiply-adds per step (batch x conv/dense work per sample), NumPy's
-# BLAS-backed path beats the compiled loops. Measured here (2 cores; handprop bench and
-# compare): seed net batch 1 (3.2k per step) 15-22x faster compiled; seed batch 32
-# (103k) 3.5-4.2x faster compiled (samples in lanes); small_cnn batch 32 (889k) at 10
-# replicas 1.6x faster in NumPy (lanes of replicas); LeNet batch 64 float32 (27M) 3-4x
-# faster in NumPy.
-COMPILED_MAX_MACS = 300_000
-
-
-def compiled_is_faster(net: Network, batch_size: int) -> bool:
-    """``auto``'s choice: explicit loops win on small work per step, where NumPy's cost
-    is its per-call overhead; BLAS wins on wide layers and big convolutions (there the
-    compiled loops run many short rows, see :mod:`handprop.training.compiled`)."""
-    return batch_size * _macs_per_sample(net) <= COMPILED_MAX_MACS
-
-
-def _macs_per_sample(net: Network) -> int:
-    from ..core.ops import Conv2d, Dense
-
-    total = 0
-    for layer, shape in zip(net.layers, net.shapes[1:], strict=True):
-        if isinstance(layer, Conv2d):  # every output value: C/groups x kernel taps
-            taps = layer.in_shape[0] // layer.groups * math.prod(layer.kernel_size)
-            total += math.prod(shape) * taps
-        elif isinstance(layer, Dense):
-            total += layer.in_shape[0] * layer.out_features
-    return total
-
-
 def _epoch_order(data: _Data, state: TrainState, config: TrainConfig
                  ) -> tuple[np.ndarray, np.ndarray]:
     """This epoch's images and targets in training order: the given order, or with
@@ -508,12 +440,15 @@ class Evaluation:
     raw : network outputs, (N, K) (or (R, N, K))
     predicted : predicted class index, (N,) (or (R, N))
     accuracy : fraction correct (per replica with replicas)
+    probability : the class probabilities, where the outputs are a softmax's logits
+        (softmax cross-entropy: the softmax is in the loss, not the network); else None
     """
 
     raw: np.ndarray
     predicted: np.ndarray
     truth: np.ndarray
     accuracy: np.ndarray | float
+    probability: np.ndarray | None = None
 
 
 def evaluate(net: Network, x: np.ndarray, labels: np.ndarray) -> Evaluation:
@@ -525,26 +460,32 @@ def evaluate(net: Network, x: np.ndarray, labels: np.ndarray) -> Evaluation:
         predicted = raw.argmax(axis=-1)
     labels = np.asarray(labels)
     accuracy = (predicted == labels).mean(axis=-1)
-    return Evaluation(raw, predicted, labels, float(accuracy) if accuracy.ndim == 0 else accuracy)
+    probability = np.exp(log_softmax(raw)) if net.loss == "softmax_ce" else None
+    return Evaluation(raw, predicted, labels, float(accuracy) if accuracy.ndim == 0 else accuracy,
+                      probability)
 
 
 def prediction_table(evaluation: Evaluation, classes: tuple[int, ...], limit: int = 20) -> str:
     """The article's test table: ground truth, raw prediction, rounded prediction.
 
+    With several outputs the middle row is the largest class probability (``max prob``)
+    where the evaluation has probabilities, else the largest output (``max output``).
     At most ``limit`` images are shown; the accuracy line counts them all.
     """
     shown = slice(0, limit)
     binary = evaluation.raw.shape[-1] == 1
     truth = [str(classes[t]) for t in evaluation.truth[shown]]
     if binary:
-        raw = [f"{v:.4f}" for v in evaluation.raw[shown, 0]]
+        label, raw = "prediction", [f"{v:.4f}" for v in evaluation.raw[shown, 0]]
     else:
-        raw = [f"{v.max():.4f}" for v in evaluation.raw[shown]]
+        scores = evaluation.raw if evaluation.probability is None else evaluation.probability
+        label = "max output" if evaluation.probability is None else "max prob"
+        raw = [f"{v.max():.4f}" for v in scores[shown]]
     rounded = [str(classes[p]) for p in evaluation.predicted[shown]]
     width = max(len(s) for s in truth + raw + rounded)
     rows = [
         ("truth", truth),
-        ("prediction" if binary else "max prob", raw),
+        (label, raw),
         ("rounded" if binary else "predicted", rounded),
     ]
     lines = [f"{name:<11}" + " ".join(s.rjust(width) for s in values) for name, values in rows]

@@ -6,60 +6,39 @@ estimate_training_bytes`: parameters, optimizer and rule state, what every layer
 for its backward pass -- im2col windows, max-pool indices -- the largest backward pass's
 temporaries, the data). The compiled engine's is its arenas, as its plan sizes them,
 in the layout it would use, plus Numba's own cost in a process (:data:`~handprop.core.
-limits.COMPILED_RUNTIME`). Each layout of the compiled engine says what it allocates in
-:data:`LAYOUTS`; a new layout adds its function there.
+limits.COMPILED_RUNTIME`). Each layout of the compiled engine says what it allocates
+(``Layout.workspace`` in :mod:`handprop.training.compiled.capabilities`).
 
 ``engine="auto"`` counts the compiled engine where ``auto`` would choose it (a small
-step, see :func:`~handprop.training.loop.compiled_is_faster`), else NumPy.
+step, see :func:`~handprop.training.epoch.compiled_is_faster`), else NumPy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from math import prod
 from typing import Any
 
 from ..core.limits import COMPILED_RUNTIME, estimate_training_bytes
 
-LANES = 8  # replicas (or samples) per block in the lane layouts (compiled/lanes.py)
-
-
-def _per_replica(plan: Any, net: Any, replicas: int, samples: int) -> int:
-    """Values of the per-replica layout: two float arenas, the gradient row and the
-    fixed feedback per replica (the integer arena is counted apart)."""
-    return replicas * (2 * plan.arena + net.num_params + plan.feedback)
-
-
-def _lanes(plan: Any, net: Any, replicas: int, samples: int) -> int:
-    """Values of the lane layout: the per-replica arrays for blocks of eight replicas
-    (the last block padded), plus the data, parameters and optimizer state copied into
-    the blocks for the epoch."""
-    slots = LANES * -(-replicas // LANES)
-    copies = 3 * net.num_params + samples * (prod(net.input_shape) + prod(net.output_shape))
-    return slots * (2 * plan.arena + net.num_params + plan.feedback + copies)
-
-
-LAYOUTS: dict[str, Callable[[Any, Any, int, int], int]] = {
-    "per-replica": _per_replica,
-    "lanes": _lanes,  # replicas in lanes; a single network's minibatch in lanes is smaller
-}
-"""Each layout of the compiled engine: (plan, net, replicas, samples) -> values it
-allocates beyond the network, optimizer and data (the largest is counted)."""
+LANES = 8  # integer arena rows are padded to blocks of eight replicas
 
 
 def compiled_workspace(net: Any, replicas: int, batch: int, samples: int,
                        itemsize: int) -> int | None:
-    """Bytes the compiled engine allocates for ``net`` (its largest layout) plus Numba's
-    cost in the process; None when it cannot run the network (NumPy then does)."""
-    from .compiled.adapter import UnsupportedError
-    from .compiled.plan import build_plan
+    """Bytes the compiled engine allocates for ``net`` (its largest layout, each layout's
+    ``values_needed``) plus Numba's cost in the process; None when it cannot run the
+    network (NumPy then does)."""
+    from .compiled.capabilities import LAYOUTS, UnsupportedError
+    from .compiled.plan import build_plan, survey
     from .optim import make_optimizer
 
     try:
-        plan = build_plan(net, None, make_optimizer("adam", 1e-3), "l2", "sum", batch)
+        found = survey(net, None, make_optimizer("adam", 1e-3), "l2", "sum")
+        plan = build_plan(found, batch)
     except UnsupportedError:
         return None
-    values = max(layout(plan, net, replicas, samples) for layout in LAYOUTS.values())
+    values = max(layout.values_needed(plan, net, replicas, samples)
+                 for layout in LAYOUTS.values())
     integers = LANES * -(-replicas // LANES) * plan.ints
     return values * itemsize + integers * 8 + COMPILED_RUNTIME
 
@@ -68,7 +47,7 @@ def estimate_run_bytes(net: Any, replicas: int = 1, batch: int = 1, samples: int
                        itemsize: int = 8, engine: str = "auto") -> int:
     """Bytes a run of ``net`` needs at its peak on ``engine`` (numpy, compiled or auto),
     a process's baseline aside."""
-    from .loop import compiled_is_faster
+    from .epoch import compiled_is_faster
 
     numpy_bytes = estimate_training_bytes(net, replicas, batch, samples, itemsize)
     if engine == "numpy" or (engine == "auto" and not compiled_is_faster(net, batch)):

@@ -2,23 +2,18 @@
 layer class that wraps it (registered in :data:`handprop.core.layers.LAYERS`).
 
 Every module in this folder is imported here, so a new op is one new file: its maths,
-its functions, and a layer class decorated with ``@register_layer``.
+its functions, and a layer class decorated with ``@register_layer``. Nothing here lists
+the modules by hand: the table below is made from each module's first line when the
+package is imported (``help(handprop.core.ops)``), and every registered layer class is
+exported here (``__all__``) next to the functions imported below.
 
-==================  =====================================================
-where               what
-==================  =====================================================
-``conv.py``         conv2d: forward, weight/input/bias gradients
-``pool.py``         max_pool2d: forward, gradient routing (winner or ties)
-``dense.py``        dense (fully connected) and flatten
-``activations.py``  relu, leaky relu, tanh, arctan, sigmoid, identity, per-channel
-``losses.py``       the article's L2, binary cross-entropy, softmax cross-entropy
-``windows.py``      the gather/scatter tables conv and pool share
-==================  =====================================================
+Modules:
 """
 
 import importlib
 import pkgutil
 
+from ..layers import LAYERS
 from .activations import (
     ACTIVATION_NAMES,
     Activation,
@@ -31,6 +26,9 @@ from .activations import (
     per_channel_backward,
     per_channel_forward,
 )
+from .asrun import shared_kernel
+from .avgpool import avg_pool2d_backward, avg_pool2d_forward, avg_pool2d_geometry
+from .batchnorm import batch_norm2d_forward, batch_norm2d_input_grad, batch_norm2d_param_grads
 from .conv import (
     Conv2d,
     Conv2dCache,
@@ -71,8 +69,13 @@ from .pool import (
     max_pool2d_upsample,
 )
 
-for _module in pkgutil.iter_modules(__path__):  # every op file registers its layers
-    importlib.import_module(f"{__name__}.{_module.name}")
+_MODULES = [importlib.import_module(f"{__name__}.{found.name}")  # each registers its layers
+            for found in pkgutil.iter_modules(__path__)]
+__doc__ += "\n" + "\n".join(
+    f"* ``{module.__name__.rpartition('.')[2]}.py``: {module.__doc__.strip().splitlines()[0]}"
+    for module in _MODULES)
+for _layer in LAYERS.values():  # every registered layer class, from its own module
+    globals()[_layer.__name__] = _layer
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -88,6 +91,12 @@ __all__ = [
     "PerChannelActivation",
     "activation_backward",
     "activation_forward",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_geometry",
+    "batch_norm2d_forward",
+    "batch_norm2d_input_grad",
+    "batch_norm2d_param_grads",
     "bce_loss",
     "channel_plan",
     "conv2d_backward",
@@ -115,5 +124,7 @@ __all__ = [
     "one_hot",
     "per_channel_backward",
     "per_channel_forward",
+    "shared_kernel",
     "softmax_cross_entropy",
 ]
+__all__ += sorted(layer.__name__ for layer in LAYERS.values() if layer.__name__ not in __all__)

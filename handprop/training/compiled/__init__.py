@@ -3,37 +3,35 @@
 ==========================  ===========================================================
 module                      what
 ==========================  ===========================================================
-``adapter.py``              everything read from learning rules (config and state)
-``plan.py``                 network + rule + optimizer + loss -> integer tables
-``kernels_conv.py``         conv2d (and the as-run layer) forward, weight/bias gradient,
-                            input gradient
-``kernels_pool.py``         max-pool forward (first maximum) and every routing
-``kernels_dense.py``        dense forward and gradients
-``kernels_norm.py``         average pooling, batch norm (train mode, running statistics)
-``kernels_elementwise.py``  activations, losses, optimizer updates
+``capabilities.py``         what the engine supports, said once: op specs (registered
+                            by the kernel modules), layouts, rules, losses, optimizers
+``plan.py``                 network + rule description + optimizer + loss -> named tables
+``slots.py``                the slot API every kernel is written against (width 1 or 8)
+``kernels_<ops>.py``        one per family of ops (conv, pool, dense, norm, activation,
+                            scale, ...): each op's OpSpec and kernels; every such module
+                            is loaded by :func:`load_kernels`
 ``special.py``              arctan and tanh in plain (vectorizable) arithmetic
-``kernels_epoch.py``        one replica's steps (the per-replica layout)
-``lanes.py``                the lane layout: eight replicas per block, slot helpers
-``lanes_ops.py``            the ops in the lane layout (conv stride 1, pools, dense, act)
-``lanes_epoch.py``          a block's steps: eight replicas at once
-``lanes_batch.py``          one network's minibatch, eight samples at once
-``engine.py``               :class:`CompiledEpoch`, the driver (arrays in, state back)
+``kernels_step.py``         the loss and the optimizer update
+``kernels_epoch.py``        the epoch: forward walk, the rule's backward walk, a row's
+                            steps (a replica, or a block of eight)
+``kernels_batch.py``        one network's minibatch, eight samples at once; the lane entry
+``engine.py``               :class:`CompiledEpoch`, the driver, and each layout's runner
 ==========================  ===========================================================
 
-Two layouts, one arithmetic. A single network (online) runs the per-replica kernels.
-Replicated runs (R >= 2) run in the lane layout: the replica axis innermost, eight
-replicas per block, each op one vector instruction per position for all eight, which
-amortizes the loop overhead that dominates the article's tiny maps (the lane kernels
-cover the ops the studies use; anything else runs per replica). A single network's
-minibatches (multiples of eight) put their samples in the lanes. Every lane kernel does
-exactly the per-replica kernels' operations in their order, so a replica gets the same
-bits alone, among any others, on any number of threads.
+Layouts, one arithmetic. A single network (online) runs per replica; replicated runs
+(R >= 3) run in *lanes*: the replica axis innermost, eight replicas per block, each op
+one vector instruction per position for all eight, which amortizes the loop overhead
+that dominates the article's tiny maps; a single network's minibatches (multiples of
+eight) put their samples in the lanes. Every kernel is written once against
+:mod:`.slots` and compiled for each layout, so a replica gets the same bits alone,
+among any others, on any number of threads; the few inner loops written separately per
+width (marked ``hand-specialised``) do the same operations in another loop order.
 
 Importing this package does not import Numba (nor does importing handprop): only
-:func:`compiled_engine` does, when an engine is built. Kernels are compiled on first
-use and cached on disk, in a folder named by a hash of every source of this package
-(``cache.py``: where it lives, and why a stale or corrupted entry is never run), so
-later processes load them in about a second.
+building an engine or a plan does, through :func:`load_kernels`. Kernels are compiled on
+first use and cached on disk, in a folder named by a hash of every source of this
+package (``cache.py``: where it lives, and why a stale or corrupted entry is never
+run), so later processes load them in about a second.
 """
 
 from __future__ import annotations
@@ -43,10 +41,10 @@ from typing import Any
 from ...core.network import Network
 from ...rules.base import LearningRule
 from . import cache
-from .adapter import UnsupportedError
-from .plan import build_plan
+from .capabilities import UnsupportedError
 
-__all__ = ["UnsupportedError", "compiled_engine", "unsupported_reason"]
+__all__ = ["UnsupportedError", "compiled_engine", "load_kernels", "unsupported_reason"]
+_loaded = False
 
 
 def _numba_missing() -> str | None:
@@ -63,11 +61,25 @@ def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, 
     missing = _numba_missing()
     if missing:
         return missing
+    from .capabilities import Workload, choose_layout
+    from .plan import survey
+
     try:
-        build_plan(net, rule, optimizer, loss, reduction, batch_size)
+        found = survey(net, rule, optimizer, loss, reduction)
+        choose_layout(Workload.of(net, batch_size), found)
     except UnsupportedError as exc:
         return str(exc)
     return None
+
+
+def load_kernels() -> None:
+    """Import every module of this package with its kernels cached where no stale or
+    corrupted entry can run (:func:`.cache.prepare`); each kernel module registers the
+    ops it compiles. Once per process."""
+    global _loaded
+    if not _loaded:
+        cache.prepare()
+        _loaded = True
 
 
 def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
@@ -77,7 +89,7 @@ def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, los
     missing = _numba_missing()
     if missing:
         raise UnsupportedError(missing)
-    cache.prepare()  # the kernels, cached where no stale or corrupted entry can run
+    load_kernels()
     from .engine import CompiledEpoch
 
     return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)

@@ -57,7 +57,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..loop import EngineNotice
+from ..epoch import EngineNotice
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = __name__.rpartition(".")[0]
@@ -141,10 +141,10 @@ def _notice(message: str) -> None:
 
 
 def require() -> None:
-    """For ``engine="auto"``: raise :class:`~.adapter.UnsupportedError` when there is no
+    """For ``engine="auto"``: raise :class:`~.capabilities.UnsupportedError` when there is no
     usable cache folder (compiling every kernel in every process costs more than the
     compiled engine saves on most runs; ``engine="compiled"`` still compiles in memory)."""
-    from .adapter import UnsupportedError
+    from .capabilities import UnsupportedError
 
     folder, where = kernel_folder()
     if folder is None:

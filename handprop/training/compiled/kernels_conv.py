@@ -1,52 +1,294 @@
-"""Compiled conv2d: forward, weight/bias gradients, input gradient (explicit loops).
+"""Compiled conv2d (and the as-run layer): forward, weight/bias gradients, input gradient.
 
-Arrays are one replica's: ``p`` its flat parameters, ``a``/``ga`` its activation and
-gradient arenas (NCHW batches at the offsets of the plan's ``ops`` row), ``gp`` its
-parameter gradient. Each sum runs in one fixed order, so results never depend on
-threads or on how many replicas share a call. Padding taps are skipped (the reference
-multiplies them by zero): the same sums, in another order.
+Written once against the slot API (:mod:`.slots`); the arrays are one replica's or eight
+lanes' (see :mod:`.kernels_dense`). Padding taps are skipped (the reference multiplies
+them by zero): the same sums, in another order.
 
-Indices into the arenas are cast to unsigned (``U``) where they are used: Numba
-guards every signed index against Python's negative indexing, and that branch keeps
-the compiler from vectorizing the inner loops (measured: 8x slower row updates).
-Every kernel uses NumPy's error model: a division by zero gives inf or NaN, as in the
-reference, instead of a Python exception (and a branch before every division).
+Stride 1 takes whole padded planes as one run: with the input zero-padded to width Wp
+and delta widened to Wp columns (zeros past its last column), tap (i, j) of every output
+pixel of a plane is one contiguous run, ``out_wide[k] += w * xpad[i*Wp + j + k]`` for
+``k < (out_h - 1)*Wp + out_w``. Long runs the compiler vectorizes, instead of short
+rows; the extra columns are dropped. Other strides go row by row.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from math import prod
+
 from numba import njit
 
-from .kernels_dense import axpy, copy, dot, fill
-from .plan import (
-    B_OFF,
-    FW_OFF,
-    GROUPS,
-    IN_OFF,
-    KH,
-    KW,
-    OH,
-    OUT_OFF,
-    OW,
-    PH,
-    PW,
-    ROT_DX,
-    ROT_W,
-    SH,
-    SW,
-    W_OFF,
-    W_OSTRIDE,
-    C,
-    H,
-    O,
-    W,
+from ...core.ops import Conv2d
+from ...core.ops.asrun import AsRunConv2d
+from .capabilities import SAMPLE_ORDER, WIDTH8, OpSpec, UnsupportedError, register_op
+from .slots import (
+    KERNEL,
+    add,
+    axpy,
+    by_width,
+    copy,
+    dot,
+    fill,
+    load,
+    muladd,
+    rotate_maps,
+    store,
+    total,
+    zero,
 )
 
-U = np.uint64
+CONV = 0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+def _describe_conv(builder, row, layer, index) -> None:
+    builder.shapes(row, index)
+    builder.window(row, layer.kernel_size, layer.stride, layer.padding)
+    row["groups"] = layer.groups
+    row["kernel_offset"] = row["weight_offset"]
+    row["kernel_stride"] = prod(layer.param_shapes()["weight"][1:])
+    padded = row["in_c"] * (row["in_h"] + 2 * row["pad_h"]) * (row["in_w"] + 2 * row["pad_w"])
+    # padded input, delta widened to padded rows, padded input gradient
+    builder.need_work(2 * padded + row["out_h"] * (row["in_w"] + 2 * row["pad_w"]))
+
+
+def _describe_as_run(builder, row, layer, index) -> None:
+    """The forward pass reads the lender's kernel for every output channel. Backward:
+    the conv's own formulas with its own W where the rule computes them (the article's
+    rules, feedback rules), else the true gradient: through the borrowed kernel, dL/dK =
+    sum over outputs, added to the lender's gradient, 0 for W."""
+    _describe_conv(builder, row, layer, index)
+    owner, _, local = layer.borrowed()["source"].rpartition(".")
+    start, _, shape = builder.params(builder.net.layer_index(owner))[local]
+    own = layer.param_shapes()["weight"]
+    kernel = prod(own[1:])
+    if tuple(shape[1:]) != tuple(own[1:]) or not 0 <= layer.source_channel < shape[0]:
+        raise UnsupportedError(f"layer {layer.name!r}: kernel {layer.source_channel} of "
+                               f"{owner}.{local} {tuple(shape)} cannot stand in for its "
+                               f"weight {tuple(own)}")
+    row["kernel_offset"], row["kernel_stride"] = start + layer.source_channel * kernel, 0
+    if builder.weight_grads(index) is None:
+        row["borrow_offset"], row["borrow_size"] = builder.add_arena(kernel), kernel
+
+
+def _conv_features(layer, how) -> frozenset[str]:
+    """A conv bias's gradient is one sum over every sample and pixel: not per sample."""
+    return frozenset({WIDTH8} if layer.bias else {WIDTH8, SAMPLE_ORDER})
+
+
+def _as_run_features(layer, how) -> frozenset[str]:
+    """The true gradient sums over the samples before the output channels."""
+    return frozenset({WIDTH8} if layer.bias or how is None else {WIDTH8, SAMPLE_ORDER})
+
+
+register_op(OpSpec(Conv2d, CONV, _describe_conv, _conv_features,
+                   "channels, groups, stride, padding, bias; B = W or the rule's feedback; "
+                   "the article's rotations"))
+register_op(OpSpec(AsRunConv2d, CONV, _describe_as_run, _as_run_features,
+                   "the borrowed kernel; its true gradient, or the rule's local formulas "
+                   "with its own W"))
+
+
+# -- hand-specialised: one kernel row's taps (j = 0 .. kw - 1) over a run. Each output
+# slot adds its taps in j order in both widths; width 1 runs tap by tap over the whole
+# run (one vectorized axpy each), width 8 holds a 3-tap row's weights in registers and
+# loads and stores each slot once.
+@njit(**KERNEL)
+def _row_taps_w1(a, o0, p, w0, kw, s0, run):  # hand-specialised: tap by tap
+    for j in range(kw):
+        axpy(a, o0, load(p, w0 + j), a, s0 + j, run)
+
+
+@njit(**KERNEL)
+def _row_taps_w8(a, o0, p, w0, kw, s0, run):  # hand-specialised: slot by slot
+    if kw == 3:  # the common kernel: its three weights held in registers
+        w_0, w_1, w_2 = load(p, w0), load(p, w0 + 1), load(p, w0 + 2)
+        for k in range(run):
+            out = muladd(load(a, o0 + k), w_0, load(a, s0 + k))
+            out = muladd(out, w_1, load(a, s0 + k + 1))
+            store(a, o0 + k, muladd(out, w_2, load(a, s0 + k + 2)))
+        return
+    for k in range(run):
+        out = load(a, o0 + k)
+        for j in range(kw):
+            out = muladd(out, load(p, w0 + j), load(a, s0 + k + j))
+        store(a, o0 + k, out)
+
+
+# -- hand-specialised: a kernel row's share of the backward pass (j = 0 .. kw - 1): the
+# weight gradients gp[g0 + j] += dot(delta, x[s0 + j:]) (dot's four partial sums), and the
+# input gradient grad[d0 + j + k] += w[j] * delta[k], each slot's terms in j order. Width
+# 1 goes tap by tap (a dot and a vectorized axpy each); width 8 takes the three taps of a
+# 3-wide row at once, delta loaded once for all three, and gathers each grad slot's three
+# terms before storing it once.
+@njit(**KERNEL)
+def _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
+    for j in range(kw):  # hand-specialised: tap by tap
+        if grads:
+            store(gp, g0 + j, add(load(gp, g0 + j), dot(a, delta, a, s0 + j, run)))
+        if need_dx:
+            axpy(a, d0 + j, load(weights, w0 + j), a, delta, run)
+
+
+@njit(**KERNEL)
+def _row_backward_w8(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx):
+    if kw != 3:  # hand-specialised: three taps at once (3-wide rows)
+        _row_backward_w1(gp, g0, a, delta, s0, weights, w0, d0, kw, run, grads, need_dx)
+        return
+    if grads:
+        _three_weight_grads(gp, g0, a, delta, s0, run)
+    if need_dx:
+        _three_input_grads(a, d0, weights, w0, delta, run)
+
+
+@njit(**KERNEL)
+def _three_weight_grads(gp, g0, a, delta, s0, run):  # hand-specialised (width 8)
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = zero(a)
+    k = 0
+    while k + 4 <= run:
+        d0, d1, d2, d3 = (load(a, delta + k), load(a, delta + k + 1), load(a, delta + k + 2),
+                          load(a, delta + k + 3))
+        x0, x1, x2 = load(a, s0 + k), load(a, s0 + k + 1), load(a, s0 + k + 2)
+        x3, x4, x5 = load(a, s0 + k + 3), load(a, s0 + k + 4), load(a, s0 + k + 5)
+        a0, a1, a2, a3 = muladd(a0, d0, x0), muladd(a1, d1, x1), muladd(a2, d2, x2), \
+            muladd(a3, d3, x3)
+        b0, b1, b2, b3 = muladd(b0, d0, x1), muladd(b1, d1, x2), muladd(b2, d2, x3), \
+            muladd(b3, d3, x4)
+        c0, c1, c2, c3 = muladd(c0, d0, x2), muladd(c1, d1, x3), muladd(c2, d2, x4), \
+            muladd(c3, d3, x5)
+        k += 4
+    while k < run:
+        d = load(a, delta + k)
+        a0 = muladd(a0, d, load(a, s0 + k))
+        b0 = muladd(b0, d, load(a, s0 + k + 1))
+        c0 = muladd(c0, d, load(a, s0 + k + 2))
+        k += 1
+    store(gp, g0, add(load(gp, g0), add(add(a0, a1), add(a2, a3))))
+    store(gp, g0 + 1, add(load(gp, g0 + 1), add(add(b0, b1), add(b2, b3))))
+    store(gp, g0 + 2, add(load(gp, g0 + 2), add(add(c0, c1), add(c2, c3))))
+
+
+@njit(**KERNEL)
+def _three_input_grads(a, g0, weights, w0, delta, run):  # hand-specialised (width 8)
+    if run < 2:
+        for j in range(3):
+            axpy(a, g0 + j, load(weights, w0 + j), a, delta, run)
+        return
+    w_0, w_1, w_2 = load(weights, w0), load(weights, w0 + 1), load(weights, w0 + 2)
+    store(a, g0, muladd(load(a, g0), w_0, load(a, delta)))
+    out = muladd(load(a, g0 + 1), w_0, load(a, delta + 1))
+    store(a, g0 + 1, muladd(out, w_1, load(a, delta)))
+    for t in range(2, run):
+        out = muladd(load(a, g0 + t), w_0, load(a, delta + t))
+        out = muladd(out, w_1, load(a, delta + t - 1))
+        store(a, g0 + t, muladd(out, w_2, load(a, delta + t - 2)))
+    out = muladd(load(a, g0 + run), w_1, load(a, delta + run - 1))
+    store(a, g0 + run, muladd(out, w_2, load(a, delta + run - 2)))
+    store(a, g0 + run + 1, muladd(load(a, g0 + run + 1), w_2, load(a, delta + run - 1)))
+
+
+row_taps = by_width("row_taps", _row_taps_w1, _row_taps_w8)
+row_backward = by_width("row_backward", _row_backward_w1, _row_backward_w8)
+
+
+# -- stride 1: whole padded planes ------------------------------------------------------
+
+
+@njit(**KERNEL)
+def _padded(op, x0, a, work):
+    """The sample's input planes zero-padded at ``a[work:]`` (or the input itself):
+    (offset, padded width, padded plane)."""
+    cin, hin, win, ph, pw = op.in_c, op.in_h, op.in_w, op.pad_h, op.pad_w
+    wide, tall = win + 2 * pw, hin + 2 * ph
+    if ph == 0 and pw == 0:
+        return x0, win, hin * win
+    fill(a, work, cin * tall * wide)
+    for c in range(cin):
+        for y in range(hin):
+            copy(a, work + (c * tall + y + ph) * wide + pw, a, x0 + (c * hin + y) * win, win)
+    return work, wide, tall * wide
+
+
+@njit(**KERNEL)
+def _widen(op, ga, d0, a, out0, wide):
+    """Delta plane (out_h x out_w) laid out in rows of ``wide`` at ``a[out0:]``."""
+    fill(a, out0, op.out_h * wide)
+    for y in range(op.out_h):
+        copy(a, out0 + y * wide, ga, d0 + y * op.out_w, op.out_w)
+
+
+@njit(**KERNEL)
+def _add_bias(op, p, a, y0, o):
+    if op.bias_offset >= 0:
+        bias = load(p, op.bias_offset + o)
+        for k in range(op.out_h * op.out_w):
+            store(a, y0 + k, add(load(a, y0 + k), bias))
+
+
+@njit(**KERNEL)
+def _forward_wide(op, p, a, nb, work):
+    cin, cout, hout, wout = op.in_c, op.out_c, op.out_h, op.out_w
+    kh, kw = op.kernel_h, op.kernel_w
+    per_in, per_out = cin // op.groups, cout // op.groups
+    w0, ostride, b0 = op.kernel_offset, op.kernel_stride, op.bias_offset
+    in0, in_plane, out0, plane_out = op.in_offset, op.in_h * op.in_w, op.out_offset, hout * wout
+    for n in range(nb):
+        x0, wide, plane = _padded(op, in0 + n * cin * in_plane, a, work)
+        out_wide = work + cin * plane
+        run = (hout - 1) * wide + wout
+        for o in range(cout):
+            first = (o // per_out) * per_in
+            fill(a, out_wide, run)
+            for c in range(per_in):
+                for i in range(kh):
+                    row_taps(a, out_wide, p, w0 + o * ostride + (c * kh + i) * kw, kw,
+                             x0 + (first + c) * plane + i * wide, run)
+            y0 = out0 + (n * cout + o) * plane_out
+            for y in range(hout):
+                copy(a, y0 + y * wout, a, out_wide + y * wide, wout)
+            if b0 >= 0:
+                _add_bias(op, p, a, y0, o)
+
+
+@njit(**KERNEL)
+def _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, grads, need_dx):
+    """The weight gradient (``grads``) and the input gradient (``need_dx``) in one pass:
+    each widened delta plane serves both (the same sums in the same order)."""
+    cin, hin, win, cout, hout, wout = op.in_c, op.in_h, op.in_w, op.out_c, op.out_h, op.out_w
+    kh, kw, ph, pw = op.kernel_h, op.kernel_w, op.pad_h, op.pad_w
+    per_in, per_out = cin // op.groups, cout // op.groups
+    wp, taps = op.weight_offset, per_in * kh * kw
+    wide, tall = win + 2 * pw, hin + 2 * ph
+    run = (hout - 1) * wide + wout
+    if grads:
+        fill(gp, wp, cout * taps)
+    for n in range(nb):
+        x0, _, plane = _padded(op, op.in_offset + n * cin * hin * win, a, work)
+        delta = work + cin * tall * wide
+        grad = delta + hout * wide
+        if need_dx:
+            fill(a, grad, cin * tall * wide)
+        for o in range(cout):
+            _widen(op, ga, op.out_offset + (n * cout + o) * hout * wout, a, delta, wide)
+            first = (o // per_out) * per_in
+            for c in range(per_in):
+                for i in range(kh):
+                    row = (c * kh + i) * kw  # the kernel row's first tap
+                    row_backward(gp, wp + o * taps + row, a, delta,
+                                 x0 + (first + c) * plane + i * wide, weights,
+                                 w0 + o * wstride + row,
+                                 grad + (first + c) * tall * wide + i * wide, kw, run, grads,
+                                 need_dx)
+        if need_dx:
+            dx0 = op.in_offset + n * cin * hin * win
+            for c in range(cin):
+                for y in range(hin):
+                    copy(ga, dx0 + (c * hin + y) * win, a, grad + (c * tall + y + ph) * wide + pw,
+                         win)
+
+
+# -- other strides: row by row --------------------------------------------------------------
+
+
+@njit(**KERNEL)
 def _span(size_out, stride, pad, tap, size_in):
     """The output positions whose window tap ``tap`` reads inside the input (not padding):
     ``lo <= y < hi`` with ``0 <= y*stride - pad + tap < size_in``."""
@@ -59,79 +301,70 @@ def _span(size_out, stride, pad, tap, size_in):
     return lo, hi
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _add_row(out, o0, src, s0, stride, weight, count):
-    """out[o0 + k] += weight * src[s0 + k*stride] for k < count."""
+@njit(**KERNEL)
+def _strided_add(out, o0, src, s0, stride, w, count):
+    """out[o0 + k] += w * src[s0 + k*stride] for k < count."""
     for k in range(count):
-        out[U(o0 + k)] += weight * src[U(s0 + k * stride)]
+        store(out, o0 + k, muladd(load(out, o0 + k), w, load(src, s0 + k * stride)))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
+def _strided_scatter(out, o0, stride, src, s0, w, count):
+    """out[o0 + k*stride] += w * src[s0 + k] for k < count."""
+    for k in range(count):
+        at = o0 + k * stride
+        store(out, at, muladd(load(out, at), w, load(src, s0 + k)))
+
+
+@njit(**KERNEL)
+def _strided_dot(u, u0, v, v0, stride, count):
+    """sum_k u[u0 + k] v[v0 + k*stride], in two interleaved partial sums."""
+    even = odd = zero(u)
+    k = 0
+    while k + 2 <= count:
+        even = muladd(even, load(u, u0 + k), load(v, v0 + k * stride))
+        odd = muladd(odd, load(u, u0 + k + 1), load(v, v0 + (k + 1) * stride))
+        k += 2
+    if k < count:
+        even = muladd(even, load(u, u0 + k), load(v, v0 + k * stride))
+    return add(even, odd)
+
+
+@njit(**KERNEL)
 def _forward_strided(op, p, a, nb):
-    """conv_forward for any stride: tap by tap, ``w * (input row)`` added to each output
-    row, skipping the padding."""
-    cin, hin, win = op[C], op[H], op[W]
-    cout, hout, wout = op[O], op[OH], op[OW]
-    kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0, b0, ostride = op[FW_OFF], op[B_OFF], op[W_OSTRIDE]
-    plane_in, plane_out = hin * win, hout * wout
+    """Tap by tap, ``w * (input row)`` added to each output row, skipping the padding."""
+    cin, hin, win, cout, hout, wout = op.in_c, op.in_h, op.in_w, op.out_c, op.out_h, op.out_w
+    kh, kw, sh, sw, ph, pw = (op.kernel_h, op.kernel_w, op.stride_h, op.stride_w, op.pad_h,
+                              op.pad_w)
+    per_in, per_out = cin // op.groups, cout // op.groups
+    w0, ostride = op.kernel_offset, op.kernel_stride
     for n in range(nb):
-        x0 = op[IN_OFF] + n * cin * plane_in
+        x0 = op.in_offset + n * cin * hin * win
         for o in range(cout):
-            y0 = op[OUT_OFF] + (n * cout + o) * plane_out
-            fill(a, y0, plane_out)
+            y0 = op.out_offset + (n * cout + o) * hout * wout
+            fill(a, y0, hout * wout)
             first = (o // per_out) * per_in
             for c in range(per_in):
-                xc = x0 + (first + c) * plane_in
+                xc = x0 + (first + c) * hin * win
                 for i in range(kh):
                     oy_lo, oy_hi = _span(hout, sh, ph, i, hin)
                     for j in range(kw):
                         ox_lo, ox_hi = _span(wout, sw, pw, j, win)
-                        w = p[U(w0 + o * ostride + (c * kh + i) * kw + j)]
+                        w = load(p, w0 + o * ostride + (c * kh + i) * kw + j)
                         for oy in range(oy_lo, oy_hi):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
-                            _add_row(a, y0 + oy * wout + ox_lo, a, row_in, sw, w,
-                                     ox_hi - ox_lo)
-            if b0 >= 0:
-                bias = p[U(b0 + o)]
-                for k in range(plane_out):
-                    a[U(y0 + k)] += bias
+                            _strided_add(a, y0 + oy * wout + ox_lo, a, row_in, sw, w,
+                                         ox_hi - ox_lo)
+            _add_bias(op, p, a, y0, o)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _rotate_maps(ga, start, maps, plane):
-    """Rotate ``maps`` consecutive maps of ``plane`` values by 180 degrees, in place."""
-    for m in range(maps):
-        base = start + m * plane
-        for k in range(plane // 2):
-            last = base + plane - 1 - k
-            ga[base + k], ga[last] = ga[last], ga[base + k]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _row_dot(u, u0, v, v0, stride, count):
-    """sum_k u[u0 + k] v[v0 + k*stride], in two interleaved partial sums."""
-    even = odd = 0.0
-    k = 0
-    while k + 2 <= count:
-        even += u[U(u0 + k)] * v[U(v0 + k * stride)]
-        odd += u[U(u0 + k + 1)] * v[U(v0 + (k + 1) * stride)]
-        k += 2
-    if k < count:
-        even += u[U(u0 + k)] * v[U(v0 + k * stride)]
-    return even + odd
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
 def _param_grads_strided(op, a, ga, gp, nb):
-    """conv_param_grads for any stride: one dot product per tap and output row."""
-    cin, hin, win = op[C], op[H], op[W]
-    cout, hout, wout = op[O], op[OH], op[OW]
-    kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0 = op[W_OFF]
-    plane_in, plane_out = hin * win, hout * wout
+    """One dot product per tap and output row."""
+    cin, hin, win, cout, hout, wout = op.in_c, op.in_h, op.in_w, op.out_c, op.out_h, op.out_w
+    kh, kw, sh, sw, ph, pw = (op.kernel_h, op.kernel_w, op.stride_h, op.stride_w, op.pad_h,
+                              op.pad_w)
+    per_in, per_out = cin // op.groups, cout // op.groups
     for o in range(cout):
         first = (o // per_out) * per_in
         for c in range(per_in):
@@ -139,246 +372,92 @@ def _param_grads_strided(op, a, ga, gp, nb):
                 oy_lo, oy_hi = _span(hout, sh, ph, i, hin)
                 for j in range(kw):
                     ox_lo, ox_hi = _span(wout, sw, pw, j, win)
-                    total = 0.0
+                    grad = zero(gp)
                     for n in range(nb):
-                        d0 = op[OUT_OFF] + (n * cout + o) * plane_out
-                        xc = op[IN_OFF] + (n * cin + first + c) * plane_in
+                        d0 = op.out_offset + (n * cout + o) * hout * wout
+                        xc = op.in_offset + (n * cin + first + c) * hin * win
                         for oy in range(oy_lo, oy_hi):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
-                            total += _row_dot(ga, d0 + oy * wout + ox_lo, a, row_in, sw,
-                                              ox_hi - ox_lo)
-                    gp[U(w0 + ((o * per_in + c) * kh + i) * kw + j)] = total
+                            grad = add(grad, _strided_dot(ga, d0 + oy * wout + ox_lo, a, row_in,
+                                                          sw, ox_hi - ox_lo))
+                    store(gp, op.weight_offset + ((o * per_in + c) * kh + i) * kw + j, grad)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
 def _input_grad_strided(op, weights, w0, wstride, ga, nb):
-    """conv_input_grad for any stride: each tap's shares added back row by row."""
-    cin, hin, win = op[C], op[H], op[W]
-    cout, hout, wout = op[O], op[OH], op[OW]
-    kh, kw, sh, sw, ph, pw = op[KH], op[KW], op[SH], op[SW], op[PH], op[PW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    plane_in, plane_out = hin * win, hout * wout
-    dx0 = op[IN_OFF]
-    fill(ga, dx0, nb * cin * plane_in)
+    """Each tap's shares added back row by row."""
+    cin, hin, win, cout, hout, wout = op.in_c, op.in_h, op.in_w, op.out_c, op.out_h, op.out_w
+    kh, kw, sh, sw, ph, pw = (op.kernel_h, op.kernel_w, op.stride_h, op.stride_w, op.pad_h,
+                              op.pad_w)
+    per_in, per_out = cin // op.groups, cout // op.groups
+    fill(ga, op.in_offset, nb * cin * hin * win)
     for n in range(nb):
-        x0 = dx0 + n * cin * plane_in
+        x0 = op.in_offset + n * cin * hin * win
         for o in range(cout):
-            d0 = op[OUT_OFF] + (n * cout + o) * plane_out
+            d0 = op.out_offset + (n * cout + o) * hout * wout
             first = (o // per_out) * per_in
             for c in range(per_in):
-                xc = x0 + (first + c) * plane_in
+                xc = x0 + (first + c) * hin * win
                 for i in range(kh):
                     oy_lo, oy_hi = _span(hout, sh, ph, i, hin)
                     for j in range(kw):
                         ox_lo, ox_hi = _span(wout, sw, pw, j, win)
-                        w = weights[U(w0 + o * wstride + (c * kh + i) * kw + j)]
+                        w = load(weights, w0 + o * wstride + (c * kh + i) * kw + j)
                         for oy in range(oy_lo, oy_hi):
                             row_in = xc + (oy * sh - ph + i) * win + ox_lo * sw - pw + j
-                            _scatter_row(ga, row_in, sw, ga, d0 + oy * wout + ox_lo, w,
-                                         ox_hi - ox_lo)
+                            _strided_scatter(ga, row_in, sw, ga, d0 + oy * wout + ox_lo, w,
+                                             ox_hi - ox_lo)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _scatter_row(out, o0, stride, src, s0, weight, count):
-    """out[o0 + k*stride] += weight * src[s0 + k] for k < count."""
-    for k in range(count):
-        out[U(o0 + k * stride)] += weight * src[U(s0 + k)]
+# -- the op ------------------------------------------------------------------------------
 
 
-# -- stride 1: whole padded planes as one run ---------------------------------------
-# With the input zero-padded to width Wp and delta widened to Wp columns (zeros past
-# its last column), tap (i, j) of every output pixel of a plane is one contiguous run:
-# out_wide[k] += w * xpad[i*Wp + j + k] for k < (out_h - 1)*Wp + out_w. Long runs the
-# compiler vectorizes, instead of short rows; the extra columns are dropped.
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _padded(op, src, x0, a, work):
-    """Sample's input planes zero-padded into ``a[work:]``, or the input itself when
-    there is no padding; returns (array, offset, padded width, padded plane)."""
-    cin, hin, win, ph, pw = op[C], op[H], op[W], op[PH], op[PW]
-    wide, tall = win + 2 * pw, hin + 2 * ph
-    if ph == 0 and pw == 0:
-        return src, x0, win, hin * win
-    fill(a, work, cin * tall * wide)
-    for c in range(cin):
-        for y in range(hin):
-            row = work + (c * tall + y + ph) * wide + pw
-            copy(a, row, src, x0 + (c * hin + y) * win, win)
-    return a, work, wide, tall * wide
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _widen(op, ga, d0, a, out0, wide):
-    """Delta plane (out_h x out_w) laid out in rows of ``wide`` at ``a[out0:]``."""
-    hout, wout = op[OH], op[OW]
-    fill(a, out0, hout * wide)
-    for y in range(hout):
-        copy(a, out0 + y * wide, ga, d0 + y * wout, wout)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _forward_wide(op, p, a, nb, work):
-    cin, cout, hout, wout = op[C], op[O], op[OH], op[OW]
-    kh, kw = op[KH], op[KW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0, b0, ostride = op[FW_OFF], op[B_OFF], op[W_OSTRIDE]
-    plane_out = hout * wout
-    for n in range(nb):
-        src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
-        out_wide = work + cin * plane
-        run = (hout - 1) * wide + wout
-        for o in range(cout):
-            first = (o // per_out) * per_in
-            fill(a, out_wide, run)
-            for c in range(per_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        w = p[U(w0 + o * ostride + (c * kh + i) * kw + j)]
-                        axpy(a, out_wide, w, src, x0 + (first + c) * plane + i * wide + j, run)
-            y0 = op[OUT_OFF] + (n * cout + o) * plane_out
-            for y in range(hout):
-                copy(a, y0 + y * wout, a, out_wide + y * wide, wout)
-            if b0 >= 0:
-                bias = p[U(b0 + o)]
-                for k in range(plane_out):
-                    a[U(y0 + k)] += bias
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _param_grads_wide(op, a, ga, gp, nb, work):
-    cin, cout, hout, wout = op[C], op[O], op[OH], op[OW]
-    kh, kw = op[KH], op[KW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    w0 = op[W_OFF]
-    fill(gp, w0, cout * per_in * kh * kw)
-    for n in range(nb):
-        src, x0, wide, plane = _padded(op, a, op[IN_OFF] + n * cin * op[H] * op[W], a, work)
-        delta = work + cin * plane
-        run = (hout - 1) * wide + wout
-        for o in range(cout):
-            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
-            first = (o // per_out) * per_in
-            for c in range(per_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        tap = w0 + ((o * per_in + c) * kh + i) * kw + j
-                        gp[U(tap)] += dot(a, delta, src, x0 + (first + c) * plane + i * wide + j,
-                                          run)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _input_grad_wide(op, weights, w0, wstride, a, ga, nb, work):
-    cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
-    kh, kw, ph, pw = op[KH], op[KW], op[PH], op[PW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    wide, tall = win + 2 * pw, hin + 2 * ph
-    plane = tall * wide
-    grad, delta = work, work + cin * plane
-    run = (hout - 1) * wide + wout
-    for n in range(nb):
-        fill(a, grad, cin * plane)
-        for o in range(cout):
-            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
-            first = (o // per_out) * per_in
-            for c in range(per_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        w = weights[U(w0 + o * wstride + (c * kh + i) * kw + j)]
-                        axpy(a, grad + (first + c) * plane + i * wide + j, w, a, delta, run)
-        dx0 = op[IN_OFF] + n * cin * hin * win
-        for c in range(cin):
-            for y in range(hin):
-                row = grad + (c * tall + y + ph) * wide + pw
-                copy(ga, dx0 + (c * hin + y) * win, a, row, win)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx):
-    """:func:`_param_grads_wide` and (if ``need_dx``) :func:`_input_grad_wide` in one
-    pass: each widened delta plane serves both (the same sums in the same order)."""
-    cin, hin, win, cout, hout, wout = op[C], op[H], op[W], op[O], op[OH], op[OW]
-    kh, kw, ph, pw = op[KH], op[KW], op[PH], op[PW]
-    per_in, per_out = cin // op[GROUPS], cout // op[GROUPS]
-    wp = op[W_OFF]
-    wide, tall = win + 2 * pw, hin + 2 * ph
-    run = (hout - 1) * wide + wout
-    fill(gp, wp, cout * per_in * kh * kw)
-    for n in range(nb):
-        src, x0, _, plane = _padded(op, a, op[IN_OFF] + n * cin * hin * win, a, work)
-        delta = work + cin * tall * wide
-        grad = delta + hout * wide
-        if need_dx:
-            fill(a, grad, cin * tall * wide)
-        for o in range(cout):
-            _widen(op, ga, op[OUT_OFF] + (n * cout + o) * hout * wout, a, delta, wide)
-            first = (o // per_out) * per_in
-            for c in range(per_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        tap = (c * kh + i) * kw + j
-                        shift = (first + c) * plane + i * wide + j
-                        gp[U(wp + o * per_in * kh * kw + tap)] += dot(a, delta, src, x0 + shift,
-                                                                      run)
-                        if need_dx:
-                            axpy(a, grad + (first + c) * tall * wide + i * wide + j,
-                                 weights[U(w0 + o * wstride + tap)], a, delta, run)
-        if need_dx:
-            dx0 = op[IN_OFF] + n * cin * hin * win
-            for c in range(cin):
-                for y in range(hin):
-                    row = grad + (c * tall + y + ph) * wide + pw
-                    copy(ga, dx0 + (c * hin + y) * win, a, row, win)
-
-
-# -- the op ---------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
 def conv_forward(op, p, a, nb, work):
     """out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] xpad[n, c, y*sh + i, x*sw + j] + b[o].
 
     Tap by tap, each tap adding ``w * (shifted input)`` to whole output runs: long
     independent adds the compiler vectorizes (a dot product per output would be one
     serial chain of dependent adds). Every output sums its taps in (c, i, j) order."""
-    if op[SH] == 1 and op[SW] == 1:
+    if op.stride_h == 1 and op.stride_w == 1:
         _forward_wide(op, p, a, nb, work)
     else:
         _forward_strided(op, p, a, nb)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
 def conv_backward(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx):
     """dw[o, c, i, j] = sum_{n, y, x} delta[n, o, y, x] xpad[n, c, y*sh + i, x*sw + j]
     (against rot180(delta) when the rule says so: the article's broken net, done by
     rotating delta in place and back); db[o] = sum of delta; and if ``need_dx``, dx:
     every window entry's share w[o, c, i, j] * delta[n, o, y, x] added back to the pixel
-    it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights), rotated
-    180 degrees per map when the rule says so (the article's code)."""
-    cout, plane_out, b0 = op[O], op[OH] * op[OW], op[B_OFF]
-    if b0 >= 0:
+    it read, through ``weights[w0:]`` (W itself, or a rule's feedback weights; ``wstride``
+    apart per output channel), rotated 180 degrees per map when the rule says so."""
+    cout, plane_out = op.out_c, op.out_h * op.out_w
+    if op.bias_offset >= 0:
         for o in range(cout):
-            total = 0.0
+            grad = zero(gp)
             for n in range(nb):
-                d0 = op[OUT_OFF] + (n * cout + o) * plane_out
-                for k in range(plane_out):
-                    total += ga[U(d0 + k)]
-            gp[U(b0 + o)] = total
-    stride_one = op[SH] == 1 and op[SW] == 1
-    if stride_one and op[ROT_W] == 0:
-        _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, need_dx)
+                grad = total(ga, op.out_offset + (n * cout + o) * plane_out, plane_out, grad)
+            store(gp, op.bias_offset + o, grad)
+    rotated = op.rotate_delta != 0
+    if op.stride_h == 1 and op.stride_w == 1:
+        passes = 2 if rotated and need_dx else 1
+        for part in range(passes):  # flags computed here, not literals: one compiled version
+            grads = part == 0
+            dx = need_dx and (part == 1 or not rotated)
+            if rotated and grads:
+                rotate_maps(ga, op.out_offset, nb * cout, plane_out)
+            _backward_wide(op, weights, w0, wstride, a, ga, gp, nb, work, grads, dx)
+            if rotated and grads:
+                rotate_maps(ga, op.out_offset, nb * cout, plane_out)
     else:
-        if op[ROT_W] != 0:
-            _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
-        if stride_one:
-            _param_grads_wide(op, a, ga, gp, nb, work)
-        else:
-            _param_grads_strided(op, a, ga, gp, nb)
-        if op[ROT_W] != 0:
-            _rotate_maps(ga, op[OUT_OFF], nb * cout, plane_out)
-        if need_dx and stride_one:
-            _input_grad_wide(op, weights, w0, wstride, a, ga, nb, work)
-        elif need_dx:
+        if rotated:
+            rotate_maps(ga, op.out_offset, nb * cout, plane_out)
+        _param_grads_strided(op, a, ga, gp, nb)
+        if rotated:
+            rotate_maps(ga, op.out_offset, nb * cout, plane_out)
+        if need_dx:
             _input_grad_strided(op, weights, w0, wstride, ga, nb)
-    if need_dx and op[ROT_DX] != 0:
-        _rotate_maps(ga, op[IN_OFF], nb * op[C], op[H] * op[W])
+    if need_dx and op.rotate_sent != 0:
+        rotate_maps(ga, op.in_offset, nb * op.in_c, op.in_h * op.in_w)

@@ -1,63 +1,56 @@
-"""Compiled dense layer: forward, weight/bias gradients, input gradient.
+"""Compiled dense layer (and flatten): forward, weight/bias gradients, input gradient.
 
-Same conventions as :mod:`.kernels_conv` (one replica's arrays, fixed summation order,
-unsigned indices in inner loops).
+Written once against the slot API (:mod:`.slots`): ``p`` the flat parameters, ``a``/``ga``
+the activation and gradient arenas (samples one after another at the offsets of the
+op's row), ``gp`` the parameter gradient -- one replica's, or eight lanes'. Each sum runs
+in one fixed order, so results never depend on threads or on the other replicas.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from .plan import B_OFF, IN_OFF, OUT_OFF, W_OFF, C, O
+from ...core.ops import Dense, Flatten
+from .capabilities import FEATURES, OpSpec, register_op
+from .slots import (
+    KERNEL,
+    U,
+    add,
+    axpy,
+    by_width,
+    dot,
+    fill,
+    load,
+    muladd,
+    scaled_into,
+    store,
+    zero,
+)
 
-U = np.uint64
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def fill(out, o0, count):
-    """out[o0 : o0 + count] = 0 (a loop: Numba's slice assignment costs tens of ns of
-    set-up, as much as the work on the article's small maps)."""
-    for k in range(count):
-        out[U(o0 + k)] = 0.0
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def copy(out, o0, src, s0, count):
-    """out[o0 : o0 + count] = src[s0 : s0 + count] (a loop, see :func:`fill`)."""
-    for k in range(count):
-        out[U(o0 + k)] = src[U(s0 + k)]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def dot(u, u0, v, v0, count):
-    """sum_k u[u0 + k] v[v0 + k] in four interleaved partial sums (four independent
-    chains of adds instead of one; a fixed order all the same)."""
-    s0 = s1 = s2 = s3 = 0.0
-    k = 0
-    while k + 4 <= count:
-        s0 += u[U(u0 + k)] * v[U(v0 + k)]
-        s1 += u[U(u0 + k + 1)] * v[U(v0 + k + 1)]
-        s2 += u[U(u0 + k + 2)] * v[U(v0 + k + 2)]
-        s3 += u[U(u0 + k + 3)] * v[U(v0 + k + 3)]
-        k += 4
-    while k < count:
-        s0 += u[U(u0 + k)] * v[U(v0 + k)]
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+DENSE, FLAT = 2, 3
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def axpy(out, o0, weight, src, s0, count):
-    """out[o0 + k] += weight * src[s0 + k] for k < count (vectorized)."""
-    for k in range(count):
-        out[U(o0 + k)] += weight * src[U(s0 + k)]
+def _describe_dense(builder, row, layer, index) -> None:
+    builder.shapes(row, index)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dot_pair(x, x0, w, w0, w1, count):
-    """:func:`dot` of x with two weight rows at once: each row's sum in exactly dot's
-    order, but the x loads shared and eight chains of adds in flight instead of four."""
+def _describe_flatten(builder, row, layer, index) -> None:
+    builder.shapes(row, index)
+    row["out_offset"] = row["in_offset"]  # row-major flatten: the same values, in place
+
+
+register_op(OpSpec(Dense, DENSE, _describe_dense, lambda layer, how: frozenset(FEATURES),
+                   "weights and bias; B = W or the rule's feedback"))
+register_op(OpSpec(Flatten, FLAT, _describe_flatten, lambda layer, how: frozenset(FEATURES),
+                   "no work: the same values in place"))
+
+
+# -- hand-specialised: two outputs per pass over x at width 1 (the loads of x shared,
+# eight chains of adds in flight); at width 8 the sixteen-tuple chains would not fit the
+# registers, so two plain dot products. Either way each row's sum is dot's, in its order.
+@njit(**KERNEL)
+def _dot_pair_w1(x, x0, w, w0, w1, count):  # hand-specialised: shared loads of x
+    """(dot(x, w[w0:]), dot(x, w[w1:])), each in dot's order."""
     s0 = s1 = s2 = s3 = 0.0
     t0 = t1 = t2 = t3 = 0.0
     k = 0
@@ -80,55 +73,77 @@ def _dot_pair(x, x0, w, w0, w1, count):
     return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+# -- hand-specialised: the input gradient dx[k] = sum_o delta[o] B[o, k], summed over o
+# in order from 0 in both: at width 1 one vectorized axpy per output row, at width 8
+# each slot of dx summed in registers (no store per output).
+@njit(**KERNEL)
+def _dot_pair_w8(x, x0, w, w0, w1, count):
+    return dot(x, x0, w, w0, count), dot(x, x0, w, w1, count)
+
+
+dot_pair = by_width("dot_pair", _dot_pair_w1, _dot_pair_w8)
+
+
+@njit(**KERNEL)
+def _input_grad_rows_w1(ga, x0, d0, weights, w0, fan_in, fan_out):  # hand-specialised
+    """dx[k] = sum_o delta[o] B[o, k] for one sample, from 0, o in order."""
+    fill(ga, x0, fan_in)
+    for o in range(fan_out):
+        axpy(ga, x0, load(ga, d0 + o), weights, w0 + o * fan_in, fan_in)
+
+
+@njit(**KERNEL)
+def _input_grad_rows_w8(ga, x0, d0, weights, w0, fan_in, fan_out):  # hand-specialised
+    for k in range(fan_in):
+        dx = zero(ga)
+        for o in range(fan_out):
+            dx = muladd(dx, load(ga, d0 + o), load(weights, w0 + o * fan_in + k))
+        store(ga, x0 + k, dx)
+
+
+input_grad_rows = by_width("input_grad_rows", _input_grad_rows_w1, _input_grad_rows_w8)
+
+
+@njit(**KERNEL)
 def dense_forward(op, p, a, nb):
     """out[n, o] = sum_i x[n, i] w[o, i] + b[o] (two outputs per pass over x)."""
-    fan_in, fan_out, w0, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
+    fan_in, fan_out, w0, b0 = op.in_c, op.out_c, op.weight_offset, op.bias_offset
     for n in range(nb):
-        x0 = op[IN_OFF] + n * fan_in
-        y0 = op[OUT_OFF] + n * fan_out
+        x0 = op.in_offset + n * fan_in
+        y0 = op.out_offset + n * fan_out
         o = 0
         while o + 2 <= fan_out:
-            first, second = _dot_pair(a, x0, p, w0 + o * fan_in, w0 + (o + 1) * fan_in, fan_in)
+            first, second = dot_pair(a, x0, p, w0 + o * fan_in, w0 + (o + 1) * fan_in, fan_in)
             if b0 >= 0:
-                first += p[U(b0 + o)]
-                second += p[U(b0 + o + 1)]
-            a[U(y0 + o)] = first
-            a[U(y0 + o + 1)] = second
+                first = add(first, load(p, b0 + o))
+                second = add(second, load(p, b0 + o + 1))
+            store(a, y0 + o, first)
+            store(a, y0 + o + 1, second)
             o += 2
         if o < fan_out:
-            total = dot(a, x0, p, w0 + o * fan_in, fan_in)
+            last = dot(a, x0, p, w0 + o * fan_in, fan_in)
             if b0 >= 0:
-                total += p[U(b0 + o)]
-            a[U(y0 + o)] = total
+                last = add(last, load(p, b0 + o))
+            store(a, y0 + o, last)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL)
 def dense_backward(op, weights, w0, a, ga, gp, nb, need_dx):
     """dw[o, i] = sum_n delta[n, o] x[n, i]; db[o] = sum_n delta[n, o]; and, if
     ``need_dx``, dx[n, i] = sum_o delta[n, o] B[o, i] with B = ``weights[w0:]`` (W, or a
-    rule's feedback weights): one pass over delta for both. The first sample's terms
-    are added to 0 as they are written (no separate zeroing pass)."""
-    fan_in, fan_out, wp, b0 = op[C], op[O], op[W_OFF], op[B_OFF]
+    rule's feedback weights). The first sample's terms are added to 0 as they are
+    written (no separate zeroing pass)."""
+    fan_in, fan_out, wp, b0 = op.in_c, op.out_c, op.weight_offset, op.bias_offset
     for n in range(nb):
-        x0 = op[IN_OFF] + n * fan_in
-        d0 = op[OUT_OFF] + n * fan_out
-        if need_dx:
-            fill(ga, x0, fan_in)
+        x0 = op.in_offset + n * fan_in
+        d0 = op.out_offset + n * fan_out
         for o in range(fan_out):
-            d = ga[U(d0 + o)]
+            d = load(ga, d0 + o)
             if b0 >= 0:
-                gp[U(b0 + o)] = (0.0 if n == 0 else gp[U(b0 + o)]) + d
+                store(gp, b0 + o, add(zero(gp) if n == 0 else load(gp, b0 + o), d))
             if n == 0:
-                _scaled_into(gp, wp + o * fan_in, d, a, x0, fan_in)
+                scaled_into(gp, wp + o * fan_in, d, a, x0, fan_in)
             else:
                 axpy(gp, wp + o * fan_in, d, a, x0, fan_in)
-            if need_dx:
-                axpy(ga, x0, d, weights, w0 + o * fan_in, fan_in)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _scaled_into(out, o0, weight, src, s0, count):
-    """out[o0 + k] = 0 + weight * src[s0 + k] (what zeroing then :func:`axpy` gives)."""
-    for k in range(count):
-        out[U(o0 + k)] = 0.0 + weight * src[U(s0 + k)]
+        if need_dx:
+            input_grad_rows(ga, x0, d0, weights, w0, fan_in, fan_out)

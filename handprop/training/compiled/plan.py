@@ -1,331 +1,363 @@
-"""The plan: a network, rule, optimizer and loss turned into integer tables once per fit.
+"""The plan: a network, a rule's description, an optimizer and a loss as tables, once per fit.
 
-The compiled kernels know nothing about Python objects. They read one row per layer of
-``ops`` (op code, geometry, where its parameters sit in the flat buffer, where its input
-and output sit in the per-replica activation arena, what the rule changes) and walk the
-rows forward, then backward. Building the plan is also where every unsupported case is
-found: :class:`UnsupportedError` names the first one, and the caller falls back to NumPy.
+The kernels know nothing about Python objects. They read one row per layer of the op
+table (:data:`OP_COLUMNS`: which op, its geometry, where its parameters sit in the flat
+buffer, where its input and output sit in the activation arena, what the rule changes)
+and walk the rows forward, then backward. Before any table is built,
+:func:`survey` checks everything against :mod:`.capabilities` and raises
+:class:`~.capabilities.UnsupportedError` naming the first thing the engine cannot run;
+the layout is chosen from the survey, and :func:`build_plan` then builds the tables
+once, for that layout's arenas. Each op's row is filled by its
+:class:`~.capabilities.OpSpec` through :class:`PlanBuilder`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...core.layers import WeightLayer
 from ...core.network import Network
-from ...core.ops import Activation, Conv2d, Dense, Flatten, MaxPool2d, PerChannelActivation
-from ...core.ops.asrun import AsRunConv2d
-from ...core.ops.avgpool import AvgPool2d, avg_pool2d_geometry
-from ...core.ops.batchnorm import BatchNorm2d
+from ...rules.backward import BackwardDescription, PoolRouting, WeightGrads
 from ...rules.base import LearningRule
-from ..optim import Adam, Momentum, Nesterov, Optimizer
-from .adapter import (
-    FB_MATRIX,
-    FB_SIGN_MAGNITUDE,
-    FB_SIGN_SCALE,
-    FB_WEIGHT,
-    ROUTE,
-    RulePlan,
+from .capabilities import (
+    LOSSES,
+    OPTIMIZERS,
+    OpSpec,
     UnsupportedError,
-    rule_plan,
+    op_specs,
+    rule_refusal,
 )
 
-# Op codes.
-CONV, POOL, DENSE, FLAT, ACT, AVG, BN = 0, 1, 2, 3, 4, 5, 6
-# Columns of the ops table.
-(KIND, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, GROUPS, W_OFF, B_OFF, IN_OFF, OUT_OFF,
- IN_SIZE, OUT_SIZE, CODE_OFF, INT_OFF, NEED_DX, TIES, ROT_W, ROT_DX, TRANSFORM, FB_KIND,
- FB_OFF, INJECT, INJECT_OFF, SCALE, FW_OFF, W_OSTRIDE, ASRUN_TRUE, BORROW_OFF, STATE_OFF,
- CACHE_OFF) = range(38)
-COLUMNS = 38
-# Activation codes.
-IDENTITY, RELU, LEAKY, TANH, ARCTAN, SIGMOID = range(6)
-_ACT_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "arctan": ARCTAN,
-              "sigmoid": SIGMOID}
-# Losses, optimizers.
-L2, BCE, SOFTMAX_CE = 0, 1, 2
-_LOSS_CODES = {"l2": L2, "bce": BCE, "softmax_ce": SOFTMAX_CE}
-SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
-_OPTIMIZERS = {Optimizer: SGD, Momentum: MOMENTUM, Nesterov: NESTEROV, Adam: ADAM}
+# The op table: one row per layer, every column an int64 (a structured array, so the
+# kernels read ``op.in_offset``). Offsets count values of one replica (or lane); an
+# offset of -1 means "none", as does a feedback_scale of -1; other columns default to 0.
+OP_COLUMNS = {
+    "kind": "the op (its OpSpec's code): which kernels run",
+    "in_c": "input channels (dense: inputs; activation: channels with their own function)",
+    "in_h": "input height (activation: values per channel of one sample)",
+    "in_w": "input width",
+    "out_c": "output channels (dense: outputs)",
+    "out_h": "output height",
+    "out_w": "output width",
+    "kernel_h": "window height",
+    "kernel_w": "window width",
+    "stride_h": "vertical stride",
+    "stride_w": "horizontal stride",
+    "pad_h": "zero padding above and below",
+    "pad_w": "zero padding left and right",
+    "groups": "convolution groups",
+    "in_offset": "the input in the arena (samples one after another)",
+    "out_offset": "the output in the arena",
+    "in_size": "values of one sample's input",
+    "out_size": "values of one sample's output",
+    "params_offset": "the layer's parameters in the flat buffer (contiguous)",
+    "params_size": "how many (their gradient is zeroed where no gradient reaches the layer)",
+    "weight_offset": "its weight in the flat buffer",
+    "weight_size": "values of its weight",
+    "bias_offset": "its bias in the flat buffer",
+    "kernel_offset": "where the forward pass reads output channel 0's kernel (conv)",
+    "kernel_stride": "how far apart consecutive output channels' kernels are (0: one for all)",
+    "codes_offset": "its first entry in codes and slopes (a function or line per channel)",
+    "ints_offset": "the integer arena (each max-pool window's winning tap)",
+    "scales_offset": "its first entry in scales (divisors; eps and momentum)",
+    "state_offset": "its running statistics in the state buffer",
+    "cache_offset": "arena kept from the forward to the backward pass (batch norm)",
+    "sends_grad": "1: its backward pass sends a gradient down",
+    "ties": "max-pool: 1 routes to every tied maximum",
+    "transform": "max-pool: T of the green and red lines (ROT180, TRANSPOSE)",
+    "rotate_delta": "weight layer: the weight gradient of rot180(delta)",
+    "rotate_sent": "weight layer: rot180 of the input gradient it sends down",
+    "feedback_base": "weight layer: B's factor of W (FROM_WEIGHT, FROM_SIGN, FROM_NOTHING)",
+    "feedback_offset": "B's matrix M in the fixed (or drawn) arrays",
+    "feedback_redrawn": "1: M is redrawn every step (it sits in the drawn arrays)",
+    "feedback_scale": "B's constant factor in scales",
+    "inject_offset": "DFA: B_l in the fixed arrays; the output gradient is e @ B_l",
+    "borrow_offset": "a borrowed kernel trained by its true gradient: arena room for that "
+                     "gradient until the lender's own is complete",
+    "borrow_size": "its size",
+}
+OP_ROW = np.dtype([(name, np.int64) for name in OP_COLUMNS])
+# B's factor of W, the map transforms, and each channel's pool line (codes).
+FROM_WEIGHT, FROM_SIGN, FROM_NOTHING = 0, 1, 2
+ROT180, TRANSPOSE = 0, 1
+ROUTE, GREEN, RED = 0, 1, 2
+_BASES = {"weight": FROM_WEIGHT, "sign": FROM_SIGN, "none": FROM_NOTHING}
+_TRANSFORMS = {"rot180": ROT180, "transpose": TRANSPOSE}
+_LINES = {"exact": ROUTE, "green": GREEN, "red": RED}
 
 
-@dataclass
-class Plan:
-    """Tables for the kernels (see the module notes) and the sizes of the arenas.
-
-    ops (L, COLUMNS) int64; codes int64 (activation code per channel, pool mode per
-    channel); slopes float64 (leaky slope per channel entry of ``codes``); scales
-    float64 (usf scale per layer, indexed by ops[:, SCALE]); arena / ints: values per
-    replica of the float and integer arenas (the float one ends with ``scratch_off``,
-    room for one layer's feedback weights, then ``work_off``, room for one layer's
-    padded planes); feedback: values per replica
-    of the fixed feedback arrays (FA/frSF/DFA); drawn: values per step of brSF's magnitudes;
-    lowest: the lowest layer backward visits; error_off/error_size: where DFA's output
-    error sits in the gradient arena.
-    """
+class Tables(NamedTuple):
+    """What the kernels read about the network: ``ops`` (one :data:`OP_ROW` per layer);
+    ``codes`` int64 and ``slopes`` float64 (per channel: activation code and leaky
+    slope, or pool line); ``scales`` float64 (average-pool divisors, batch norm's eps and
+    momentum, feedback constants)."""
 
     ops: np.ndarray
     codes: np.ndarray
     slopes: np.ndarray
     scales: np.ndarray
-    arena: int
-    scratch_off: int
-    work_off: int
-    ints: int
-    feedback: int
-    drawn: int
-    lowest: int
-    error_off: int
+
+
+class Settings(NamedTuple):
+    """The plan's scalars, as the kernels read them (``settings.batch``)."""
+
+    lowest: int  # the lowest layer the backward pass visits
+    scratch: int  # arena: room for one layer's feedback weights (and the loss value)
+    work: int  # arena: room for one layer's working planes (padded maps, pool planes)
+    in_size: int  # values of one input sample
+    classes: int  # values of one output
+    error_offset: int  # arena: the gradient at the last weight layer's output (DFA's e)
     error_size: int
-    in_size: int
-    out_size: int
+    loss: int  # capabilities.LOSSES
+    mean: int  # 1: the loss is a mean over the batch
+    optimizer: int  # capabilities.OPTIMIZERS
+    redraws: int  # 1: the rule redraws matrices every step (the drawn arrays)
+    batch: int  # samples per step
+    count: int  # samples in the epoch
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Everything checked before a plan is built: each layer's op spec and features, the
+    rule's description, the loss and optimizer codes."""
+
+    net: Network
+    rule: LearningRule | None
+    specs: list[OpSpec]
+    features: list[frozenset[str]]
+    description: BackwardDescription
     loss: int
     mean: bool
     optimizer: int
-    rule: RulePlan
-    # layer index -> (offset, size) of its fixed feedback / drawn magnitudes
-    feedback_slots: dict[int, tuple[int, int]]
-    drawn_slots: dict[int, tuple[int, int]]
 
 
-def optimizer_code(optimizer: Any) -> int:
-    code = _OPTIMIZERS.get(type(optimizer))
-    if code is None:
-        raise UnsupportedError(f"optimizer {type(optimizer).__name__} has no compiled form")
-    return code
-
-
-def _activation_code(name: str) -> tuple[int, float]:
-    if name in _ACT_CODES:
-        return _ACT_CODES[name], 0.0
-    if name.startswith("leaky_relu:"):
-        return LEAKY, float(name.partition(":")[2])
-    raise UnsupportedError(f"activation {name!r} has no compiled form")
-
-
-def build_plan(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
-               reduction: str, batch_size: int) -> Plan:
-    """The plan for ``net`` trained on batches of at most ``batch_size`` samples."""
+def survey(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
+           reduction: str) -> Survey:
+    """Check the configuration; raise :class:`UnsupportedError` for the first thing the
+    compiled engine cannot run."""
     if np.dtype(net.dtype) not in (np.float32, np.float64):
         raise UnsupportedError(f"dtype {net.dtype} has no compiled form")
-    if loss not in _LOSS_CODES:
+    if loss not in LOSSES:
         raise UnsupportedError(f"loss {loss!r} has no compiled form")
-    opt = optimizer_code(optimizer)
-    rules = rule_plan(rule, net)
-    builder = _Builder(net, rules, batch_size)
+    if type(optimizer) not in OPTIMIZERS:
+        raise UnsupportedError(f"optimizer {type(optimizer).__name__} has no compiled form")
+    if rule is not None and type(rule) is not LearningRule and rule.net is not net:
+        raise UnsupportedError(f"rule {rule.name!r} is not bound to this network")
+    refusal = rule_refusal(rule)
+    if refusal:
+        raise UnsupportedError(refusal)
+    if not any(isinstance(layer, WeightLayer) for layer in net.layers):
+        raise UnsupportedError("a network without conv or dense layers")
+    description = rule.description() if rule is not None else BackwardDescription()
+    known = op_specs()
+    specs, features = [], []
     for index, layer in enumerate(net.layers):
-        builder.add(index, layer)
-    return builder.finish(loss, reduction, opt)
-
-
-class _Builder:
-    """Fills the ops table layer by layer, handing out arena offsets."""
-
-    def __init__(self, net: Network, rules: RulePlan, batch: int) -> None:
-        self.net, self.rules, self.batch = net, rules, batch
-        self.rows: list[np.ndarray] = []
-        self.codes: list[int] = []
-        self.slopes: list[float] = []
-        self.scales: list[float] = [0.0]
-        self.arena = batch * prod(net.input_shape)  # boundary 0: the input
-        self.boundary = [0]  # arena offset of every layer boundary
-        self.ints = 0
-        self.feedback = 0
-        self.drawn = 0
-        self.feedback_slots: dict[int, tuple[int, int]] = {}
-        self.drawn_slots: dict[int, tuple[int, int]] = {}
-        self.scratch = 1  # feedback weights formed each step (and the loss value's rounding)
-        self.work = 1  # one layer's working planes (padded maps, pool planes)
-        weights = [i for i, lay in enumerate(net.layers) if isinstance(lay, Conv2d | Dense)]
-        if not weights:
-            raise UnsupportedError("a network without conv or dense layers")
-        self.last_weight = weights[-1]
-
-    def _layout(self, index: int) -> tuple[str, dict[str, int]]:
-        layout = self.net._layout[index]
-        offsets = {name: start for name, (start, _, _) in layout.items()}
-        return layout, offsets
-
-    def add(self, index: int, layer: Any) -> None:
-        row = np.zeros(COLUMNS, np.int64)
-        row[W_OFF] = row[B_OFF] = -1
-        in_shape, out_shape = self.net.shapes[index], self.net.shapes[index + 1]
-        row[IN_SIZE], row[OUT_SIZE] = prod(in_shape), prod(out_shape)
-        row[IN_OFF] = self.boundary[index]
-        row[NEED_DX] = self.net._need_input_grad[index] and index not in self.rules.no_input_grad
-        _, offsets = self._layout(index)
-        if type(layer) is Conv2d:
-            self._conv(row, layer, in_shape, out_shape, offsets)
-        elif type(layer) is AsRunConv2d:
-            self._conv(row, layer, in_shape, out_shape, offsets)
-            self._as_run(row, index, layer)
-        elif type(layer) is Dense:
-            row[KIND] = DENSE
-            row[C], row[O] = in_shape[0], out_shape[0]
-            self._weights(row, index, layer, offsets)
-        elif type(layer) is MaxPool2d:
-            self._pool(row, index, layer, in_shape, out_shape)
-        elif type(layer) is Flatten:
-            row[KIND] = FLAT
-        elif type(layer) is AvgPool2d:
-            self._avg_pool(row, layer, in_shape, out_shape)
-        elif type(layer) is BatchNorm2d:
-            self._batch_norm(row, index, layer, in_shape, offsets)
-        elif type(layer) is Activation:
-            self._activation(row, [layer.activation.name], in_shape)
-        elif type(layer) is PerChannelActivation:
-            self._activation(row, list(layer.activations), in_shape)
-        else:
+        spec = known.get(type(layer))
+        if spec is None:
             raise UnsupportedError(
                 f"layer {layer.name!r} ({type(layer).__name__}) has no compiled form")
-        if index in self.rules.inject:  # DFA's B: (outputs, this layer's output size)
-            size = prod(self.net.shapes[self.last_weight + 1]) * int(row[OUT_SIZE])
-            row[INJECT], row[INJECT_OFF] = 1, self._slot(self.feedback_slots, index,
-                                                         "feedback", size)
-        if row[KIND] == FLAT:  # row-major flatten: the same values, the same place
-            row[OUT_OFF] = row[IN_OFF]
-        else:
-            row[OUT_OFF] = self.arena
-            self.arena += self.batch * int(row[OUT_SIZE])
-        self.boundary.append(int(row[OUT_OFF]))
-        self.rows.append(row)
+        specs.append(spec)
+        features.append(spec.features(layer, description.weights.get(index)))
+    return Survey(net, rule, specs, features, description, LOSSES[loss], reduction == "mean",
+                  OPTIMIZERS[type(optimizer)][0])
 
+
+@dataclass
+class Plan:
+    """The tables and the sizes of the arenas, per replica (or lane).
+
+    arena : float arena values (activations, then extras, then ``settings.scratch`` and
+        ``settings.work``); ints : integer arena values; fixed : the rule's fixed
+        matrices; drawn : the matrices redrawn every step
+    fixed_slots, drawn_slots : {layer index: (offset, size)} of ``rule.feedback_array``
+    """
+
+    tables: Tables
+    settings: Settings
+    arena: int
+    ints: int
+    fixed: int
+    drawn: int
+    fixed_slots: dict[int, tuple[int, int]]
+    drawn_slots: dict[int, tuple[int, int]]
+
+    def settings_for(self, batch: int, count: int) -> Settings:
+        return self.settings._replace(batch=batch, count=count)
+
+
+@dataclass
+class PlanBuilder:
+    """Fills the op table layer by layer, handing out offsets (what OpSpecs call)."""
+
+    survey: Survey
+    batch: int  # samples per arena row
+    ops: np.ndarray = field(default_factory=lambda: np.zeros(0, OP_ROW))
+    codes: list[int] = field(default_factory=list)
+    slopes: list[float] = field(default_factory=list)
+    scale_values: list[float] = field(default_factory=lambda: [0.0])
+    arena: int = 0
+    int_size: int = 0
+    fixed: int = 0
+    drawn: int = 0
+    fixed_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
+    drawn_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
+    scratch_size: int = 1  # feedback weights formed each step (and the loss value's rounding)
+    work_size: int = 1  # one layer's working planes
+
+    @property
+    def net(self) -> Network:
+        return self.survey.net
+
+    # -- what an OpSpec's describe() uses ---------------------------------------------
+    def shapes(self, row: np.ndarray, index: int) -> None:
+        """in_c/in_h/in_w and out_c/out_h/out_w from the layer's shapes (a vector (C,) is
+        (C, 1, 1))."""
+        for prefix, shape in (("in", self.net.shapes[index]), ("out", self.net.shapes[index + 1])):
+            c, h, w = (*shape, 1, 1)[:3] if len(shape) < 3 else shape
+            row[f"{prefix}_c"], row[f"{prefix}_h"], row[f"{prefix}_w"] = c, h, w
+
+    def window(self, row: np.ndarray, kernel, stride, padding=(0, 0)) -> None:
+        (row["kernel_h"], row["kernel_w"]), (row["stride_h"], row["stride_w"]) = kernel, stride
+        row["pad_h"], row["pad_w"] = padding
+
+    def params(self, index: int) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+        """Layer ``index``'s parameters: {local: (start, stop, shape)} in the flat buffer."""
+        return self.net.param_layout(index)
+
+    def state(self, index: int) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+        return self.net.state_layout(index)
+
+    def weight_grads(self, index: int) -> WeightGrads | None:
+        """How the rule changes weight layer ``index`` (None: exact)."""
+        return self.survey.description.weights.get(index)
+
+    def routing(self, index: int, channels: int) -> PoolRouting:
+        """How max-pool ``index`` routes its gradient (exact: the first maximum)."""
+        found = self.survey.description.pools.get(index)
+        return found or PoolRouting(("exact",) * channels)
+
+    def add_codes(self, codes: list[int], slopes: list[float] | None = None) -> int:
+        """Per-channel codes (and leaky slopes); returns their offset."""
+        offset = len(self.codes)
+        self.codes.extend(codes)
+        self.slopes.extend(slopes if slopes is not None else [0.0] * len(codes))
+        return offset
+
+    def add_scales(self, values: list[float]) -> int:
+        offset = len(self.scale_values)
+        self.scale_values.extend(float(v) for v in values)
+        return offset
+
+    def add_ints(self, per_sample: int) -> int:
+        """Room in the integer arena for ``per_sample`` values of every sample."""
+        offset, self.int_size = self.int_size, self.int_size + self.batch * per_sample
+        return offset
+
+    def add_arena(self, size: int) -> int:
+        """Room for ``size`` values in the float arena (kept from forward to backward)."""
+        offset, self.arena = self.arena, self.arena + size
+        return offset
+
+    def need_work(self, size: int) -> None:
+        """The op needs ``size`` values of working planes (shared by every op)."""
+        self.work_size = max(self.work_size, size)
+
+    # -- the rows ------------------------------------------------------------------------
     def _slot(self, slots: dict, index: int, which: str, size: int) -> int:
-        """Room for ``size`` values of layer ``index`` in the ``which`` arena ("feedback":
-        fixed per run, or "drawn": per step); returns the offset."""
         offset = getattr(self, which)
         setattr(self, which, offset + size)
         slots[index] = (offset, size)
         return offset
 
-    def _weights(self, row: np.ndarray, index: int, layer: Any, offsets: dict[str, int]) -> None:
-        row[W_OFF] = offsets["weight"]
-        row[B_OFF] = offsets.get("bias", -1)
-        kind = self.rules.feedback.get(index, FB_WEIGHT)
-        row[FB_KIND] = kind
-        size = prod(layer.param_shapes()["weight"])
-        if kind in (FB_MATRIX, FB_SIGN_MAGNITUDE):  # an array the rule keeps
-            if self.rules.redraws:
-                row[FB_OFF] = self._slot(self.drawn_slots, index, "drawn", size)
-            else:
-                row[FB_OFF] = self._slot(self.feedback_slots, index, "feedback", size)
-        if kind in (FB_SIGN_SCALE, FB_SIGN_MAGNITUDE):  # B formed in scratch every step
-            self.scratch = max(self.scratch, size)
-        if index in self.rules.sign_scale:
-            row[SCALE] = len(self.scales)
-            self.scales.append(self.rules.sign_scale[index])
+    def add_row(self, index: int, layer: Any, spec: OpSpec) -> None:
+        row = self.ops[index]  # a view: what is written here lands in the table
+        net, description = self.net, self.survey.description
+        row["kind"] = spec.code
+        row["in_size"], row["out_size"] = prod(net.shapes[index]), prod(net.shapes[index + 1])
+        row["in_offset"] = self.ops[index - 1]["out_offset"] if index else 0
+        row["sends_grad"] = net.sends_grad(index) and index not in description.no_input_grad
+        layout = self.params(index)
+        if layout:
+            row["params_offset"] = min(start for start, _, _ in layout.values())
+            row["params_size"] = sum(stop - start for start, stop, _ in layout.values())
+            row["weight_offset"] = layout["weight"][0] if "weight" in layout else -1
+            row["bias_offset"] = layout["bias"][0] if "bias" in layout else -1
+        if isinstance(layer, WeightLayer):
+            row["weight_size"] = prod(layer.param_shapes()["weight"])
+            self._feedback(row, index, int(row["weight_size"]))
+        spec.describe(self, row, layer, index)
+        if index in description.inject:  # DFA's B_l: (outputs, this layer's output size)
+            size = self.error_size() * int(row["out_size"])
+            row["inject_offset"] = self._slot(self.fixed_slots, index, "fixed", size)
+        if row["out_offset"] < 0:
+            row["out_offset"] = self.add_arena(self.batch * int(row["out_size"]))
 
-    def _as_run(self, row: np.ndarray, index: int, layer: AsRunConv2d) -> None:
-        """The forward pass reads the lender's kernel for every output channel. Backward:
-        the conv's own formulas with its own W where the rule computes them (the
-        article's rules, feedback rules), else the true gradient: through the borrowed
-        kernel, dL/dK = sum over outputs added to the lender's gradient, 0 for W."""
-        owner, _, local = layer.borrowed()["source"].rpartition(".")
-        source = self.net.layer_index(owner)
-        start, stop, shape = self.net._layout[source][local]
-        own = layer.param_shapes()["weight"]
-        kernel = prod(own[1:])
-        if tuple(shape[1:]) != tuple(own[1:]) or not 0 <= layer.source_channel < shape[0]:
-            raise UnsupportedError(f"layer {layer.name!r}: kernel {layer.source_channel} of "
-                                   f"{owner}.{local} {tuple(shape)} cannot stand in for its "
-                                   f"weight {tuple(own)}")
-        row[FW_OFF], row[W_OSTRIDE] = start + layer.source_channel * kernel, 0
-        if index not in self.rules.conv_formulas:
-            if row[FB_KIND] != FB_WEIGHT:
-                raise UnsupportedError(f"layer {layer.name!r}: the rule's feedback with a "
-                                       "borrowed kernel has no compiled form")
-            row[ASRUN_TRUE] = 1
-            row[BORROW_OFF] = self.arena
-            self.arena += kernel
+    def error_size(self) -> int:
+        """Values of DFA's error e per sample (the last weight layer's output)."""
+        net = self.net
+        last = max(i for i, layer in enumerate(net.layers) if isinstance(layer, WeightLayer))
+        return prod(net.shapes[last + 1])
 
-    def _conv(self, row, layer: Conv2d, in_shape, out_shape, offsets) -> None:
-        row[KIND] = CONV
-        row[C], row[H], row[W] = in_shape
-        row[O], row[OH], row[OW] = out_shape
-        (row[KH], row[KW]), (row[SH], row[SW]) = layer.kernel_size, layer.stride
-        (row[PH], row[PW]), row[GROUPS] = layer.padding, layer.groups
-        index = self.net.layers.index(layer)
-        self._weights(row, index, layer, offsets)
-        row[FW_OFF], row[W_OSTRIDE] = row[W_OFF], prod(layer.param_shapes()["weight"][1:])
-        # padded input, delta widened to padded rows, padded input gradient
-        padded = in_shape[0] * (in_shape[1] + 2 * row[PH]) * (in_shape[2] + 2 * row[PW])
-        self.work = max(self.work, 2 * padded + out_shape[1] * (in_shape[2] + 2 * row[PW]))
-        row[ROT_W] = index in self.rules.rotate_weight_grad
-        row[ROT_DX] = index in self.rules.rotate_input_grad
+    def _feedback(self, row: np.ndarray, index: int, size: int) -> None:
+        """The columns of B (and the rotations) for weight layer ``index``."""
+        how = self.weight_grads(index) or WeightGrads()
+        feedback = how.feedback
+        row["rotate_delta"], row["rotate_sent"] = how.rotate_delta, how.rotate_sent
+        row["feedback_base"] = _BASES[feedback.base]
+        if feedback.array:
+            slots, which = ((self.drawn_slots, "drawn") if feedback.redrawn
+                            else (self.fixed_slots, "fixed"))
+            row["feedback_offset"] = self._slot(slots, index, which, size)
+            row["feedback_redrawn"] = feedback.redrawn
+        if feedback.scale != 1.0:
+            row["feedback_scale"] = self.add_scales([feedback.scale])
+        if not feedback.is_weight and not (feedback.base == "none" and feedback.scale == 1.0):
+            self.scratch_size = max(self.scratch_size, size)  # B formed in scratch every step
 
-    def _pool(self, row, index: int, layer: MaxPool2d, in_shape, out_shape) -> None:
-        row[KIND] = POOL
-        row[C], row[H], row[W] = in_shape
-        row[O], row[OH], row[OW] = out_shape
-        (row[KH], row[KW]), (row[SH], row[SW]) = layer.kernel_size, layer.stride
-        row[INT_OFF] = self.ints
-        self.ints += self.batch * int(row[OUT_SIZE])  # each window's winning tap
-        pool = self.rules.pools.get(index)
-        modes = [ROUTE] * in_shape[0] if pool is None or pool.modes is None else pool.modes
-        row[TIES] = bool(pool is not None and pool.ties)
-        row[TRANSFORM] = 0 if pool is None else pool.transform
-        row[CODE_OFF] = len(self.codes)
-        self.codes.extend(modes)
-        self.slopes.extend([0.0] * len(modes))
-        self.work = max(self.work, 2 * in_shape[1] * in_shape[2])
+    def finish(self) -> Plan:
+        survey, net, ops = self.survey, self.net, self.ops
+        weights = [i for i, layer in enumerate(net.layers) if isinstance(layer, WeightLayer)]
+        scratch = self.arena
+        work = scratch + self.scratch_size
+        arena = work + self.work_size
+        lowest = min((i for i in range(len(net.layers)) if net.param_layout(i)), default=0)
+        settings = Settings(
+            lowest=lowest, scratch=scratch, work=work, in_size=prod(net.input_shape),
+            classes=prod(net.output_shape), error_offset=int(ops[weights[-1]]["out_offset"]),
+            error_size=int(ops[weights[-1]]["out_size"]), loss=survey.loss,
+            mean=int(survey.mean), optimizer=survey.optimizer, redraws=int(bool(self.drawn)),
+            batch=self.batch, count=0)
+        tables = Tables(ops, np.array(self.codes + [0], np.int64),
+                        np.array(self.slopes + [0.0]), np.array(self.scale_values))
+        return Plan(tables, settings, arena, max(self.int_size, 1), max(self.fixed, 1),
+                    max(self.drawn, 1), self.fixed_slots, self.drawn_slots)
 
-    def _avg_pool(self, row, layer: AvgPool2d, in_shape, out_shape) -> None:
-        row[KIND] = AVG
-        row[C], row[H], row[W] = in_shape
-        row[O], row[OH], row[OW] = out_shape
-        (row[KH], row[KW]), (row[SH], row[SW]) = layer.kernel_size, layer.stride
-        row[PH], row[PW] = layer.padding
-        geometry = avg_pool2d_geometry(tuple(in_shape[1:]), layer.kernel_size, layer.stride,
-                                       layer.padding, layer.count_include_pad)
-        row[SCALE] = len(self.scales)  # each window's divisor
-        self.scales.extend(float(d) for d in geometry.divisor)
 
-    def _batch_norm(self, row, index: int, layer: BatchNorm2d, in_shape, offsets) -> None:
-        """Train mode; running statistics in the state buffer (mean, then variance)."""
-        row[KIND] = BN
-        row[C], row[H], row[W] = in_shape
-        if in_shape[1] * in_shape[2] < 2:  # one value per channel: the reference refuses
-            raise UnsupportedError(f"layer {layer.name!r}: batch norm of 1x1 maps")
-        row[W_OFF] = offsets.get("weight", -1)
-        row[B_OFF] = offsets.get("bias", -1)
-        state = self.net._state_layout[index]
-        row[STATE_OFF] = state["running_mean"][0]
-        if state["running_var"][0] != row[STATE_OFF] + in_shape[0]:
-            raise UnsupportedError(f"layer {layer.name!r}: unexpected state layout")
-        row[CACHE_OFF] = self.arena  # xhat, then 1/sqrt(var + eps) per channel
-        self.arena += self.batch * prod(in_shape) + in_shape[0]
-        row[SCALE] = len(self.scales)
-        self.scales.extend([layer.eps, layer.momentum])
+def build_plan(survey: Survey, batch: int) -> Plan:
+    """The tables for the surveyed network, arenas for ``batch`` samples per row."""
+    builder = PlanBuilder(survey, batch, _empty_table(len(survey.net.layers)))
+    builder.arena = batch * prod(survey.net.input_shape)  # the input comes first
+    for index, (layer, spec) in enumerate(zip(survey.net.layers, survey.specs, strict=True)):
+        builder.add_row(index, layer, spec)
+    return builder.finish()
 
-    def _activation(self, row, names: list[str], in_shape) -> None:
-        row[KIND] = ACT
-        channels = in_shape[0] if len(names) > 1 else 1
-        row[C] = channels
-        row[H] = prod(in_shape) // channels  # values per channel in one sample
-        row[CODE_OFF] = len(self.codes)
-        for name in names:
-            code, slope = _activation_code(name)
-            self.codes.append(code)
-            self.slopes.append(slope)
 
-    def finish(self, loss: str, reduction: str, optimizer: int) -> Plan:
-        ops = np.stack(self.rows)
-        scratch_off = self.arena
-        work_off = scratch_off + self.scratch
-        self.arena = work_off + self.work
-        lowest = min((i for i, lay in enumerate(self.net._layout) if lay), default=0)
-        return Plan(
-            ops=ops, codes=np.array(self.codes + [0], np.int64),
-            slopes=np.array(self.slopes + [0.0]), scales=np.array(self.scales),
-            arena=self.arena, scratch_off=scratch_off, work_off=work_off, ints=max(self.ints, 1),
-            feedback=max(self.feedback, 1),
-            drawn=max(self.drawn, 1), lowest=lowest,
-            error_off=int(ops[self.last_weight, OUT_OFF]),
-            error_size=int(ops[self.last_weight, OUT_SIZE]),
-            in_size=prod(self.net.input_shape), out_size=prod(self.net.output_shape),
-            loss=_LOSS_CODES[loss], mean=reduction == "mean", optimizer=optimizer,
-            rule=self.rules, feedback_slots=self.feedback_slots, drawn_slots=self.drawn_slots,
-        )
+def _empty_table(layers: int) -> np.ndarray:
+    ops = np.zeros(layers, OP_ROW)
+    for name in OP_COLUMNS:
+        if name.endswith("_offset") or name == "feedback_scale":
+            ops[name] = -1  # none
+    return ops
+
+
+def line_codes(routing: PoolRouting) -> list[int]:
+    """A pool's per-channel line codes (ROUTE, GREEN, RED)."""
+    return [_LINES[line] for line in routing.lines]
+
+
+def transform_code(routing: PoolRouting) -> int:
+    return _TRANSFORMS[routing.transform]

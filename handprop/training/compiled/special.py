@@ -4,8 +4,9 @@ libm's ``atan``/``tanh`` are calls the compiler cannot vectorize, and the articl
 spends a third of a lane step in them. These are Cephes' (S. L. Moshier) rational
 approximations -- within 2 ulp of the true value -- written without branches (every
 case computed, the right one selected), so eight lanes become one vector of code, and
-a value gets the same bits whether it is computed alone or in a vector: both engines
-use them, so a replica is bit-identical alone and among others.
+a value gets the same bits whether it is computed alone or in a vector: every layout
+uses them (``atan_slots``/``tanh_slots``: a slot's values, lane by lane), so a replica is
+bit-identical alone and among others.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .lanes import JIT
+from .slots import KERNEL as JIT
+from .slots import lanewise
 
 T3P8 = 2.41421356237309504880  # tan(3 pi / 8)
 MOREBITS = 6.123233995736765886130e-17  # pi/2 - float(pi/2)
@@ -83,3 +85,7 @@ def tanh(x):
     small = x + x * s * (p / q)
     # tanh is odd: the sign is x's (this only changes tanh(-0.0), which was +0.0)
     return math.copysign(large if ax >= 0.625 else small, x)
+
+
+atan_slots = lanewise(atan, 1, "atan_slots")  # a slot's arctan, lane by lane
+tanh_slots = lanewise(tanh, 1, "tanh_slots")
