@@ -32,7 +32,7 @@ from typing import Any
 from ..core.errors import HandpropError
 from ..core.limits import MAX_SEED
 from ..rules import FAMILIES, RULES
-from ..rules.seed import TRANSFORMS
+from ..rules.backward import TRANSFORMS
 from .session import (
     COLORS,
     DATASETS,
