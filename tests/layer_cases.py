@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from helpers import away_from_zero, tie_free
 
-from handprop.core.layers import Layer, layer_types
+from handprop.core.layers import Layer
+from handprop.core.ops import layer_types
 
 INPUTS = ("normal", "tie_free", "away_from_zero", "shifted")
 

@@ -27,7 +27,7 @@ import pytest
 from compiled_cases import LAYOUT_RUNS, norm_net, one_step, op_net
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network
-from handprop.core.layers import layer_types
+from handprop.core.ops import layer_types
 from handprop.core.ops.asrun import AsRunConv2d
 from handprop.core.presets import seed_as_run, seed_net
 from handprop.rules import RULES, make_rule

@@ -27,7 +27,7 @@ import torch
 from helpers import assert_fd, assert_parity, fd_grad
 from layer_cases import LAYER_CASES, LayerCase, build_layer, case_params, draw_arrays, draw_input
 
-from handprop.core.layers import layer_types
+from handprop.core.ops import layer_types
 from handprop.core.spec import dump_toml, layer_from_spec, network_from_spec
 from handprop.integrations.torch_twins import TORCH_LAYERS, load_arrays, torch_layer
 

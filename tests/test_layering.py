@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from handprop.core.layers import layer_types
+from handprop.core.ops import layer_types
 
 PACKAGE = Path(__file__).resolve().parents[1] / "handprop"
 README = PACKAGE.parent / "README.md"

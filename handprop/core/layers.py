@@ -42,7 +42,7 @@ INIT_SCHEMES = ("normal", "he", "lecun", "glorot", "torch")
 
 LAYERS: dict[str, type[Layer]] = {}
 """Every registered layer class by ``kind`` (complete once :mod:`handprop.core.ops` is
-imported, which imports every op module)."""
+imported, which imports every op module: :func:`handprop.core.ops.layer_types`)."""
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -51,13 +51,6 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
         raise ConfigError(f"two layer classes claim the kind {cls.kind!r}")
     LAYERS[cls.kind] = cls
     return cls
-
-
-def layer_types() -> dict[str, type[Layer]]:
-    """:data:`LAYERS`, after importing every op module."""
-    from . import ops  # noqa: F401  (importing the package registers every layer)
-
-    return LAYERS
 
 
 def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, HandpropError
-from .layers import Layer, layer_types
+from .layers import Layer
 from .limits import MAX_NESTING, MAX_TOML_BYTES
 from .network import Network
+from .ops import layer_types
 from .presets import PRESETS
 from .schema import check_type, hints_of
 

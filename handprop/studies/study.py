@@ -239,9 +239,9 @@ class Study:
             created = _make_folder(self.out)
             with _locked(self.out, created):
                 run = self._run_jobs(jobs, backend, created)
-                with deferred_interrupts():
+                with deferred_interrupts(), self._records_in_use():
                     records = self.load_records(jobs)
-                    summary = self._summarize(records)
+                    summary = self.summarize(records)
                     meta = self.meta(run)
                     self.write_outputs(records, summary, meta)
         if run.interrupted:
@@ -291,11 +291,13 @@ class Study:
                 except HandpropError as exc:
                     raise type(exc)(f"{self.name}: job {job.id}: {exc}") from None
 
-    def _summarize(self, records: Any) -> dict[str, Any]:
-        """:meth:`summarize`; records are checked as they are read (``records.py``), and
-        a value in them the summary cannot use is one line too, never a traceback."""
+    @contextlib.contextmanager
+    def _records_in_use(self) -> Iterator[None]:
+        """Around the summary, report and figures: records are checked as they are read
+        (``records.py``), and a value in them the summary or a figure cannot use is one
+        line too, never a traceback."""
         try:
-            return self.summarize(records)
+            yield
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:200]
             raise RecordError(f"the run records in {self.out} cannot be summarized ({detail});"

@@ -24,8 +24,11 @@ NumPy call after another. Faster engines are proven against it step by step: the
 compiled engine (:mod:`handprop.training.compiled`) runs whole epochs in Numba.
 :func:`make_engine` builds the engine a run asks for (``auto``: the compiled engine
 where it supports the configuration and expects to be faster, else NumPy, with an
-:class:`EngineNotice` saying why).
+:class:`EngineNotice` saying why). The contract itself (:class:`Engine`,
+:class:`EpochResult`, :class:`EngineNotice`) is defined in :mod:`.contract`, which the
+engines import without importing this module, and is exported here beside them.
 """
+
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import math
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -45,42 +48,19 @@ from ..core.network import Network
 from ..core.ops.losses import get_loss
 from ..rules.base import LearningRule
 from .allocator import keep_freed_memory
+from .contract import ENGINES, Engine, EngineNotice, EpochResult
 from .optim import Optimizer
 from .preflight import stop_if_checking
 
-ENGINES = ("auto", "numpy", "compiled")
+__all__ = ["ENGINES", "Engine", "EngineNotice", "EpochResult", "NumpyEpoch",
+           "compiled_is_faster", "make_engine"]
+
 # Batches of at least this many input values (batch x sample size) are computed in two
 # halves (exact rule only), which two threads can run side by side. The split depends
 # only on the sizes, never on the threads, so results are the same either way.
 HALVES_MIN = 1 << 14
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-class EpochResult(NamedTuple):
-    """cost (R,) float64: summed step costs; bad_step (R,) int64: first step with a
-    non-finite cost (1-based), 0 for none; steps: optimizer steps taken."""
-
-    cost: np.ndarray
-    bad_step: np.ndarray
-    steps: int
-
-
-class Engine(Protocol):
-    """What :func:`handprop.training.loop.fit` needs from an engine."""
-
-    name: str
-
-    def run_epoch(self, xe: np.ndarray, ye: np.ndarray, sizes: np.ndarray,
-                  alive: np.ndarray) -> EpochResult:
-        """Train one epoch on ``xe`` (*rep, N, *input_shape) and targets ``ye`` in
-        order; ``sizes`` (R,) real samples per replica; ``alive`` (R,) replicas that
-        have not diverged (read only)."""
-        ...
-
-    def close(self) -> None:
-        """Release threads or buffers."""
-        ...
 
 
 class NumpyEpoch:
@@ -182,10 +162,6 @@ class NumpyEpoch:
         return self._helper.submit(context.run, function, *args).result
 
 
-class EngineNotice(UserWarning):
-    """The engine asked for (``auto``) cannot run a configuration; NumPy runs it."""
-
-
 def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer: Any,
                 loss: str, reduction: str, batch_size: int, threads: int = 1) -> Engine:
     """The engine that runs the epochs.
@@ -202,14 +178,14 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
     stop_if_checking(engine, net, rule, optimizer, loss, reduction, batch_size)
     notice = None
     if engine != "numpy":
-        from .compiled import UnsupportedError, compiled_engine
-        from .compiled.cache import require as require_kernel_cache
+        from .compiled.build import UnsupportedError, compiled_engine
+        from .compiled.cache import unusable_reason
         from .compiled.capabilities import Workload
 
         try:
             if engine == "compiled" or compiled_is_faster(net, batch_size):
-                if engine == "auto":  # without a kernel cache, NumPy (see compiled/cache.py)
-                    require_kernel_cache()
+                if engine == "auto" and unusable_reason():  # no kernel cache: NumPy
+                    raise UnsupportedError(unusable_reason())  # (see compiled/cache.py)
                 runner = compiled_engine(net, rule, optimizer, loss, reduction, batch_size,
                                          threads)
                 if engine == "compiled" or runner.layout.beats_numpy(Workload.of(net,

@@ -42,7 +42,7 @@ def stop_if_checking(engine: str, net: Any, rule: Any, optimizer: Any, loss: str
     if not _CHECKING.get():
         return
     if engine == "compiled":
-        from .compiled import unsupported_reason
+        from .compiled.build import unsupported_reason
 
         reason = unsupported_reason(net, rule, optimizer, loss, reduction, batch_size)
         if reason:

@@ -77,6 +77,13 @@ __doc__ += "\n" + "\n".join(
 for _layer in LAYERS.values():  # every registered layer class, from its own module
     globals()[_layer.__name__] = _layer
 
+
+def layer_types() -> dict[str, type]:
+    """Every registered layer class by ``kind`` (:data:`handprop.core.layers.LAYERS`), all
+    op modules imported (importing this package imports them)."""
+    return LAYERS
+
+
 __all__ = [
     "ACTIVATION_NAMES",
     "LOSSES",
@@ -113,6 +120,7 @@ __all__ = [
     "flatten_forward",
     "get_activation",
     "get_loss",
+    "layer_types",
     "l2_loss",
     "log_softmax",
     "max_pool2d_backward",

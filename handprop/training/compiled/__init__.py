@@ -36,60 +36,8 @@ run), so later processes load them in about a second.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...core.network import Network
-from ...rules.base import LearningRule
-from . import cache
+from .build import compiled_engine, unsupported_reason
+from .cache import load_kernels
 from .capabilities import UnsupportedError
 
 __all__ = ["UnsupportedError", "compiled_engine", "load_kernels", "unsupported_reason"]
-_loaded = False
-
-
-def _numba_missing() -> str | None:
-    import importlib.util
-
-    if importlib.util.find_spec("numba") is None:
-        return "numba is not installed"
-    return None
-
-
-def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
-                       reduction: str, batch_size: int) -> str | None:
-    """Why the compiled engine cannot run this configuration, or None if it can."""
-    missing = _numba_missing()
-    if missing:
-        return missing
-    from .capabilities import Workload, choose_layout
-    from .plan import survey
-
-    try:
-        found = survey(net, rule, optimizer, loss, reduction)
-        choose_layout(Workload.of(net, batch_size), found)
-    except UnsupportedError as exc:
-        return str(exc)
-    return None
-
-
-def load_kernels() -> None:
-    """Import every module of this package with its kernels cached where no stale or
-    corrupted entry can run (:func:`.cache.prepare`); each kernel module registers the
-    ops it compiles. Once per process."""
-    global _loaded
-    if not _loaded:
-        cache.prepare()
-        _loaded = True
-
-
-def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
-                    reduction: str, batch_size: int, threads: int = 1) -> Any:
-    """A :class:`~.engine.CompiledEpoch`; raises :class:`UnsupportedError` (with the reason)
-    for a configuration it cannot run."""
-    missing = _numba_missing()
-    if missing:
-        raise UnsupportedError(missing)
-    load_kernels()
-    from .engine import CompiledEpoch
-
-    return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)

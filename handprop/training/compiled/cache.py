@@ -28,7 +28,7 @@ and no entry of another version can ever be read. The folder is
 
 A folder is used only if it can be created, written, is owned by this user and is not
 writable by others; else the kernels are compiled in memory, for this process only
-(``engine="compiled"``; ``"auto"`` then trains with NumPy, see :func:`require`), with
+(``engine="compiled"``; ``"auto"`` then trains with NumPy, see :func:`unusable_reason`), with
 a one-line notice. An entry that cannot be loaded is deleted and compiled again, with a
 one-line notice. Folders of other source versions unused for :data:`KEEP_DAYS` days are
 deleted (only folders this module made: they carry a marker file).
@@ -57,7 +57,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..epoch import EngineNotice
+from ..contract import EngineNotice
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = __name__.rpartition(".")[0]
@@ -140,19 +140,26 @@ def _notice(message: str) -> None:
     warnings.warn(message, CacheNotice, stacklevel=3)
 
 
-def require() -> None:
-    """For ``engine="auto"``: raise :class:`~.capabilities.UnsupportedError` when there is no
-    usable cache folder (compiling every kernel in every process costs more than the
-    compiled engine saves on most runs; ``engine="compiled"`` still compiles in memory)."""
-    from .capabilities import UnsupportedError
-
+def unusable_reason() -> str | None:
+    """For ``engine="auto"``: why there is no usable cache folder, or None (compiling every
+    kernel in every process costs more than the compiled engine saves on most runs;
+    ``engine="compiled"`` still compiles in memory)."""
     folder, where = kernel_folder()
     if folder is None:
-        raise UnsupportedError(f"no usable folder for its kernel cache: {where}; set "
-                               f"{CACHE_ENV} to a writable folder")
+        return (f"no usable folder for its kernel cache: {where}; set {CACHE_ENV} to a "
+                "writable folder")
+    return None
 
 
 _state: dict[str, Any] = {"folder": None, "warned": set()}
+
+
+def load_kernels() -> None:
+    """:func:`prepare`, once per process: every kernel module imported (each registers
+    the ops it compiles), cached where no stale or corrupted entry can run."""
+    if not _state.get("loaded"):
+        prepare()
+        _state["loaded"] = True
 
 
 def prepare() -> None:

@@ -84,7 +84,7 @@ def register_op(spec: OpSpec) -> OpSpec:
 
 def op_specs() -> dict[type, OpSpec]:
     """:data:`OP_SPECS`, after loading every kernel module (which imports Numba)."""
-    from . import load_kernels
+    from .cache import load_kernels
 
     load_kernels()
     return OP_SPECS

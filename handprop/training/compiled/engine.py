@@ -26,7 +26,7 @@ import numpy as np
 
 from ...core.network import Network
 from ...rules.base import LearningRule
-from ..epoch import EpochResult
+from ..contract import EpochResult
 from ..optim import Adam, Momentum, Nesterov
 from .capabilities import LANES, OPTIMIZERS, Workload, choose_layout
 from .plan import Plan, build_plan, survey
