@@ -64,18 +64,27 @@ def random_net(seed: int, loss: str, square: bool = False,
         layers.append(MaxPool2d(pool_k, stride=pool_s, name=f"pool{block}"))
         shape = Network([*layers], (channels, height, width)).shapes[-1]
     layers.append(Flatten(name="flatten"))
+    append_head(rng, layers, loss, activations)
+    return Network(layers, (channels, height, width), loss=loss, init="lecun",
+                   name=f"random{seed}")
+
+
+def append_head(rng: np.random.Generator, layers: list, loss: str,
+                activations: tuple[str, ...] = ACTIVATIONS, widest: int = 8,
+                bias: float = 0.5) -> None:
+    """1-2 hidden dense layers (3..``widest`` units, each with a bias at probability
+    ``bias``) with activations, then the loss's output: 3 classes for softmax, 1-2
+    units for the others (a sigmoid for bce, sometimes an activation for l2)."""
     for hidden in range(int(rng.integers(1, 3))):
-        layers.append(Dense(int(rng.integers(3, 9)), bias=bool(rng.random() < 0.5),
+        layers.append(Dense(int(rng.integers(3, widest + 1)), bias=bool(rng.random() < bias),
                             name=f"fc{hidden}"))
         layers.append(_activation(rng, 1, f"fact{hidden}", activations))
     classes = 3 if loss == "softmax_ce" else int(rng.integers(1, 3))
-    layers.append(Dense(classes, bias=bool(rng.random() < 0.5), name="out"))
+    layers.append(Dense(classes, bias=bool(rng.random() < bias), name="out"))
     if loss == "bce":
         layers.append(Activation("sigmoid", name="prob"))
     elif loss == "l2" and rng.random() < 0.5:
         layers.append(Activation(str(rng.choice(activations)), name="outact"))
-    return Network(layers, (channels, height, width), loss=loss, init="lecun",
-                   name=f"random{seed}")
 
 
 def dyadic(net: Network) -> Network:
@@ -102,16 +111,17 @@ def random_data(net: Network, seed: int, count: int, replicas: int | None,
     return x, labels
 
 
-def _optimizer(name: str, net: Network, rng: np.random.Generator, decay: float):
+def optimizer_with_state(name: str, flat: np.ndarray, rng: np.random.Generator,
+                         decay: float):
     """An optimizer with a non-trivial state, as after some steps."""
     lr = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01}[name]
     opt = make_optimizer(name, lr, 0.7 if name != "sgd" else None, weight_decay=decay)
-    opt.init_state(net.flat)
+    opt.init_state(flat)
     for attr in ("velocity", "buffer", "m"):
         if getattr(opt, attr, None) is not None:
-            getattr(opt, attr)[...] = rng.normal(0, 0.01, net.flat.shape)
+            getattr(opt, attr)[...] = rng.normal(0, 0.01, flat.shape)
     if name == "adam":
-        opt.v[...] = rng.random(net.flat.shape) * 1e-4
+        opt.v[...] = rng.random(flat.shape) * 1e-4
         opt.steps = 3
     return opt
 
@@ -123,7 +133,7 @@ def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str,
     """One step from the same state on both engines; the largest relative differences
     of the cost, the parameter update and the optimizer state. ``ties``: dyadic
     weights and integer inputs (see :func:`dyadic`); ``layout``: the compiled layout
-    that must have run it; ``jitter``: normal noise of that size added to every
+    that runs it (chosen for the work if None); ``jitter``: normal noise of that size added to every
     parameter (so that none keeps a constant initial value, e.g. a scale of 1)."""
     from handprop.training.compiled import compiled_engine
 
@@ -141,12 +151,13 @@ def one_step(net: Network, rule: str, optimizer: str, loss: str, reduction: str,
         copy_net = copy.deepcopy(net)
         bound = make_rule(rule, copy_net, list(range(seed, seed + (replicas or 1)))
                           if replicas else seed) if rule != "exact" else None
-        opt = _optimizer(optimizer, copy_net, np.random.default_rng(seed), decay)
+        opt = optimizer_with_state(optimizer, copy_net.flat, np.random.default_rng(seed), decay)
         start = copy_net.flat.copy()
         if engine == "numpy":
             runner = NumpyEpoch(copy_net, bound, opt, get_loss(loss, reduction), batch)
         else:
-            runner = compiled_engine(copy_net, bound, opt, loss, reduction, batch)
+            runner = compiled_engine(copy_net, bound, opt, loss, reduction, batch,
+                                     layout=layout)
             assert layout is None or runner.layout.name == layout, runner.layout.name
         with np.errstate(all="ignore"):
             result = runner.run_epoch(x, y, sizes, alive)
@@ -177,7 +188,8 @@ def norm_net(seed: int, affine: bool = True, padding: int = 1, count_include_pad
 
 
 # How one_step reaches each compiled layout: (batch, replicas).
-LAYOUT_RUNS = {"per-replica": (1, None), "lanes": (3, 9), "batch-lanes": (8, None)}
+LAYOUT_RUNS = {"per-replica": (1, None), "lanes": (3, 9), "batch-lanes": (8, None),
+               "batched": (5, 2)}
 
 
 def op_net(kind: str) -> Network:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from handprop import seed_net
+from handprop.core.presets import small_cnn
 from handprop.training.loop import TrainConfig, fit
 
 
@@ -28,6 +29,9 @@ def warm() -> None:
         data_y = y if replicas is None else np.broadcast_to(y, (len(replicas), *y.shape))
         fit(net, np.ascontiguousarray(data_x), np.ascontiguousarray(data_y),
             TrainConfig(epochs=1, batch_size=batch, dtype=dtype), engine="compiled")
+    for dtype in ("float64", "float32"):  # the batched layout (batches of 16 and more)
+        fit(small_cnn().init(0, dtype=dtype), np.concatenate([x, x]), np.arange(16) % 10,
+            TrainConfig(epochs=1, batch_size=16, dtype=dtype), engine="compiled")
 
 
 if __name__ == "__main__":

@@ -169,9 +169,10 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
     ``numpy``: the reference. ``compiled``: the Numba engine, or a ConfigError naming
     what it does not support. ``auto``: the compiled engine where it supports the
     configuration and its layout expects to beat NumPy on this work
-    (:func:`compiled_is_faster`, then the layout's own estimate), else NumPy; an
-    unsupported configuration also warns (:class:`EngineNotice`) and leaves the reason
-    in the engine's ``notice``.
+    (:func:`compiled_is_faster`, then the layout's own estimate), else NumPy; a
+    configuration the compiled engine cannot run, or that the layouts made for its
+    work cannot (e.g. a rule only a slower layout computes), also warns
+    (:class:`EngineNotice`) and leaves the reason in the engine's ``notice``.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
@@ -180,7 +181,7 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
     if engine != "numpy":
         from .compiled.build import UnsupportedError, compiled_engine
         from .compiled.cache import unusable_reason
-        from .compiled.capabilities import Workload
+        from .compiled.capabilities import Workload, passed_over
 
         try:
             if engine == "compiled" or compiled_is_faster(net, batch_size):
@@ -188,10 +189,13 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
                     raise UnsupportedError(unusable_reason())  # (see compiled/cache.py)
                 runner = compiled_engine(net, rule, optimizer, loss, reduction, batch_size,
                                          threads)
-                if engine == "compiled" or runner.layout.beats_numpy(Workload.of(net,
-                                                                                 batch_size)):
+                work = Workload.of(net, batch_size)
+                if engine == "compiled" or runner.layout.beats_numpy(work):
                     return runner
                 runner.close()
+                reason = passed_over(work, runner.survey)  # the fast layouts cannot run it
+                if reason:
+                    raise UnsupportedError(reason)
         except UnsupportedError as exc:
             if engine == "compiled":
                 raise ConfigError(f"the compiled engine cannot run this: {exc}") from None

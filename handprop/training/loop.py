@@ -265,9 +265,10 @@ def fit(
     engine : ``numpy`` (the reference), ``compiled`` (Numba; a ConfigError if it cannot
         run this configuration) or ``auto`` (compiled where supported and faster, else
         numpy; see :func:`~handprop.training.epoch.make_engine`). ``history.extra["engine"]``
-        names the one used.
+        names the one used (and ``history.extra["layout"]`` the compiled engine's layout)
     threads : 2 lets large exact-rule batches use a helper thread (numpy engine) or
-        replicas run on two cores (compiled engine); results are the same
+        replicas (a batch's halves, in the batched layout) run on two cores (compiled
+        engine); results are the same
 
     Returns
     -------
@@ -283,6 +284,9 @@ def fit(
     history = History(_costs(state, net), state.diverged, state.seconds, state.steps)
     history.state = state
     history.extra["engine"] = runner.name
+    layout = getattr(runner, "layout", None)
+    if layout is not None:
+        history.extra["layout"] = layout.name
     notice = getattr(runner, "notice", None)
     if notice:
         history.extra["engine_notice"] = notice

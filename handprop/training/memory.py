@@ -25,22 +25,27 @@ LANES = 8  # integer arena rows are padded to blocks of eight replicas
 
 def compiled_workspace(net: Any, replicas: int, batch: int, samples: int,
                        itemsize: int) -> int | None:
-    """Bytes the compiled engine allocates for ``net`` (its largest layout, each layout's
-    ``values_needed``) plus Numba's cost in the process; None when it cannot run the
-    network (NumPy then does)."""
-    from .compiled.capabilities import LAYOUTS, UnsupportedError
+    """Bytes the compiled engine allocates for ``net`` (the most any layout that runs it
+    would: each layout's ``values_needed`` for a plan of its own arenas) plus Numba's
+    cost in the process; None when it cannot run the network (NumPy then does)."""
+    from .compiled.capabilities import UnsupportedError, runnable_layouts
     from .compiled.plan import build_plan, survey
     from .optim import make_optimizer
 
     try:
         found = survey(net, None, make_optimizer("adam", 1e-3), "l2", "sum")
-        plan = build_plan(found, batch)
     except UnsupportedError:
         return None
-    values = max(layout.values_needed(plan, net, replicas, samples)
-                 for layout in LAYOUTS.values())
-    integers = LANES * -(-replicas // LANES) * plan.ints
-    return values * itemsize + integers * 8 + COMPILED_RUNTIME
+    layouts, _ = runnable_layouts(found, "float32" if itemsize == 4 else "float64")
+    if not layouts:
+        return None
+    needed = []
+    for layout in layouts:
+        plan = build_plan(found, layout.arena_batch(batch))
+        integers = LANES * -(-replicas // LANES) * plan.ints
+        needed.append(layout.values_needed(plan, net, replicas, samples) * itemsize
+                      + integers * 8)
+    return max(needed) + COMPILED_RUNTIME
 
 
 def estimate_run_bytes(net: Any, replicas: int = 1, batch: int = 1, samples: int = 0,

@@ -38,13 +38,15 @@ def unsupported_reason(net: Network, rule: LearningRule | None, optimizer: Any, 
 
 
 def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
-                    reduction: str, batch_size: int, threads: int = 1) -> Any:
-    """A :class:`~.engine.CompiledEpoch`; raises :class:`UnsupportedError` (with the reason)
-    for a configuration it cannot run."""
+                    reduction: str, batch_size: int, threads: int = 1,
+                    layout: str | None = None) -> Any:
+    """A :class:`~.engine.CompiledEpoch` (in the layout called ``layout``, else the one
+    chosen for the work); raises :class:`UnsupportedError` (with the reason) for a
+    configuration it cannot run."""
     missing = numba_missing()
     if missing:
         raise UnsupportedError(missing)
     load_kernels()
     from .engine import CompiledEpoch
 
-    return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads)
+    return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads, layout)

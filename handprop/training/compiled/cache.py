@@ -176,7 +176,8 @@ def prepare() -> None:
     _state["folder"] = folder
     _install_locator()
     for info in pkgutil.iter_modules([str(PACKAGE_DIR)]):
-        importlib.import_module(f"{PACKAGE}.{info.name}")
+        if info.name != "__main__":  # the command (it prints the support list)
+            importlib.import_module(f"{PACKAGE}.{info.name}")
     _attach_caches(folder)
 
 

@@ -94,18 +94,20 @@ class CompiledEpoch:
     """An :class:`~handprop.training.engines.Engine` running compiled kernels (Numba).
 
     ``threads``: how many threads run replicas side by side (results are the same for
-    any number).
+    any number). ``layout``: the name of the layout to run in (else chosen for the work,
+    see :func:`~.capabilities.choose_layout`).
     """
 
     name = "compiled"
 
     def __init__(self, net: Network, rule: LearningRule | None, optimizer: Any, loss: str,
-                 reduction: str, batch_size: int, threads: int = 1) -> None:
+                 reduction: str, batch_size: int, threads: int = 1,
+                 layout: str | None = None) -> None:
         self.net, self.rule, self.optimizer = net, rule, optimizer
         self.batch_size = batch_size
         self.threads = max(int(threads), 1)
         self.survey = survey(net, rule, optimizer, loss, reduction)
-        self.layout = choose_layout(Workload.of(net, batch_size), self.survey)
+        self.layout = choose_layout(Workload.of(net, batch_size), self.survey, layout)
         self.plan: Plan = build_plan(self.survey, self.layout.arena_batch(batch_size))
         self.replicas = net.rep_shape[0] if net.rep_shape else 1
         self.fixed = np.zeros((self.replicas, self.plan.fixed), net.dtype)
@@ -211,6 +213,7 @@ class CompiledEpoch:
                 array[...] = saved
             if rule_before is not None:
                 self.rule.load_state(rule_before)
+                self._fill_fixed()
             cost, bad = self._run(data, model, stop)
             steps = stop
         self.optimizer.steps += steps
@@ -218,18 +221,24 @@ class CompiledEpoch:
 
     def _rule_state(self) -> dict[str, Any] | None:
         """A copy of the rule's state where the epoch changes it (matrices redrawn every
-        step), to rewind it after an early stop."""
-        if not self.plan.drawn_slots:
+        step, or learning), to rewind it after an early stop."""
+        if not self.plan.drawn_slots and not self.plan.learned_slots:
             return None
         return copy.deepcopy(self.rule.state())
 
     def _run(self, data: tuple, model: Model, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Steps 0 .. steps - 1 in chunks (so that redrawn matrices fit in memory)."""
+        """Steps 0 .. steps - 1 in chunks (so that redrawn matrices fit in memory); a
+        learning M goes back into the rule's own arrays."""
         chunk = steps
         if self.plan.drawn_slots:
             per_step = self.replicas * self.plan.drawn * model.flat.itemsize
             chunk = max(1, min(steps, DRAWN_BYTES // per_step))
-        return self.runner.run(data, model, steps, chunk, self._hyper(), self._corrections(steps))
+        done = self.runner.run(data, model, steps, chunk, self._hyper(),
+                               self._corrections(steps))
+        for index, (offset, size) in self.plan.learned_slots.items():
+            array = self.rule.feedback_array(index)
+            array[...] = self.fixed[:, offset : offset + size].reshape(array.shape)
+        return done
 
     def draw(self, first: int, todo: int, sizes: np.ndarray) -> np.ndarray:
         """Redrawn matrices for steps first .. first + todo - 1, (R, todo, size): the rule
@@ -247,20 +256,26 @@ class CompiledEpoch:
                 drawn[:, s, offset : offset + size] = self._rule_array(index, size)
         return drawn
 
-    def side_by_side(self, kernel, arguments: tuple, rows: int) -> None:
+    def side_by_side(self, kernel, arguments: tuple, rows: int, worker: bool = False) -> None:
         """The kernel over contiguous ranges of rows (replicas or blocks), one range per
-        thread."""
+        thread (``worker``: each call also gets its range's index, for buffers of its
+        own)."""
         ranges = np.array_split(np.arange(rows), min(self.threads, rows))
-        bounds = [(int(part[0]), int(part[-1]) + 1) for part in ranges]
+        bounds = [(int(part[0]), int(part[-1]) + 1, *((index,) if worker else ()))
+                  for index, part in enumerate(ranges)]
         if len(bounds) == 1:
             kernel(*arguments, *bounds[0])
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(bounds) - 1)
-        waiting = [self._pool.submit(kernel, *arguments, *b) for b in bounds[1:]]
+        waiting = [self.helpers().submit(kernel, *arguments, *b) for b in bounds[1:]]
         kernel(*arguments, *bounds[0])
         for future in waiting:
             future.result()
+
+    def helpers(self) -> ThreadPoolExecutor:
+        """The threads beside the caller's (``threads - 1`` of them, at least one)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(self.threads - 1, 1))
+        return self._pool
 
 
 class ReplicaRunner:

@@ -119,46 +119,57 @@ def _run(op, codes, slopes, m):
 
 
 @njit(**KERNEL)
+def forward_run(code, slope, a, z0, y0, count):
+    """y = f(z) over a run of ``count`` slots from ``a[z0]`` into ``a[y0]``: one branch
+    per run, not per value, so the common functions vectorize."""
+    if code == RELU:
+        for s in range(count):
+            store(a, y0 + s, relu(load(a, z0 + s)))
+    elif code == IDENTITY:
+        copy(a, y0, a, z0, count)
+    elif code == ARCTAN:
+        for s in range(count):
+            store(a, y0 + s, atan_slots(load(a, z0 + s)))
+    elif code == TANH:
+        for s in range(count):
+            store(a, y0 + s, tanh_slots(load(a, z0 + s)))
+    else:
+        for s in range(count):
+            for at in range(width(a)):
+                put(a, y0 + s, at, activate(code, slope, get(a, z0 + s, at)))
+
+
+@njit(**KERNEL)
+def backward_run(code, slope, a, ga, z0, y0, count):
+    """dz = dy * f'(z) over a run of ``count`` slots (dy at ``ga[y0]``, z at ``a[z0]``)."""
+    if code == RELU:
+        for s in range(count):
+            store(ga, z0 + s, mul(load(ga, y0 + s), positive(load(a, z0 + s))))
+    elif code == ARCTAN:  # dy * (1 / (1 + z*z))
+        for s in range(count):
+            store(ga, z0 + s, mul(load(ga, y0 + s), arctan_slope(load(a, z0 + s))))
+    elif code == TANH:  # dy * (1 - y*y)
+        for s in range(count):
+            store(ga, z0 + s, mul(load(ga, y0 + s), tanh_slope(load(a, y0 + s))))
+    else:
+        for s in range(count):
+            for at in range(width(a)):
+                slope_at = derivative(code, slope, get(a, z0 + s, at), get(a, y0 + s, at))
+                put(ga, z0 + s, at, get(ga, y0 + s, at) * slope_at)
+
+
+@njit(**KERNEL)
 def act_forward(op, codes, slopes, a, nb):
-    """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1); one
-    branch per run of a channel's values, not per value, so the common ones vectorize."""
-    count = op.in_h
+    """y = f_c(z), channel c's own f (one f for the whole layer when in_c = 1), a run of
+    a channel's values at a time."""
     for m in range(nb * op.in_c):
         code, slope, z0, y0 = _run(op, codes, slopes, m)
-        if code == RELU:
-            for s in range(count):
-                store(a, y0 + s, relu(load(a, z0 + s)))
-        elif code == IDENTITY:
-            copy(a, y0, a, z0, count)
-        elif code == ARCTAN:
-            for s in range(count):
-                store(a, y0 + s, atan_slots(load(a, z0 + s)))
-        elif code == TANH:
-            for s in range(count):
-                store(a, y0 + s, tanh_slots(load(a, z0 + s)))
-        else:
-            for s in range(count):
-                for at in range(width(a)):
-                    put(a, y0 + s, at, activate(code, slope, get(a, z0 + s, at)))
+        forward_run(code, slope, a, z0, y0, op.in_h)
 
 
 @njit(**KERNEL)
 def act_backward(op, codes, slopes, a, ga, nb):
     """dz = dy * f_c'(z)."""
-    count = op.in_h
     for m in range(nb * op.in_c):
         code, slope, z0, y0 = _run(op, codes, slopes, m)
-        if code == RELU:
-            for s in range(count):
-                store(ga, z0 + s, mul(load(ga, y0 + s), positive(load(a, z0 + s))))
-        elif code == ARCTAN:  # dy * (1 / (1 + z*z))
-            for s in range(count):
-                store(ga, z0 + s, mul(load(ga, y0 + s), arctan_slope(load(a, z0 + s))))
-        elif code == TANH:  # dy * (1 - y*y)
-            for s in range(count):
-                store(ga, z0 + s, mul(load(ga, y0 + s), tanh_slope(load(a, y0 + s))))
-        else:
-            for s in range(count):
-                for at in range(width(a)):
-                    slope_at = derivative(code, slope, get(a, z0 + s, at), get(a, y0 + s, at))
-                    put(ga, z0 + s, at, get(ga, y0 + s, at) * slope_at)
+        backward_run(code, slope, a, ga, z0, y0, op.in_h)

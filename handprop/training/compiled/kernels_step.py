@@ -155,3 +155,14 @@ def update(kind, p, g, s1, s2, hyper, c1, c2, keep):
                     put(p, k, at, p_k)
                     put(s1, k, at, m_k)
                     put(s2, k, at, v_k)
+
+
+@njit(**KERNEL)
+def learn(m, m0, g, g0, size, lr, decay):
+    """A learning feedback matrix's step (Kolen-Pollack, after the step's backward
+    pass): ``M <- M - lr * (g + decay * M)`` with g the weight's local gradient, in the
+    reference's order (:meth:`handprop.rules.feedback.FeedbackRule.learn`)."""
+    for k in range(size):
+        old = load(m, m0 + k)
+        change = mul(splat(lr, old), add(load(g, g0 + k), mul(splat(decay, old), old)))
+        store(m, m0 + k, sub(old, change))

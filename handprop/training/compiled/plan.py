@@ -75,6 +75,9 @@ OP_COLUMNS = {
     "feedback_offset": "B's matrix M in the fixed (or drawn) arrays",
     "feedback_redrawn": "1: M is redrawn every step (it sits in the drawn arrays)",
     "feedback_scale": "B's constant factor in scales",
+    "learning_offset": "weight layer: a learning M's (lr, weight decay) in scales (Kolen-Pollack)",
+    "project_offset": "weight layer: the rule's projection of the output error to its input "
+                      "in the fixed arrays (dfa-biotorch: sent instead of anything through B)",
     "inject_offset": "DFA: B_l in the fixed arrays; the output gradient is e @ B_l",
     "borrow_offset": "a borrowed kernel trained by its true gradient: arena room for that "
                      "gradient until the lender's own is complete",
@@ -174,6 +177,8 @@ class Plan:
         ``settings.work``); ints : integer arena values; fixed : the rule's fixed
         matrices; drawn : the matrices redrawn every step
     fixed_slots, drawn_slots : {layer index: (offset, size)} of ``rule.feedback_array``
+    learned_slots : those of ``fixed_slots`` that the kernels train (a learning M), to be
+        written back into the rule's arrays after each call
     """
 
     tables: Tables
@@ -184,6 +189,7 @@ class Plan:
     drawn: int
     fixed_slots: dict[int, tuple[int, int]]
     drawn_slots: dict[int, tuple[int, int]]
+    learned_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def settings_for(self, batch: int, count: int) -> Settings:
         return self.settings._replace(batch=batch, count=count)
@@ -205,6 +211,7 @@ class PlanBuilder:
     drawn: int = 0
     fixed_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
     drawn_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
+    learned_slots: dict[int, tuple[int, int]] = field(default_factory=dict)
     scratch_size: int = 1  # feedback weights formed each step (and the loss value's rounding)
     work_size: int = 1  # one layer's working planes
 
@@ -307,12 +314,21 @@ class PlanBuilder:
         how = self.weight_grads(index) or WeightGrads()
         feedback = how.feedback
         row["rotate_delta"], row["rotate_sent"] = how.rotate_delta, how.rotate_sent
+        if how.projected:  # the rule's matrix, whatever its shape (dense: K x in)
+            size = int(self.survey.rule.feedback_array(index)[(0,) * len(self.net.rep_shape)]
+                       .size)
+            row["project_offset"] = self._slot(self.fixed_slots, index, "fixed", size)
+            return
         row["feedback_base"] = _BASES[feedback.base]
         if feedback.array:
             slots, which = ((self.drawn_slots, "drawn") if feedback.redrawn
                             else (self.fixed_slots, "fixed"))
             row["feedback_offset"] = self._slot(slots, index, which, size)
             row["feedback_redrawn"] = feedback.redrawn
+        if feedback.learning is not None:
+            row["learning_offset"] = self.add_scales([feedback.learning.lr,
+                                                      feedback.learning.weight_decay])
+            self.learned_slots[index] = self.fixed_slots[index]
         if feedback.scale != 1.0:
             row["feedback_scale"] = self.add_scales([feedback.scale])
         if not feedback.is_weight and not (feedback.base == "none" and feedback.scale == 1.0):
@@ -334,7 +350,8 @@ class PlanBuilder:
         tables = Tables(ops, np.array(self.codes + [0], np.int64),
                         np.array(self.slopes + [0.0]), np.array(self.scale_values))
         return Plan(tables, settings, arena, max(self.int_size, 1), max(self.fixed, 1),
-                    max(self.drawn, 1), self.fixed_slots, self.drawn_slots)
+                    max(self.drawn, 1), self.fixed_slots, self.drawn_slots,
+                    self.learned_slots)
 
 
 def build_plan(survey: Survey, batch: int) -> Plan:

@@ -1,0 +1,421 @@
+"""Direct convolutions in the batched layout: conv + activation + max-pool, sample by sample
+(hand-specialised: the layout's own loops, for speed).
+
+For a conv with few taps per output (``C/groups * KH * KW <= DIRECT_TAPS``, e.g. a first
+layer on grey images: 25 for LeNet's conv1), im2col would copy every input value KH*KW
+times to feed a GEMM only a few columns wide. Instead, each sample's planes are worked
+on whole, in a small area that stays in cache (``a[work_offset:]``), with the "wide" trick of
+:mod:`.kernels_conv`: the input zero-padded to width Wp, every output plane kept in
+rows of Wp values, so that one kernel tap is one contiguous run
+``z[k] += w * xpad[i*Wp + j + k]`` for k < (OH - 1)*Wp + OW (the extra columns are
+computed and ignored).
+
+Forward (the conv, its activation and its max-pool rows in one): z = conv(x) + b, y =
+f(z) plane by plane, then the pool's windows row by row, every window of a row side by
+side (first maximum of y, a NaN winning as in argmax): the pooled y (NHWC), each
+window's winning tap, and z at the winner (``a[winners_offset:]``) -- all that backward needs.
+
+Backward: each window's gradient times f'(z, y) at its winner, placed in a zeroed delta
+plane; then dW[o, c, i, j] = sum_k delta_o[k] xpad_c[i*Wp + j + k] per sample (added
+sample after sample), db the deltas' sum, and if needed the input gradient: each tap's
+``B[o, c, i, j] * delta_o`` run added to a padded gradient plane, whose inside is then
+written to the NHWC input gradient.
+
+The dot products sum in whatever order LLVM vectorizes them to (``fastmath`` with
+reassociation only): fixed by the compiled code and the lengths, never by threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .batched_ops import is_better, window_deltas
+from .kernels_activation import forward_run
+from .slots import KERNEL, U, axpy, copy, fill
+
+
+@njit(fastmath={"reassoc"}, **KERNEL)
+def _dot8(u, u0, v, base, offsets, t, count, zero):
+    """sum_k u[u0 + k] v[base + offsets[t + m] + k] for the eight taps m < 8 at once (u
+    read once), vectorized (``zero``: 0 in the arrays' dtype)."""
+    v0, v1, v2, v3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
+                      base + offsets[t + 3])
+    v4, v5, v6, v7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
+                      base + offsets[t + 7])
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    for k in range(count):
+        d = u[U(u0 + k)]
+        s0 += d * v[U(v0 + k)]
+        s1 += d * v[U(v1 + k)]
+        s2 += d * v[U(v2 + k)]
+        s3 += d * v[U(v3 + k)]
+        s4 += d * v[U(v4 + k)]
+        s5 += d * v[U(v5 + k)]
+        s6 += d * v[U(v6 + k)]
+        s7 += d * v[U(v7 + k)]
+    return s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@njit(fastmath={"reassoc"}, **KERNEL)
+def _dot1(u, u0, v, v0, count, zero):
+    total = zero
+    for k in range(count):
+        total += u[U(u0 + k)] * v[U(v0 + k)]
+    return total
+
+
+@njit(**KERNEL)
+def _axpy8(out, o0, w, w0, src, base, offsets, t, count):
+    """out[o0 + k] += sum_m w[w0 + t + m] src[base + offsets[t + m] + k] over the eight
+    taps m < 8 (added in tap order): one pass over the output for eight taps."""
+    a0, a1, a2, a3 = w[U(w0 + t)], w[U(w0 + t + 1)], w[U(w0 + t + 2)], w[U(w0 + t + 3)]
+    a4, a5, a6, a7 = w[U(w0 + t + 4)], w[U(w0 + t + 5)], w[U(w0 + t + 6)], w[U(w0 + t + 7)]
+    s0, s1, s2, s3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
+                      base + offsets[t + 3])
+    s4, s5, s6, s7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
+                      base + offsets[t + 7])
+    for k in range(count):
+        total = a0 * src[U(s0 + k)] + a1 * src[U(s1 + k)]
+        total += a2 * src[U(s2 + k)]
+        total += a3 * src[U(s3 + k)]
+        total += a4 * src[U(s4 + k)]
+        total += a5 * src[U(s5 + k)]
+        total += a6 * src[U(s6 + k)]
+        total += a7 * src[U(s7 + k)]
+        out[U(o0 + k)] += total
+
+
+@njit(**KERNEL)
+def _axpy8x2(out, o0, o1, w, w0, w1, src, base, offsets, t, count):
+    """:func:`_axpy8` for two output planes at once (``w0``/``w1`` their weights): each
+    input run is read once for both."""
+    a0, a1, a2, a3 = w[U(w0 + t)], w[U(w0 + t + 1)], w[U(w0 + t + 2)], w[U(w0 + t + 3)]
+    a4, a5, a6, a7 = w[U(w0 + t + 4)], w[U(w0 + t + 5)], w[U(w0 + t + 6)], w[U(w0 + t + 7)]
+    b0, b1, b2, b3 = w[U(w1 + t)], w[U(w1 + t + 1)], w[U(w1 + t + 2)], w[U(w1 + t + 3)]
+    b4, b5, b6, b7 = w[U(w1 + t + 4)], w[U(w1 + t + 5)], w[U(w1 + t + 6)], w[U(w1 + t + 7)]
+    s0, s1, s2, s3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
+                      base + offsets[t + 3])
+    s4, s5, s6, s7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
+                      base + offsets[t + 7])
+    for k in range(count):
+        x0, x1, x2, x3 = src[U(s0 + k)], src[U(s1 + k)], src[U(s2 + k)], src[U(s3 + k)]
+        x4, x5, x6, x7 = src[U(s4 + k)], src[U(s5 + k)], src[U(s6 + k)], src[U(s7 + k)]
+        first = a0 * x0 + a1 * x1
+        first += a2 * x2
+        first += a3 * x3
+        first += a4 * x4
+        first += a5 * x5
+        first += a6 * x6
+        first += a7 * x7
+        second = b0 * x0 + b1 * x1
+        second += b2 * x2
+        second += b3 * x3
+        second += b4 * x4
+        second += b5 * x5
+        second += b6 * x6
+        second += b7 * x7
+        out[U(o0 + k)] += first
+        out[U(o1 + k)] += second
+
+
+@njit(fastmath={"reassoc"}, **KERNEL)
+def _dot8x2(u, u0, u1, v, base, offsets, t, count, zero):
+    """:func:`_dot8` against two delta planes (``u0``, ``u1``) at once: each input run
+    read once for both; the first plane's eight sums, then the second's."""
+    v0, v1, v2, v3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
+                      base + offsets[t + 3])
+    v4, v5, v6, v7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
+                      base + offsets[t + 7])
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = zero
+    for k in range(count):
+        d, e = u[U(u0 + k)], u[U(u1 + k)]
+        x0, x1, x2, x3 = v[U(v0 + k)], v[U(v1 + k)], v[U(v2 + k)], v[U(v3 + k)]
+        x4, x5, x6, x7 = v[U(v4 + k)], v[U(v5 + k)], v[U(v6 + k)], v[U(v7 + k)]
+        s0 += d * x0
+        s1 += d * x1
+        s2 += d * x2
+        s3 += d * x3
+        s4 += d * x4
+        s5 += d * x5
+        s6 += d * x6
+        s7 += d * x7
+        r0 += e * x0
+        r1 += e * x1
+        r2 += e * x2
+        r3 += e * x3
+        r4 += e * x4
+        r5 += e * x5
+        r6 += e * x6
+        r7 += e * x7
+    return s0, s1, s2, s3, s4, s5, s6, s7, r0, r1, r2, r3, r4, r5, r6, r7
+
+
+@njit(**KERNEL)
+def _geometry(op):
+    """(padded height, padded width, the values between two samples of a plane, one
+    channel's plane for a block of BLOCK samples): samples are stacked in a plane, each
+    in ``tall`` rows of ``wide`` (an output row oy of sample s is row s*tall + oy)."""
+    tall, wide = op.in_h + 2 * op.pad_h, op.in_w + 2 * op.pad_w
+    return tall, wide, tall * wide, op.block * tall * wide
+
+
+@njit(**KERNEL)
+def _run(op, samples):
+    """How many values of a plane a tap's run covers for a block of ``samples``: every
+    output row of them (and the rows between samples, computed and ignored)."""
+    tall, wide, _, _ = _geometry(op)
+    return ((samples - 1) * tall + op.out_h - 1) * wide + op.out_w
+
+
+@njit(**KERNEL)
+def _areas(op):
+    """Offsets of the padded input, padded input gradient, z and y planes (one per
+    channel, ``stride`` apart) in the op's work area."""
+    _, _, _, stride = _geometry(op)
+    xp = op.work_offset
+    zp = xp + 2 * op.in_c * stride
+    return xp, xp + op.in_c * stride, zp, zp + op.out_c * stride
+
+
+@njit(**KERNEL)
+def _pad(op, a, nn, xp):
+    """Sample nn's input (NHWC at ``a[in_offset]``) into its padded rows at ``a[xp:]`` (a zeroed
+    block; channels ``stride`` apart)."""
+    c, h, w = op.in_c, op.in_h, op.in_w
+    _, wide, _, stride = _geometry(op)
+    for y in range(h):
+        src = op.in_offset + (nn * h + y) * w * c
+        dst = xp + (y + op.pad_h) * wide + op.pad_w
+        if c == 1:
+            copy(a, dst, a, src, w)
+            continue
+        for x in range(w):
+            for ch in range(c):
+                a[U(dst + ch * stride + x)] = a[U(src + x * c + ch)]
+
+
+@njit(**KERNEL)
+def _pad_block(op, a, n0, samples, xp):
+    """Samples n0 .. n0 + samples - 1, padded and stacked, at ``a[xp:]``."""
+    _, _, sample, stride = _geometry(op)
+    fill(a, xp, op.in_c * stride)
+    for s in range(samples):
+        _pad(op, a, n0 + s, xp + s * sample)
+
+
+@njit(**KERNEL)
+def _tap_offsets(op):
+    """Each tap's (c, i, j) offset in the padded planes of its group (c = 0 the group's
+    first channel), and each pool tap's offset in a plane of rows of Wp: tables built
+    once per call, so that no inner loop divides."""
+    cg, kh, kw = op.in_c // op.groups, op.kernel_h, op.kernel_w
+    _, wide, _, stride = _geometry(op)
+    offsets = np.empty(cg * kh * kw, np.int64)
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = c * stride + i * wide + j
+    return offsets
+
+
+@njit(**KERNEL)
+def _window_offsets(pool, wide):
+    """Offsets of a max-pool window's taps (row-major) in a plane of rows of ``wide``."""
+    offsets = np.empty(pool.kernel_h * pool.kernel_w, np.int64)
+    for i in range(pool.kernel_h):
+        for j in range(pool.kernel_w):
+            offsets[i * pool.kernel_w + j] = i * wide + j
+    return offsets
+
+
+@njit(**KERNEL)
+def _group_base(op, o):
+    """Offset of output channel o's group's first input plane."""
+    _, _, _, stride = _geometry(op)
+    return (o // (op.out_c // op.groups)) * (op.in_c // op.groups) * stride
+
+
+@njit(**KERNEL)
+def _pairs(op, o):
+    """How many output channels to compute together from o: two if o + 1 exists and
+    reads the same inputs (same group), else one."""
+    per_group = op.out_c // op.groups
+    return 2 if o + 1 < op.out_c and (o + 1) // per_group == o // per_group else 1
+
+
+@njit(**KERNEL)
+def _conv_planes(op, p, a, o, count, zp, base, offsets, run):
+    """z_m = sum over the group's taps of w * (shifted padded input at ``base +
+    offsets``) + b for the ``count`` (1 or 2) output channels m from o (planes
+    ``stride`` apart from ``zp``), over ``run`` values; taps eight at a time (one pass
+    over z per eight)."""
+    taps = offsets.shape[0]
+    _, _, _, stride = _geometry(op)
+    w0, z0 = op.weight_offset + o * taps, zp + o * stride
+    for m in range(count):
+        fill(a, z0 + m * stride, run)
+    t = 0
+    while t + 8 <= taps:
+        if count == 2:
+            _axpy8x2(a, z0, z0 + stride, p, w0, w0 + taps, a, base, offsets, t, run)
+        else:
+            _axpy8(a, z0, p, w0, a, base, offsets, t, run)
+        t += 8
+    while t < taps:
+        for m in range(count):
+            axpy(a, z0 + m * stride, p[U(w0 + m * taps + t)], a, base + offsets[t], run)
+        t += 1
+    if op.bias_offset >= 0:
+        for m in range(count):
+            bias = p[U(op.bias_offset + o + m)]
+            for k in range(run):
+                a[U(z0 + m * stride + k)] += bias
+
+
+@njit(**KERNEL)
+def _pool_row(op, pool, a, wins, nn, o, qy, z0, y0, window):
+    """The max-pool windows of pooled row qy of plane o (``window``: the taps' offsets):
+    the first maximum of y (a NaN wins, as argmax), into the pool's NHWC output, its tap
+    into ``wins``, z there into a[winners_offset]. Selects, not branches: the data are random."""
+    _, wide, _, _ = _geometry(op)
+    width, cout, qsw = pool.out_w, op.out_c, pool.stride_w
+    row = qy * pool.stride_h * wide
+    first = ((nn * pool.out_h + qy) * width) * cout + o
+    out0, wins0, zw0 = pool.out_offset, pool.ints_offset, op.winners_offset
+    for qx in range(width):
+        corner = row + qx * qsw
+        best, tap = a[U(y0 + corner)], 0
+        for t in range(1, window.shape[0]):
+            value = a[U(y0 + corner + window[t])]
+            better = is_better(value, best)
+            best, tap = (value if better else best), (t if better else tap)
+        q = first + qx * cout
+        a[U(out0 + q)] = best
+        wins[U(wins0 + q)] = tap
+        a[U(zw0 + q)] = a[U(z0 + corner + window[tap])]
+
+
+@njit(**KERNEL)
+def direct_forward(op, act, pool, codes, slopes, p, a, wins, n):
+    """The conv, ``act`` and max-pool ``pool`` rows' forward for n samples, a block of
+    BLOCK samples at a time."""
+    xp, _, zp, yp = _areas(op)
+    _, wide, sample, stride = _geometry(op)
+    offsets, window = _tap_offsets(op), _window_offsets(pool, wide)
+    for n0 in range(0, n, op.block):
+        samples = min(op.block, n - n0)
+        run = _run(op, samples)
+        _pad_block(op, a, n0, samples, xp)
+        o = 0
+        while o < op.out_c:
+            count = _pairs(op, o)
+            _conv_planes(op, p, a, o, count, zp, xp + _group_base(op, o), offsets, run)
+            for m in range(o, o + count):
+                z0, y0 = zp + m * stride, yp + m * stride
+                code = act.codes_offset + m % act.in_c
+                forward_run(codes[code], slopes[code], a, z0, y0, run)
+                for s in range(samples):
+                    for qy in range(pool.out_h):
+                        _pool_row(op, pool, a, wins, n0 + s, m, qy, z0 + s * sample,
+                                  y0 + s * sample, window)
+            o += count
+
+
+@njit(**KERNEL)
+def _deltas(op, pool, ga, wins, gp, nn, a, dp, window):
+    """Sample nn's deltas (its rows at ``a[dp:]``, planes ``stride`` apart): each
+    window's d (from :func:`window_deltas`) added at its winner (windows may share one),
+    and the bias sums, windows in order."""
+    cout = op.out_c
+    _, wide, _, stride = _geometry(op)
+    width, pooled = pool.out_w, pool.out_h * pool.out_w
+    qsh, qsw = pool.stride_h * wide, pool.stride_w
+    d0, t0, b0 = op.winners_offset, pool.ints_offset, op.bias_offset
+    for within in range(pooled):
+        corner = (within // width) * qsh + (within % width) * qsw
+        for o in range(cout):
+            q = (nn * pooled + within) * cout + o
+            d = ga[U(d0 + q)]  # (often 0: adding it costs less than a mispredicted branch)
+            a[U(dp + o * stride + corner + window[wins[U(t0 + q)]])] += d
+            if b0 >= 0:
+                gp[U(b0 + o)] += d
+
+
+@njit(**KERNEL)
+def direct_backward(op, act, pool, codes, slopes, a, ga, wins, gp, n, bmat, b0, need_dx,
+                    zero):
+    """dW, db and (if ``need_dx``) dx of the direct conv from its pool's gradient
+    (``bmat[b0:]``: the input gradient's matrix, reference layout), a block of BLOCK
+    samples at a time."""
+    cout = op.out_c
+    taps = (op.in_c // op.groups) * op.kernel_h * op.kernel_w
+    xp, dxp, dp, _ = _areas(op)
+    _, wide, sample, stride = _geometry(op)
+    offsets, window = _tap_offsets(op), _window_offsets(pool, wide)
+    fill(gp, op.weight_offset, cout * taps)
+    if op.bias_offset >= 0:
+        fill(gp, op.bias_offset, cout)
+    window_deltas(op, act, pool, codes, slopes, a, ga, n)
+    for n0 in range(0, n, op.block):
+        samples = min(op.block, n - n0)
+        run = _run(op, samples)
+        fill(a, dp, cout * stride)
+        for s in range(samples):
+            _deltas(op, pool, ga, wins, gp, n0 + s, a, dp + s * sample, window)
+        _pad_block(op, a, n0, samples, xp)
+        o = 0
+        while o < cout:
+            count = _pairs(op, o)
+            _weight_grads(op, a, gp, o, count, dp, xp + _group_base(op, o), offsets, zero,
+                          run)
+            o += count
+        if need_dx:
+            fill(a, dxp, op.in_c * stride)
+            for o in range(cout):
+                x = dxp + _group_base(op, o)
+                for t in range(taps):
+                    axpy(a, x + offsets[t], bmat[U(b0 + o * taps + t)], a, dp + o * stride,
+                         run)
+            for s in range(samples):
+                _unpad(op, a, ga, n0 + s, dxp + s * sample)
+
+
+@njit(**KERNEL)
+def _weight_grads(op, a, gp, o, count, dp, base, offsets, zero, run):
+    """Add a block's dW[m, t] = sum_k delta_m[k] xpad[base + offsets[t] + k] (k <
+    ``run``) for the ``count`` (1 or 2) output channels m from o, eight taps at a time."""
+    taps = offsets.shape[0]
+    _, _, _, stride = _geometry(op)
+    w0, d0 = op.weight_offset + o * taps, dp + o * stride
+    t = 0
+    while t + 8 <= taps:
+        if count == 2:
+            sums = _dot8x2(a, d0, d0 + stride, a, base, offsets, t, run, zero)
+            for m in range(16):
+                gp[U(w0 + (m // 8) * taps + t + m % 8)] += sums[m]
+        else:
+            first = _dot8(a, d0, a, base, offsets, t, run, zero)
+            for m in range(8):
+                gp[U(w0 + t + m)] += first[m]
+        t += 8
+    while t < taps:
+        for m in range(count):
+            gp[U(w0 + m * taps + t)] += _dot1(a, d0 + m * stride, a, base + offsets[t], run,
+                                              zero)
+        t += 1
+
+
+@njit(**KERNEL)
+def _unpad(op, a, ga, nn, dxp):
+    """The inside of sample nn's padded gradient rows (at ``a[dxp:]``, planes
+    ``stride`` apart), into the NHWC input gradient."""
+    c, h, w = op.in_c, op.in_h, op.in_w
+    _, wide, _, stride = _geometry(op)
+    for y in range(h):
+        dst = op.in_offset + (nn * h + y) * w * c
+        src = dxp + (y + op.pad_h) * wide + op.pad_w
+        for x in range(w):
+            for ch in range(c):
+                ga[U(dst + x * c + ch)] = a[U(src + ch * stride + x)]
