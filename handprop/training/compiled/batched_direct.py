@@ -34,8 +34,21 @@ from .batched_ops import is_better, window_deltas
 from .kernels_activation import forward_run
 from .slots import KERNEL, U, axpy, copy, fill
 
+# Max-pool windows computed side by side (see _pool_plane).
+POOL_LANES = 16
 
-@njit(fastmath={"reassoc"}, **KERNEL)
+
+@njit(**KERNEL)
+def direct_work(cin, cout, hin, win, ph, pw, block):
+    """The values of a direct conv's planes for a block of samples (padded input and its
+    gradient, z and f(z)), plus a pooled row's spare reads: where its pool's scratch
+    starts (the work area holds ``3 * POOL_LANES`` more)."""
+    wide = win + 2 * pw
+    plane = (hin + 2 * ph) * wide
+    return block * 2 * (cin + cout) * plane + wide + 4 * POOL_LANES
+
+
+@njit(fastmath={"reassoc", "contract"}, **KERNEL)
 def _dot8(u, u0, v, base, offsets, t, count, zero):
     """sum_k u[u0 + k] v[base + offsets[t + m] + k] for the eight taps m < 8 at once (u
     read once), vectorized (``zero``: 0 in the arrays' dtype)."""
@@ -57,7 +70,7 @@ def _dot8(u, u0, v, base, offsets, t, count, zero):
     return s0, s1, s2, s3, s4, s5, s6, s7
 
 
-@njit(fastmath={"reassoc"}, **KERNEL)
+@njit(fastmath={"reassoc", "contract"}, **KERNEL)
 def _dot1(u, u0, v, v0, count, zero):
     total = zero
     for k in range(count):
@@ -65,7 +78,7 @@ def _dot1(u, u0, v, v0, count, zero):
     return total
 
 
-@njit(**KERNEL)
+@njit(fastmath={"contract"}, **KERNEL)
 def _axpy8(out, o0, w, w0, src, base, offsets, t, count):
     """out[o0 + k] += sum_m w[w0 + t + m] src[base + offsets[t + m] + k] over the eight
     taps m < 8 (added in tap order): one pass over the output for eight taps."""
@@ -86,7 +99,7 @@ def _axpy8(out, o0, w, w0, src, base, offsets, t, count):
         out[U(o0 + k)] += total
 
 
-@njit(**KERNEL)
+@njit(fastmath={"contract"}, **KERNEL)
 def _axpy8x2(out, o0, o1, w, w0, w1, src, base, offsets, t, count):
     """:func:`_axpy8` for two output planes at once (``w0``/``w1`` their weights): each
     input run is read once for both."""
@@ -119,7 +132,7 @@ def _axpy8x2(out, o0, o1, w, w0, w1, src, base, offsets, t, count):
         out[U(o1 + k)] += second
 
 
-@njit(fastmath={"reassoc"}, **KERNEL)
+@njit(fastmath={"reassoc", "contract"}, **KERNEL)
 def _dot8x2(u, u0, u1, v, base, offsets, t, count, zero):
     """:func:`_dot8` against two delta planes (``u0``, ``u1``) at once: each input run
     read once for both; the first plane's eight sums, then the second's."""
@@ -275,26 +288,39 @@ def _conv_planes(op, p, a, o, count, zp, base, offsets, run):
 
 
 @njit(**KERNEL)
-def _pool_row(op, pool, a, wins, nn, o, qy, z0, y0, window):
-    """The max-pool windows of pooled row qy of plane o (``window``: the taps' offsets):
-    the first maximum of y (a NaN wins, as argmax), into the pool's NHWC output, its tap
-    into ``wins``, z there into a[winners_offset]. Selects, not branches: the data are random."""
+def _pool_plane(op, pool, a, wins, nn, o, z0, y0, window, scratch):
+    """The max-pool windows of plane o of sample nn (``window``: the taps' offsets in
+    rows of Wp): the first maximum of y (a NaN wins, as argmax) into the pool's NHWC
+    output, its tap into ``wins``, z there into ``a[winners_offset]``. POOL_LANES windows
+    of a pooled row side by side, tap after tap (a fixed trip count the compiler
+    vectorizes whole; the lanes past the row's end read the planes' spare columns and
+    are dropped), into ``a[scratch:]``, then to their NHWC places. Selects, not
+    branches: the data are random."""
     _, wide, _, _ = _geometry(op)
-    width, cout, qsw = pool.out_w, op.out_c, pool.stride_w
-    row = qy * pool.stride_h * wide
-    first = ((nn * pool.out_h + qy) * width) * cout + o
-    out0, wins0, zw0 = pool.out_offset, pool.ints_offset, op.winners_offset
-    for qx in range(width):
-        corner = row + qx * qsw
-        best, tap = a[U(y0 + corner)], 0
-        for t in range(1, window.shape[0]):
-            value = a[U(y0 + corner + window[t])]
-            better = is_better(value, best)
-            best, tap = (value if better else best), (t if better else tap)
-        q = first + qx * cout
-        a[U(out0 + q)] = best
-        wins[U(wins0 + q)] = tap
-        a[U(zw0 + q)] = a[U(z0 + corner + window[tap])]
+    width, cout, sw = pool.out_w, op.out_c, pool.stride_w
+    best, tap, zwin = scratch, scratch + POOL_LANES, scratch + 2 * POOL_LANES
+    for qy in range(pool.out_h):
+        first = ((nn * pool.out_h + qy) * width) * cout + o
+        for q0 in range(0, width, POOL_LANES):
+            start = qy * pool.stride_h * wide + q0 * sw
+            for lane in range(POOL_LANES):
+                at = start + lane * sw
+                a[U(best + lane)] = a[U(y0 + at)]
+                a[U(tap + lane)] = 0.0
+                a[U(zwin + lane)] = a[U(z0 + at)]
+            for t in range(1, window.shape[0]):
+                for lane in range(POOL_LANES):
+                    at = start + lane * sw + window[t]
+                    value, current, z = a[U(y0 + at)], a[U(best + lane)], a[U(z0 + at)]
+                    better = is_better(value, current)
+                    a[U(best + lane)] = value if better else current
+                    a[U(tap + lane)] = t if better else a[U(tap + lane)]
+                    a[U(zwin + lane)] = z if better else a[U(zwin + lane)]
+            for lane in range(min(POOL_LANES, width - q0)):
+                q = first + (q0 + lane) * cout
+                a[U(pool.out_offset + q)] = a[U(best + lane)]
+                wins[U(pool.ints_offset + q)] = int(a[U(tap + lane)])
+                a[U(op.winners_offset + q)] = a[U(zwin + lane)]
 
 
 @njit(**KERNEL)
@@ -304,6 +330,8 @@ def direct_forward(op, act, pool, codes, slopes, p, a, wins, n):
     xp, _, zp, yp = _areas(op)
     _, wide, sample, stride = _geometry(op)
     offsets, window = _tap_offsets(op), _window_offsets(pool, wide)
+    scratch = op.work_offset + direct_work(op.in_c, op.out_c, op.in_h, op.in_w, op.pad_h,
+                                           op.pad_w, op.block)
     for n0 in range(0, n, op.block):
         samples = min(op.block, n - n0)
         run = _run(op, samples)
@@ -317,9 +345,8 @@ def direct_forward(op, act, pool, codes, slopes, p, a, wins, n):
                 code = act.codes_offset + m % act.in_c
                 forward_run(codes[code], slopes[code], a, z0, y0, run)
                 for s in range(samples):
-                    for qy in range(pool.out_h):
-                        _pool_row(op, pool, a, wins, n0 + s, m, qy, z0 + s * sample,
-                                  y0 + s * sample, window)
+                    _pool_plane(op, pool, a, wins, n0 + s, m, z0 + s * sample,
+                                y0 + s * sample, window, scratch)
             o += count
 
 

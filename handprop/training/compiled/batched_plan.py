@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .batched_direct import POOL_LANES, direct_work
 from .kernels_activation import ACT
 from .kernels_conv import CONV
 from .kernels_dense import DENSE, FLAT
@@ -168,7 +169,9 @@ def _conv(ops: np.ndarray, index: int, half: int, itemsize: int, sizes: _Sizes) 
         plane = (op["in_h"] + 2 * op["pad_h"]) * (op["in_w"] + 2 * op["pad_w"])
         per_sample = int(2 * (op["in_c"] + op["out_c"]) * plane)
         op["block"] = min(half, max(1, DIRECT_BYTES // (per_sample * itemsize)))
-        op["work_offset"] = sizes.take("arena", int(op["block"]) * per_sample)
+        geometry = [int(op[name]) for name in ("in_c", "out_c", "in_h", "in_w", "pad_h",
+                                               "pad_w", "block")]
+        op["work_offset"] = sizes.take("arena", direct_work(*geometry) + 3 * POOL_LANES)
         return
     op["weight_prep"] = sizes.take("prep", int(op["weight_size"]))
     per_sample = int(op["out_h"] * op["out_w"]) * taps * int(op["groups"])
