@@ -376,6 +376,32 @@ def test_an_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_the_memory_estimate_bounds_a_real_run(tmp_path):
+    """The estimate the budget checks (estimate_run_bytes on the study's engine, an
+    evaluation chunk, the files as read; times the jobs at once, plus the processes)
+    against the summed peak of the same run in 2 worker processes: peak <= 1.5 x the
+    estimate, and the estimate not a number so large it bounds nothing."""
+    from test_faults import _env, _estimate, _measured, _run
+
+    needs_installed_files()
+    argv = ["biotorch", "--quick", "--rules", "exact,fa", "--seeds", "1", "--jobs", "2",
+            "--train-images", "4000", "--out", "bt", "--quiet"]
+    refused = _run(argv, tmp_path, _env(HANDPROP_MEMORY_BUDGET="300M"))  # the files fit
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "biotorch: network 'lenet-biotorch' on 5600 images, 2 jobs at once" in \
+        refused.stderr
+    estimate = _estimate(refused.stderr)
+    code, memory, stderr = _measured(argv, tmp_path)
+    assert code == 0, stderr
+    peak = memory.peak()
+    print(f"biotorch --quick, 2 jobs: estimate {estimate / 1e6:.0f} MB, peak "
+          f"{peak / 1e6:.0f} MB")
+    assert peak <= 1.5 * estimate
+    assert estimate <= 3 * peak
+
+
+@pytest.mark.slow
 def test_dask_cluster_gives_the_local_records(tmp_path):
     needs_installed_files()
     distributed = pytest.importorskip("dask.distributed")

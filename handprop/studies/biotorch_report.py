@@ -103,6 +103,8 @@ def error_figure(path: Path, config: BiotorchConfig, records: dict[str, list[dic
 def curve_figure(path: Path, records: dict[str, list[dict]]) -> Path:
     """One panel per rule (one scale): every seed's test error (solid) and validation
     error (dashed) per epoch, a dot at the epoch validation picked, chance dashed."""
+    from matplotlib.ticker import MaxNLocator
+
     from ..pictures.plots import CHANCE, color, pyplot
 
     plt = pyplot()
@@ -127,6 +129,7 @@ def curve_figure(path: Path, records: dict[str, list[dict]]) -> Path:
         if chance is not None:
             ax.axhline(chance, **CHANCE)
         ax.set_ylim(0, 100)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{rule} ({len(runs)} seeds)", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("error (%)", fontsize=8)
@@ -203,24 +206,18 @@ def _summary(config: BiotorchConfig, summary: dict[str, Any], found: dict[str, A
 def key_findings(config: BiotorchConfig, summary: dict[str, Any],
                  found: dict[str, Any]) -> list[str]:
     """The few things to take away, in plain words."""
-    out = []
-    confirmatory = tested_claims(found, "confirmatory")
-    decided = [c for c in confirmatory if c["verdict"] in ("supported", "contradicted")
-               or c["verdict"].startswith("supported:")]
-    undecided = [c for c in confirmatory if c not in decided]
-    text = (f"{len(decided)} of {len(confirmatory)} of BioTorch's claims decided with "
-            f"{config.seeds} seeds" + (": " + "; ".join(
-                f"{c['statement']}: **{_short_verdict(c)}**" for c in decided) if decided
-                else ""))
-    if undecided:
-        text += (". Not decided: " + "; ".join(f"{c['statement']} ({c['verdict']})"
-                                               for c in undecided))
-    out.append(text + ".")
+    out = [_claims_sentence(config, tested_claims(found, "confirmatory"))]
     ranked = sorted((row["honest"]["mean"], rule) for rule, row in summary.items()
                     if row["honest"]["mean"] is not None)
+
+    def learned(rule: str) -> str:
+        value = summary[rule]["honest"].get("learned_mean")
+        return "" if not summary[rule]["stuck"]["k"] or value is None else \
+            f" ({value:.1f}% over the seeds that learned)"
+
     if ranked:
         out.append("Mean test error over seeds, lowest first: " + ", ".join(
-            f"{rule} {value:.1f}%" for value, rule in ranked) + (
+            f"{rule} {value:.1f}%{learned(rule)}" for value, rule in ranked) + (
             "" if reference_column(config) is None else
             "; BioTorch's single runs: " + ", ".join(
                 f"{rule} {row['biotorch']:g}%" for rule, row in summary.items()
@@ -232,6 +229,30 @@ def key_findings(config: BiotorchConfig, summary: dict[str, Any],
     return out
 
 
+def _claims_sentence(config: BiotorchConfig, confirmatory: list[dict[str, Any]]) -> str:
+    """Which of BioTorch's claims the seeds decided (with the effect, and whether one
+    seed carries it), and which they did not, grouped by why."""
+    decided = [c for c in confirmatory if c["verdict"].startswith(("supported",
+                                                                   "contradicted"))]
+    text = (f"{len(decided)} of {len(confirmatory)} of BioTorch's claims decided with "
+            f"{config.seeds} seeds" + ("." if not decided else ": " + "; ".join(
+                f"{c['statement']}: **{c['verdict']}** ({c['effect']})" for c in decided)
+                + "."))
+    fragile = [c for c in decided if c.get("fragile")]
+    if fragile:
+        text += (f" {len(fragile)} of them fragile: with the one seed reversed that most "
+                 "supports it, the adjusted p would be " + ", ".join(
+                     f"{c['reversed_adjusted_p']:.2g}" for c in fragile) +
+                 " -- a verdict that one seed carries; more seeds would make it firm.")
+    reasons: dict[str, list[str]] = {}
+    for c in confirmatory:
+        if c not in decided:
+            reasons.setdefault(c["verdict"], []).append(c["statement"])
+    for verdict, statements in reasons.items():
+        text += f" {verdict[0].upper()}{verdict[1:]}: {'; '.join(statements)}."
+    return text
+
+
 def _stuck_sentence(summary: dict[str, Any]) -> str:
     stuck = {rule: row["stuck"] for rule, row in summary.items() if row["stuck"]["k"]}
     if not stuck:
@@ -239,11 +260,12 @@ def _stuck_sentence(summary: dict[str, Any]) -> str:
                        if row["stuck"]["n"]), default=math.nan)
         return ("No seed ended stuck at chance (with these seeds a rule could still leave up "
                 f"to {100 * highest:.0f}% of its seeds stuck: the exact interval of 0 of n).")
-    return ("Stuck at chance: " + ", ".join(
-        f"{rule} {s['k']} of {s['n']} seeds (95% CI {100 * s['ci'][0]:.0f}-"
-        f"{100 * s['ci'][1]:.0f}%)" for rule, s in stuck.items()) +
-            "; their means get the two-part interval, and the stuck section compares the "
-            "fractions with back-propagation's and the seeds that learned.")
+    return ("Stuck at chance (one class for nearly every image): " + ", ".join(
+        f"{rule} {s['k']} of {s['n']} seeds (seed "
+        f"{', '.join(str(seed) for seed, flag in s['per_seed'].items() if flag)}; 95% CI "
+        f"{100 * s['ci'][0]:.0f}-{100 * s['ci'][1]:.0f}%)" for rule, s in stuck.items()) +
+            ". Their means get the two-part interval; the stuck section compares the "
+            "fractions with back-propagation's, then the seeds that learned.")
 
 
 def _selection_gap(summary: dict[str, Any]) -> str:
