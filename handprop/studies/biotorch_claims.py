@@ -32,7 +32,7 @@ from .biotorch_base import (
 from .claims import Claim, ClaimSpec, as_record, design_check, judge
 from .records import final_alignment
 from .statistics import (
-    mean_difference_interval,
+    difference_summary,
     mean_interval,
     paired_comparison,
     paired_fractions,
@@ -208,10 +208,5 @@ def _learned_difference(runs: list[dict], base: list[dict], seeds: list[int]
     """Honest test error (pp), rule - baseline, over the seeds where both learned."""
     a = metric_values(runs, "test_error")
     b = metric_values(base, "test_error")
-    d = np.array([a[s] - b[s] for s in seeds if math.isfinite(a[s] - b[s])])
-    if d.size < 2:
-        return {"learned_n": int(d.size), "learned_diff": float(d.mean()) if d.size else None,
-                "learned_ci": None}
-    interval = mean_difference_interval(d, bounds=(-1.0, 1.0))
-    return {"learned_n": int(d.size), "learned_diff": float(d.mean()),
-            "learned_ci": [interval.low, interval.high]}
+    d = [a[s] - b[s] for s in seeds]
+    return {f"learned_{k}": v for k, v in difference_summary(d, bounds=(-1.0, 1.0)).items()}
