@@ -464,6 +464,22 @@ def test_read_idx_errors_name_the_file(tmp_path, case):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n",
+                                     b"\x00\x00\x08\x09" + bytes(36),
+                                     b"\x00\x00\x08\x01\xde\xad\xbe\xef"])
+def test_read_idx_errors_never_echo_the_files_bytes(tmp_path, content):
+    """Not an IDX file, too many dimensions, a dimension too large: what is wrong is said,
+    the bytes that say it are not (as text, hex or a number)."""
+    path = tmp_path / "not-idx"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = str(info.value).replace(str(path), "")
+    shown = [content[:4].hex(), content[:8].hex(), "root", "bash", "9 dim",
+             str(int.from_bytes(content[4:8], "big") or "no number")]
+    assert not [s for s in shown if s in message], message
+
+
 def test_read_idx_missing_file_and_directory(tmp_path):
     with pytest.raises(DataError, match="not found") as info:
         read_idx(tmp_path / "nope-idx")

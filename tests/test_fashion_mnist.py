@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import gzip
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from handprop.training.data import (
     load_data,
     load_fashion_mnist,
     resize_bilinear,
+    resize_to,
     write_idx,
 )
 
@@ -148,6 +150,33 @@ def test_cli_trains_lenet_on_the_folder(fake):
                              "--epochs", "1", "--batch-size", "10", "--progress", "none")
     assert code == 0, err
     assert "fashion-mnist, 10 images" in out
+
+
+def test_cli_trains_biotorchs_lenet_on_28x28_images_resized_to_32x32(fake, tmp_path):
+    """lenet-biotorch declares its 32x32 inputs: train resizes the 28x28 images to them
+    (8-bit bilinear, as BioTorch), says so, and a checkpoint resumes with the same data."""
+    run = ["train", "--net", "lenet-biotorch", "--data", f"fashion-mnist:{fake}",
+           "--batch-size", "10", "--progress", "none", "--checkpoint", tmp_path / "c.npz"]
+    code, out, err = run_cli(*run, "--epochs", "1", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert "resized from 28x28 to 32x32 for lenet-biotorch" in out
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["data"]["resized_from"] == [28, 28]
+    assert saved["network"]["input_shape"] == [1, 32, 32]
+    code, out, err = run_cli("train", "--resume", tmp_path / "c.npz", "--epochs", "2",
+                             "--progress", "none")
+    assert code == 0 and "2 epochs" in out, err
+
+
+def test_resize_to_rounds_8bit_images_and_keeps_others():
+    images = np.random.default_rng(2).integers(0, 256, (3, 1, 28, 28), np.uint8)
+    assert np.array_equal(resize_to(images, (32, 32)),
+                          resize_bilinear(images, (32, 32), round_8bit=True))
+    assert resize_to(images, (28, 28)) is images and resize_to(images, None) is images
+    floats = images / 255.0
+    assert np.allclose(resize_to(floats, (32, 32)), resize_bilinear(floats, (32, 32)))
+    data = load_data("digits10", size=(16, 16))
+    assert data.input_shape == (1, 16, 16) and data.info["resized_from"] == [8, 8]
 
 
 # -- resizing as BioTorch does ---------------------------------------------------------

@@ -17,6 +17,7 @@ from handprop.studies.statistics import (
     RESAMPLES,
     SIGN_FLIPS,
     coverage,
+    difference_summary,
     equivalence_test,
     floor_p,
     format_p,
@@ -252,6 +253,16 @@ def test_mean_test_is_the_larger_of_bootstrap_and_t():
     interval = mean_difference_interval(d)
     t = stats.ttest_1samp(d, 0.0).confidence_interval()
     assert interval.low <= t.low + 1e-12 and interval.high >= t.high - 1e-12 and interval.low > 0
+
+
+def test_difference_summary_describes_paired_differences():
+    d = [0.02, 0.05, np.nan, 0.01, 0.04]
+    summary = difference_summary(d, bounds=(-1.0, 1.0))
+    interval = mean_difference_interval([0.02, 0.05, 0.01, 0.04], bounds=(-1.0, 1.0))
+    assert summary == {"n": 4, "diff": pytest.approx(0.03),
+                       "ci": [interval.low, interval.high]}
+    assert difference_summary([0.2]) == {"n": 1, "diff": 0.2, "ci": None}
+    assert difference_summary([]) == {"n": 0, "diff": None, "ci": None}
 
 
 def test_equivalence_test():

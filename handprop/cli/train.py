@@ -179,7 +179,7 @@ def prepare_run(args: argparse.Namespace) -> TrainRun:
     if data_spec is None:
         raise ConfigError(f"--net {args.net} needs --data (e.g. --data idx:PATH for 28x28 images)")
     scale = True if args.scale else None
-    data = load_data(data_spec, seed=config.seed, scale=scale)
+    data = load_data(data_spec, seed=config.seed, scale=scale, size=defaults.get("image_size"))
     net = build_net(args.net, args.fc, data.input_shape, data.num_classes)
     _check_compatible(net, data)
     _check_memory(net, args, config, len(data.y_train))
@@ -255,7 +255,8 @@ def restore_run(path: Path, args: argparse.Namespace, to_train: bool = True
     fc = args.fc if args.fc is not None else recipe["fc"]
     if args.net is not None or args.fc is not None:
         _check_fc(net_name, args.fc)
-    data = load_data(recipe["data"], seed=saved.seed, scale=recipe["scale"] or None)
+    data = load_data(recipe["data"], seed=saved.seed, scale=recipe["scale"] or None,
+                     size=_defaults(net_name).get("image_size"))
     if net_elsewhere:  # not read: the checkpoint's own description of it (checked)
         net = network_from_spec(checkpoint.meta.get("network"))
     else:
@@ -371,7 +372,10 @@ def _print_outcome(run: TrainRun, history: History, evaluation: Any,
     if diverged:
         print(f"training diverged at epoch {diverged['epoch']}, step {diverged['step']}: the cost "
               f"became NaN/inf; the history up to epoch {diverged['epoch'] - 1} is kept")
-    print(f"test set ({data.name}, {len(data.y_test)} images):")
+    resized = data.info.get("resized_from")
+    size = (f", resized from {resized[0]}x{resized[1]} to {data.input_shape[-2]}x"
+            f"{data.input_shape[-1]} for {net.name}" if resized else "")
+    print(f"test set ({data.name}, {len(data.y_test)} images{size}):")
     print(prediction_table(evaluation, data.classes))
     if checkpoint is not None:
         print(f"checkpoint: {checkpoint}")

@@ -32,7 +32,9 @@ class Preset:
     """A named network builder and the training defaults that go with it.
 
     defaults : optimizer, lr, momentum, batch_size, epochs, and data (the dataset the
-        preset is sized for, or None when the user must give one)
+        preset is sized for, or None when the user must give one); optionally image_size,
+        the (H, W) the network is built for, to which ``train`` resizes other images (a
+        preset without it takes the data's own size)
     """
 
     name: str
@@ -163,7 +165,7 @@ def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) ->
 
 @register_preset("lenet-biotorch", "BioTorch's LeNet MNIST for 32x32 images (conv3 is a "
                  "5x5 convolution)", optimizer="momentum", lr=0.01, momentum=0.9,
-                 batch_size=64, epochs=100, data=None)
+                 batch_size=64, epochs=100, data=None, image_size=(32, 32))
 def lenet_biotorch(input_shape: tuple[int, int, int] = (1, 32, 32),
                    classes: int = 10) -> Network:
     """BioTorch's ``LeNetMNIST`` (``biotorch/models/le_net.py``): conv 6@5x5, pool, conv

@@ -3,17 +3,18 @@
 BioTorch (Sanfiz & Akrout 2021; github.com/jsalbert/biotorch, ``Benchmarks.md``) reports
 one number per learning rule: the top-1 test error of LeNet MNIST on Fashion-MNIST, one
 seed, at the epoch with the best accuracy *on the same 10,000 images it reports*. This
-study trains the same network with the same protocol (:data:`PROTOCOL`), for many seeds,
-and picks each run's epoch on a validation split carved from the 60,000 training images;
-the error is then read on the 10,000 test images, which took no part in any choice.
-BioTorch's own selection (best epoch on the test images) is reported beside it,
-labelled optimistic.
+study trains the same network with the same protocol (:data:`.biotorch_base.PROTOCOL`),
+for many seeds, and picks each run's epoch on a validation split carved from the 60,000
+training images; the error is then read on the 10,000 test images, which took no part in
+any choice. BioTorch's own selection (best epoch on the test images) is reported beside
+it, labelled optimistic.
 
 One job trains one rule from one seed (every rule starts from the same weights and sees
 the same split and order for a seed: paired), evaluates the validation and test images
 after every epoch, measures the alignment of the rule's update with the exact gradient
 (:mod:`.alignment`), keeps a resume point every ``checkpoint_every`` epochs, and writes
-one JSON record. Statistics and the report are :mod:`.biotorch_report`.
+one JSON record. The config, data and record readers are :mod:`.biotorch_base`; the
+numbers and claims :mod:`.biotorch_claims`; figures and report :mod:`.biotorch_report`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,117 +30,26 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.io import write_json
-from ..core.limits import MAX_BATCH, MAX_EPOCHS, MAX_PROBE, MAX_SEED, MAX_SEEDS
+from ..core.limits import MAX_SEED
+from .biotorch_base import (
+    METRICS,
+    RECORD_VERSION,
+    BiotorchConfig,
+    SeedData,
+    learning_rates,
+    raw_data,
+    record_path,
+    resume_path,
+    seed_data,
+)
+from .biotorch_claims import design, evaluate_claims, summarize
+from .biotorch_report import markdown, terminal_table, write_figures
+from .claims import design_text, parse_claims
 from .records import collect, rounded, versions
 from .runner import Job
-from .study import Study, option, register_study
+from .study import Study, register_study
 
-RECORD_VERSION = 1
-BIOTORCH_SOURCE = "jsalbert/biotorch Benchmarks.md, commit 536ea216"
-# Top-1 test error (%) of LeNet MNIST, one seed, best epoch on the reported images.
-BIOTORCH_LENET = {
-    "fashion-mnist": {"exact": 9.2, "fa": 13.06, "usf": 9.69, "brsf": 10.02, "frsf": 9.61,
-                      "dfa-biotorch": 12.81},
-    "mnist": {"exact": 0.91, "fa": 1.7, "usf": 0.94, "brsf": 0.91, "frsf": 0.97,
-              "dfa-biotorch": 1.61},
-}
-PROTOCOL = ("LeNet MNIST (biotorch/models/le_net.py), 28x28 images resized to 32x32 and "
-            "normalised; SGD, momentum 0.9, weight decay 1e-3, batch 64, 100 epochs, "
-            "learning rate x0.1 at epochs 50 and 75; one seed; best epoch chosen on the "
-            "10,000 test images")
-CLAIM_FORMS = (">", "~")
-
-
-@dataclass
-class BiotorchConfig:
-    """Everything that defines the study (defaults: configs/biotorch.toml)."""
-
-    rules: list[str] = option(default_factory=list, help="comma-separated rules")
-    seeds: int = option(3, low=1, high=MAX_SEEDS)
-    first_seed: int = option(0, low=0, high=MAX_SEED)
-    data: str = option("fashion-mnist", help="fashion-mnist[:DIR] | idx:FOLDER (MNIST-format "
-                                             "files with t10k-* test files)")
-    net: str = option("lenet-biotorch", help="lenet-biotorch | lenet | PATH.toml")
-    resize: int = option(32, low=0, high=4096, help="resize images to this size (0: keep)")
-    pixel_mean: float = option(0.2859)
-    pixel_std: float = option(0.3530)
-    validation_images: int = option(10000, low=1, high=10**8,
-                                    help="carved from the training images, per seed")
-    train_images: int = option(10000, low=0, high=10**8, help="0 = all the rest")
-    test_images: int = option(0, low=0, high=10**8, help="0 = all")
-    epochs: int = option(8, low=1, high=MAX_EPOCHS)
-    batch_size: int = option(64, low=1, high=MAX_BATCH)
-    momentum: float = option(0.9)
-    weight_decay: float = option(0.001)
-    schedule: str = option("multistep", help="constant | step | multistep | cosine")
-    learning_rates: list[str] = option(default_factory=list,
-                                       help="RULE=LR,... initial learning rate of every rule "
-                                            "(replaces the config's list)")
-    dtype: str = option("float32", help="float32 | float64")
-    engine: str = option("auto", help="auto | numpy | compiled")
-    probe: int = option(64, low=1, high=MAX_PROBE)
-    align_every: int = option(1, low=1, high=MAX_EPOCHS,
-                              help="epochs between alignment measurements")
-    checkpoint_every: int = option(1, low=1, high=MAX_EPOCHS,
-                                   help="epochs between a run's resume points")
-    confirmatory: list[str] = option(default_factory=list,
-                                     help="claims fixed before the run: 'A > B' (A's test "
-                                          "error is higher), 'A ~ B' (within +-margin)")
-    margin: float = option(1.0, help="equivalence margin, percentage points of test error")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def lr_of(self, rule: str) -> float:
-        return learning_rates(self)[rule]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def learning_rates(config: BiotorchConfig) -> dict[str, float]:
-    """``{rule: initial learning rate}`` from ``RULE=LR`` entries; every rule needs one."""
-    found: dict[str, float] = {}
-    for entry in config.learning_rates:
-        rule, sep, value = entry.partition("=")
-        try:
-            lr = float(value)
-        except ValueError:
-            lr = math.nan
-        if not sep or not rule.strip() or not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"learning_rates: expected RULE=LR with LR > 0, got {entry!r}")
-        found[rule.strip()] = lr
-    missing = [r for r in config.rules if r not in found]
-    if missing:
-        raise ConfigError(f"learning_rates: no learning rate for {', '.join(missing)}")
-    return found
-
-
-def parse_claim(text: str, rules: Any) -> tuple[str, str, str]:
-    """``"fa > exact"`` -> ``("fa", ">", "exact")``; both must be names in ``rules``."""
-    parts = text.split()
-    if len(parts) != 3 or parts[1] not in CLAIM_FORMS:
-        raise ConfigError(f"confirmatory claim {text!r}: expected 'A > B' or 'A ~ B'")
-    a, form, b = parts
-    unknown = [r for r in (a, b) if r not in rules]
-    if unknown or a == b:
-        raise ConfigError(f"confirmatory claim {text!r}: "
-                          + (f"unknown rule {', '.join(unknown)}" if unknown
-                             else "compares a rule with itself"))
-    return a, form, b
-
-
-def active_claims(config: BiotorchConfig) -> tuple[list[str], list[str]]:
-    """(claims tested, claims dropped because a rule they name is not run): ``--rules``
-    may leave a claim of the config without data; the report names the dropped ones."""
-    from ..rules import RULES
-
-    kept, dropped = [], []
-    for text in config.confirmatory:
-        a, _, b = parse_claim(text, RULES)
-        (kept if a in config.rules and b in config.rules else dropped).append(text)
-    return kept, dropped
+__all__ = ["BiotorchConfig", "BiotorchStudy", "build_jobs", "run_job"]
 
 
 def _check(config: BiotorchConfig, source: str) -> BiotorchConfig:
@@ -159,12 +68,10 @@ def _check(config: BiotorchConfig, source: str) -> BiotorchConfig:
             if rule not in RULES:
                 raise ConfigError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
         rates = learning_rates(config)
-        for claim in config.confirmatory:
-            parse_claim(claim, RULES)
         if config.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
-        if not (config.pixel_std > 0 and config.margin > 0):
-            raise ConfigError("pixel_std and margin must be > 0")
+        if not config.pixel_std > 0:
+            raise ConfigError("pixel_std must be > 0")
         for rule in config.rules:
             TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
                         optimizer="momentum", lr=rates[rule], momentum=config.momentum,
@@ -172,106 +79,52 @@ def _check(config: BiotorchConfig, source: str) -> BiotorchConfig:
                         dtype=config.dtype).validate()
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return _check_claims(config, source)
+
+
+def _check_claims(config: BiotorchConfig, source: str) -> BiotorchConfig:
+    """Each claim compares two registered rules on a metric the study measures (a claim
+    whose rules this run leaves out is not tested; the report names it)."""
+    from ..rules import RULES
+
+    for i, claim in enumerate(config.claims, start=1):
+        where = f"{source}: claim {i}"
+        if claim.metric not in METRICS:
+            raise ConfigError(f"{where}: metric must be one of {', '.join(METRICS)}, got "
+                              f"{claim.metric!r}")
+        unknown = [arm for arm in (claim.a, claim.b) if arm not in RULES]
+        if unknown:
+            raise ConfigError(f"{where}: unknown rule {unknown[0]!r}")
     return config
-
-
-def record_path(out: Path, rule: str, seed: int) -> Path:
-    return out / "runs" / rule / f"seed{seed}.json"
-
-
-def resume_path(out: Path, rule: str, seed: int) -> Path:
-    return out / ".resume" / rule / f"seed{seed}.npz"
-
-
-# -- the data of one seed ---------------------------------------------------------------
-
-@dataclass
-class SeedData:
-    """One seed's images, ready for the network: (N, C, H, W) in the run's dtype."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    classes: tuple[int, ...]
-
-
-def raw_data(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                 tuple[int, ...]]:
-    """(train images, train labels, test images, test labels, classes) as on disk."""
-    from ..training.data import fashion_mnist_arrays, load_idx_arrays
-
-    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
-        arrays = fashion_mnist_arrays(spec.partition(":")[2] or None)
-    elif spec.startswith("idx:") and len(spec) > 4:
-        arrays = load_idx_arrays(spec[4:])
-    else:
-        raise ConfigError(f"data must be fashion-mnist[:DIR] or idx:FOLDER, got {spec!r}")
-    if arrays[0].dtype != np.uint8:
-        raise ConfigError(f"{spec}: images must be 8-bit (uint8), as MNIST's are; got "
-                          f"{arrays[0].dtype}")
-    classes = tuple(int(c) for c in np.unique(arrays[1]))
-    return (*arrays, classes)
-
-
-def seed_data(config: BiotorchConfig, seed: int) -> SeedData:
-    """The seed's split: ``validation_images`` drawn (stratified) from the training images,
-    ``train_images`` of the rest, the first ``test_images`` test images; then resized and
-    normalised as BioTorch does (pixels / 255, minus the mean, over the std)."""
-    from ..core.streams import Stream, generator
-    from ..training.data import stratified_split
-
-    train_x, train_y, test_x, test_y, classes = raw_data(config.data)
-    count = len(train_y)
-    if config.validation_images >= count:
-        raise ConfigError(f"validation_images {config.validation_images} must be fewer "
-                          f"than the {count} training images")
-    train, val = stratified_split(train_y, config.validation_images / count,
-                                  generator(seed, Stream.HELDOUT))
-    if config.train_images:
-        train = train[: config.train_images]
-    test = np.arange(config.test_images or len(test_y))[: len(test_y)]
-    index = {c: i for i, c in enumerate(classes)}
-
-    def prepared(images: np.ndarray, labels: np.ndarray, rows: np.ndarray):
-        x = images[rows]
-        if config.resize:
-            from ..training.data import resize_bilinear
-
-            x = resize_bilinear(x, (config.resize, config.resize), round_8bit=True)
-        x = (np.asarray(x, dtype=np.float64) / 255 - config.pixel_mean) / config.pixel_std
-        return x.astype(config.dtype), np.array([index[int(v)] for v in labels[rows]])
-
-    return SeedData(*prepared(train_x, train_y, train), *prepared(train_x, train_y, val),
-                    *prepared(test_x, test_y, test), classes)
 
 
 # -- one job: one rule from one seed ----------------------------------------------------
 
+SERIES = ("train_loss", "val_error_pct", "val_top_share", "test_error_pct", "epoch_seconds")
+
+
 @dataclass
 class Curves:
-    """What a run measures after every epoch (percent errors; the training loss is the
+    """What a run measures after every epoch (percent errors; the share of the validation
+    images given the most common class, for the stuck criterion; the training loss is the
     mean over its batches), and the alignment log."""
 
     train_loss: list[float | None]
     val_error_pct: list[float]
+    val_top_share: list[float]
     test_error_pct: list[float]
     epoch_seconds: list[float]
     alignment: Any  # an AlignmentLog
     alignment_epochs: list[int]
 
     def to_meta(self) -> dict[str, Any]:
-        return {"train_loss": self.train_loss, "val_error_pct": self.val_error_pct,
-                "test_error_pct": self.test_error_pct, "epoch_seconds": self.epoch_seconds,
+        return {**{key: getattr(self, key) for key in SERIES},
                 "alignment": self.alignment.as_lists(0),
                 "alignment_epochs": self.alignment_epochs}
 
     def restore(self, meta: dict[str, Any]) -> None:
         """Continue from :meth:`to_meta` (a resume point)."""
-        for key in ("train_loss", "val_error_pct", "test_error_pct", "epoch_seconds",
-                    "alignment_epochs"):
+        for key in (*SERIES, "alignment_epochs"):
             setattr(self, key, list(meta[key]))
         for section, store in (("gradient", self.alignment.gradient),
                                ("signal", self.alignment.signal),
@@ -348,11 +201,14 @@ def _save_resume(path: Path, fingerprint: str, net: Any, train: Any, rule: Any, 
                     state.optimizer.state(), rule.state())
 
 
-def _percent_error(net: Any, x: np.ndarray, y: np.ndarray) -> float:
+def _measure(net: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(error in percent, share of the images given the most common class)."""
     from ..training.loop import evaluate
 
     with np.errstate(all="ignore"):
-        return float(100 * (1 - evaluate(net, x, y).accuracy))
+        evaluation = evaluate(net, x, y)
+    counts = np.bincount(evaluation.predicted, minlength=1)
+    return float(100 * (1 - evaluation.accuracy)), float(counts.max() / len(y))
 
 
 def train_run(config: BiotorchConfig, rule_name: str, seed: int, data: SeedData, out: Path,
@@ -372,7 +228,7 @@ def train_run(config: BiotorchConfig, rule_name: str, seed: int, data: SeedData,
     probe = min(config.probe, len(data.y_train))
     log = AlignmentLog(None if rule_name == "exact" else rule, data.x_train[:probe],
                        targets_for(net, data.y_train[:probe], loss_name, net.dtype), loss_fn)
-    curves = Curves([], [], [], [], log, [])
+    curves = Curves([], [], [], [], [], log, [])
     path = resume_path(out, rule_name, seed)
     state = _resume(path, fingerprint, net, train, rule, curves)
     if state is None:
@@ -385,8 +241,10 @@ def train_run(config: BiotorchConfig, rule_name: str, seed: int, data: SeedData,
     def on_epoch(epoch: int, history: Any) -> None:
         cost = float(history.cost[-1])
         curves.train_loss.append(cost / steps if math.isfinite(cost) else None)
-        curves.val_error_pct.append(_percent_error(net, data.x_val, data.y_val))
-        curves.test_error_pct.append(_percent_error(net, data.x_test, data.y_test))
+        val_error, top_share = _measure(net, data.x_val, data.y_val)
+        curves.val_error_pct.append(val_error)
+        curves.val_top_share.append(top_share)
+        curves.test_error_pct.append(_measure(net, data.x_test, data.y_test)[0])
         if (epoch + 1) % config.align_every == 0 or epoch + 1 == train.epochs:
             log.record(net)
             curves.alignment_epochs.append(epoch + 1)
@@ -425,7 +283,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": seed, "net": net.name, "data": config.data, "lr": config.lr_of(rule),
         "diverged": history.diverged[0], "epochs_done": len(curves.test_error_pct),
         "train_loss": rounded(curves.train_loss),
-        "val_error_pct": val, "test_error_pct": test,
+        "val_error_pct": val, "val_top_share": rounded(curves.val_top_share),
+        "test_error_pct": test,
         "selected_epoch": selected, "test_error_pct_selected": test_selected,
         "best_test_epoch": best, "test_error_pct_best": test_best,
         "test_error_pct_final": test[-1] if test else None,
@@ -448,8 +307,7 @@ def run_config(config: BiotorchConfig, rule: str, seed: int) -> dict[str, Any]:
     """The settings one run depends on, and no other: its job's fingerprint, so that more
     seeds, more rules or other claims leave finished runs finished."""
     return {**config.to_dict(), "rules": [rule], "seeds": 1, "first_seed": seed,
-            "learning_rates": [f"{rule}={config.lr_of(rule)!r}"], "confirmatory": [],
-            "margin": 1.0}
+            "learning_rates": [f"{rule}={config.lr_of(rule)!r}"], "claims": []}
 
 
 def build_jobs(config: BiotorchConfig, out: Path, steps_per_epoch: int) -> list[Job]:
@@ -458,10 +316,12 @@ def build_jobs(config: BiotorchConfig, out: Path, steps_per_epoch: int) -> list[
     for rule in config.rules:
         for seed in config.seed_list:
             spec = {"job_id": f"biotorch/{rule}/seed{seed}", "out": str(out), "rule": rule,
-                    "seed": seed, "config": run_config(config, rule, seed)}
+                    "seed": seed, "config": run_config(config, rule, seed),
+                    "record_version": RECORD_VERSION}
             jobs.append(Job(spec["job_id"], "handprop.studies.biotorch:run_job", spec,
                             [record_path(out, rule, seed)],
-                            steps=config.epochs * steps_per_epoch))
+                            steps=config.epochs * steps_per_epoch,
+                            scratch=[resume_path(out, rule, seed).parent]))
     return jobs
 
 
@@ -476,6 +336,7 @@ def remove_empty_folders(root: Path) -> None:
         with contextlib.suppress(OSError):  # not empty: a resume point of an unfinished run
             folder.rmdir()
 
+
 def load_records(jobs: list[Job]) -> dict[str, list[dict]]:
     """Records with the study's current settings, by rule, in seed order."""
     by_id = collect(jobs)
@@ -487,8 +348,8 @@ def load_records(jobs: list[Job]) -> dict[str, list[dict]]:
 
 @register_study
 class BiotorchStudy(Study):
-    """BioTorch's LeNet table: the skeleton with this module's jobs, and the statistics,
-    report and figures of :mod:`.biotorch_report`."""
+    """BioTorch's LeNet table: the skeleton with this module's jobs, the numbers and
+    claims of :mod:`.biotorch_claims`, the report and figures of :mod:`.biotorch_report`."""
 
     name = "biotorch"
     help = "BioTorch's LeNet table on Fashion-MNIST: seeds, honest selection, paired tests"
@@ -501,37 +362,52 @@ class BiotorchStudy(Study):
     summary_key, findings_key = "rules", "claims"
 
     @classmethod
+    def config_from_table(cls, table: dict[str, Any], source: str) -> BiotorchConfig:
+        claims = parse_claims(table.get("claims", []), source)
+        return super().config_from_table({**table, "claims": claims}, source)
+
+    @classmethod
     def validate_config(cls, config: BiotorchConfig, source: str = "config") -> BiotorchConfig:
         return _check(config, source)
+
+    def design_check(self) -> list[str]:
+        return design_text(design(self.config))
 
     def prepare(self) -> None:
         """Load and check the data and build the network now: bad data or a missing
         package fails before any output."""
-        from .biotorch_report import design_notice
-
-        first = seed_data(self.config, self.config.first_seed)
+        raw = raw_data(self.config.data)
+        self.raw_bytes = sum(array.nbytes for array in raw[:4])
+        first = seed_data(self.config, self.config.first_seed, raw)
         self.images = {"train": len(first.y_train), "validation": len(first.y_val),
                        "test": len(first.y_test)}
         self.net = _network(self.config, first.x_train.shape[1:], len(first.classes))
-        for line in design_notice(self.config):  # once the inputs are known to be good
-            print(f"biotorch: {line}", file=sys.stderr)
 
     def build_jobs(self) -> list[Job]:
         steps = -(-self.images["train"] // self.config.batch_size)
         return build_jobs(self.config, self.out, steps)
 
     def memory_needed(self, jobs: list[Job]) -> list[tuple[str, int]]:
-        """One run (its network, a batch, evaluation chunks of 512, its three image sets),
-        times the jobs that run at once."""
-        from ..core.limits import estimate_training_bytes
+        """One run on the study's engine (:func:`~handprop.training.memory.
+        estimate_run_bytes`: its network, a batch, its three image sets), plus an
+        evaluation chunk (512 images, NumPy), the files as read and one set's images as
+        they are prepared, times the jobs that run at once."""
+        from ..core.limits import activation_values
+        from ..training.memory import estimate_run_bytes
 
         itemsize = np.dtype(self.config.dtype).itemsize
         images = sum(self.images.values())
-        per_job = estimate_training_bytes(self.net, 1, max(self.config.batch_size, 512),
-                                          images, itemsize)
+        training = estimate_run_bytes(self.net, 1, batch=min(self.config.batch_size,
+                                                             self.images["train"]),
+                                      samples=images, itemsize=itemsize,
+                                      engine=self.config.engine)
+        evaluation = activation_values(self.net, itemsize) * 512 * itemsize
+        # the files as read, and the float64 images of one set as they are prepared
+        files = self.raw_bytes + max(self.images.values()) * math.prod(self.net.input_shape) * 8
         at_once = self.concurrent_jobs(jobs)
         return [(f"biotorch: network {self.net.name!r} on {images} images, {at_once} job"
-                 f"{'s' if at_once > 1 else ''} at once", per_job * at_once)]
+                 f"{'s' if at_once > 1 else ''} at once",
+                 (training + evaluation + files) * at_once)]
 
     def load_records(self, jobs: list[Job]) -> dict[str, list[dict]]:
         return load_records(jobs)
@@ -544,8 +420,6 @@ class BiotorchStudy(Study):
         remove_empty_folders(self.out / ".resume")
 
     def summarize(self, records: dict[str, list[dict]]) -> dict[str, Any]:
-        from .biotorch_report import summarize
-
         return summarize(records, self.config)
 
     def extra_meta(self) -> dict[str, Any]:
@@ -553,24 +427,16 @@ class BiotorchStudy(Study):
 
     def findings(self, records: dict[str, list[dict]], summary: dict[str, Any]
                  ) -> dict[str, Any]:
-        from .biotorch_report import claims
-
-        return claims(records, self.config)
+        return evaluate_claims(records, self.config)
 
     def write_figures(self, records: dict[str, list[dict]], summary: dict[str, Any]
                       ) -> list[Path]:
-        from .biotorch_report import write_figures
-
         return write_figures(self.out, self.config, records, summary)
 
     def report(self, summary: dict[str, Any], findings: dict[str, Any], meta: dict[str, Any],
                figures: list[Path]) -> str:
-        from .biotorch_report import markdown
-
         return markdown(self.config, summary, findings, meta, figures)
 
     def terminal_summary(self, summary: dict[str, Any], findings: dict[str, Any],
                          meta: dict[str, Any]) -> str:
-        from .biotorch_report import terminal_table
-
         return terminal_table(self.config, summary, findings, meta)

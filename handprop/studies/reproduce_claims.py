@@ -26,8 +26,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .claims import Claim, as_record, design_check, judge
 from .reproduce_base import (
     Records,
@@ -38,7 +36,7 @@ from .reproduce_base import (
     metric_value,
     per_seed,
 )
-from .statistics import mean_difference_interval, paired_comparison, paired_fractions
+from .statistics import difference_summary, paired_comparison, paired_fractions
 
 
 @dataclass(frozen=True)
@@ -186,10 +184,5 @@ def _learned_difference(records: Records, pairing: Pairing, experiment: str,
     """Held-out accuracy, broken - original, over the seeds where both learned."""
     accuracy = {net: per_seed(_runs(records, pairing, experiment, net, "heldout"),
                               lambda r: r["test_accuracy"]) for net in ("broken", "original")}
-    d = np.array([accuracy["broken"][s] - accuracy["original"][s] for s in seeds])
-    if d.size < 2:
-        return {"learned_n": int(d.size), "learned_diff": float(d.mean()) if d.size else None,
-                "learned_ci": None}
-    interval = mean_difference_interval(d, bounds=(-1.0, 1.0))
-    return {"learned_n": int(d.size), "learned_diff": float(d.mean()),
-            "learned_ci": [interval.low, interval.high]}
+    d = [accuracy["broken"][s] - accuracy["original"][s] for s in seeds]
+    return {f"learned_{k}": v for k, v in difference_summary(d, bounds=(-1.0, 1.0)).items()}

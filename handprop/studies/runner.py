@@ -69,6 +69,9 @@ class Job:
     steps : amount of work (training steps), for the ETA
     fingerprint : the job's settings; a record written with other settings does not count
         as done (set automatically from ``spec``; records store it as "fingerprint")
+    scratch : folders the job writes in besides its outputs' (e.g. resume points): the
+        temporary files a killed writer of this run leaves there are deleted like those
+        beside the outputs
     """
 
     id: str
@@ -78,6 +81,7 @@ class Job:
     steps: int = 1
     done: bool = field(default=False)
     fingerprint: str = ""
+    scratch: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -518,6 +522,7 @@ def run_jobs(
         # A worker killed mid-write (an interrupt) can leave its temporary file behind:
         # only this run's are deleted (never a user's .tmp file, nor another run's).
         folders = {path.parent for job in todo for path in job.outputs}
+        folders |= {Path(folder) for job in todo for folder in job.scratch}
         remove_temporaries(folders | {out, out / ".progress"}, tag)
         remove_progress(out, todo)
         bar.update(finished_steps[0], f"{sum(j.done for j in todo)}/{len(todo)} jobs")

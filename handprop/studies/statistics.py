@@ -157,7 +157,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import optimize, stats
@@ -562,6 +562,18 @@ def mean_difference_interval(differences: Sequence[float] | np.ndarray, level: f
     low, high = (float(v[0]) for v in mean_difference_rows(d[None], level))
     method = "t" if boot.method.startswith("t") else "bootstrap-t and t (union)"
     return _cut(Interval(low, high, method, d.size, dropped, level), bounds)
+
+
+def difference_summary(differences: Sequence[float] | np.ndarray, *,
+                       bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """A description of paired differences for a report: ``{"n", "diff", "ci"}`` -- how
+    many (non-finite ones dropped), their mean (None without any) and the 95% interval
+    of :func:`mean_difference_interval` (None with fewer than 2), cut to ``bounds``."""
+    d, _ = _finite(differences)
+    if d.size < 2:
+        return {"n": int(d.size), "diff": float(d.mean()) if d.size else None, "ci": None}
+    interval = mean_difference_interval(d, bounds=bounds)
+    return {"n": int(d.size), "diff": float(d.mean()), "ci": [interval.low, interval.high]}
 
 
 def mean_difference_rows(x: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

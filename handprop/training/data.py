@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,8 @@ __all__ = [
     "DATA_NAMES", "FASHION_MNIST_FILES", "Dataset", "clear_data_cache", "digits_images",
     "fashion_mnist_arrays", "find_fashion_mnist", "idx_dataset", "load_data", "load_digits",
     "load_digits10", "load_fashion_mnist", "load_idx", "load_idx_arrays", "load_tiny",
-    "read_idx", "resize_bilinear", "select_classes", "stratified_split", "verify_file",
-    "write_idx",
+    "read_idx", "resize_bilinear", "resize_to", "select_classes", "stratified_split",
+    "verify_file", "write_idx",
 ]
 
 # Four real 8x8 digits (a 0, a 1, a 1, a 0; pixel values 0..16), taken from
@@ -268,17 +269,20 @@ def load_idx(
     classes: Sequence[int] | None = None,
     test_size: float = 0.2,
     scale: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load users' IDX files (MNIST's format; MNIST itself, for example).
 
     ``spec`` is either a folder holding ``train-images-idx3-ubyte`` and
     ``train-labels-idx1-ubyte`` (optionally ``.gz``; ``t10k-*`` files, if present, are the
     test set), or ``IMAGES,LABELS`` (two file paths, split stratified with ``test_size``).
-    Pixels are divided by their maximum possible value (255 for uint8) if ``scale``.
+    Pixels are divided by their maximum possible value (255 for uint8) if ``scale``;
+    ``size`` resizes the images first (:func:`resize_to`).
     """
     images, labels, test_pair = _idx_files(spec)
     return idx_dataset("idx", images, labels, test_pair, seed=seed, classes=classes,
-                       test_size=test_size, scale=scale, source=f"IDX labels in {spec}")
+                       test_size=test_size, scale=scale, source=f"IDX labels in {spec}",
+                       size=size)
 
 
 def load_idx_arrays(folder: str | Path
@@ -295,26 +299,49 @@ def load_idx_arrays(folder: str | Path
 def idx_dataset(name: str, images: np.ndarray, labels: np.ndarray,
                 test_pair: tuple[np.ndarray, np.ndarray] | None, *, seed: int = 0,
                 classes: Sequence[int] | None = None, test_size: float = 0.2,
-                scale: bool = True, source: str = "IDX labels") -> Dataset:
+                scale: bool = True, source: str = "IDX labels",
+                size: tuple[int, int] | None = None) -> Dataset:
     """A :class:`Dataset` from IDX arrays: with a test pair (MNIST's ``t10k`` files) the
     training images in the seed's order and the test images in file order; without, a
-    stratified split. The same for every MNIST-format source (users' files, Fashion-MNIST)."""
+    stratified split. The same for every MNIST-format source (users' files, Fashion-MNIST).
+    ``size``: resize the images to (H, W) first (:func:`resize_to`)."""
     integer = np.issubdtype(images.dtype, np.integer)
     max_value = float(np.iinfo(images.dtype).max) if integer else 1.0
     chosen = classes is not None
     if classes is None:
         classes = tuple(int(c) for c in np.unique(labels))
     images, labels = select_classes(images, labels, classes, source)
+    resized = _resized_info(images, size)
+    images = resize_to(images, size)
     if test_pair is None:
-        return _finish(name, images, labels, classes, seed, "stratified", test_size, scale,
+        data = _finish(name, images, labels, classes, seed, "stratified", test_size, scale,
                        max_value)
+        data.info.update(resized)
+        return data
     test_images, test_labels = _idx_test_set(test_pair, classes, chosen)
+    test_images = resize_to(test_images, size)
     factor = 1 / max_value if scale else 1.0
     order = generator(seed, Stream.DATA_SPLIT).permutation(len(images))
     data = Dataset(name, images[order].astype(np.float64) * factor, labels[order],
                    test_images.astype(np.float64) * factor, test_labels, tuple(classes),
-                   info={"seed": seed, "split": "files", "scaled": scale})
+                   info={"seed": seed, "split": "files", "scaled": scale, **resized})
     return data.validate()
+
+
+def resize_to(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``images`` (N, C, H, W) at ``size`` (H', W'): unchanged when ``size`` is None or
+    already theirs; else :func:`resize_bilinear`, rounded to 8 bits for 8-bit images (as
+    PIL and torchvision's ``Resize`` do: BioTorch's preprocessing)."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return resize_bilinear(images, tuple(size), round_8bit=images.dtype == np.uint8)
+
+
+def _resized_info(images: np.ndarray, size: tuple[int, int] | None) -> dict[str, Any]:
+    """``{"resized_from": [H, W]}`` when :func:`resize_to` changes the images' size."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return {}
+    return {"resized_from": [int(v) for v in images.shape[-2:]]}
 
 
 def _idx_files(spec: str) -> tuple[np.ndarray, np.ndarray, tuple | None]:
@@ -456,13 +483,13 @@ def fashion_mnist_arrays(folder: str | Path | None = None
 
 
 def load_fashion_mnist(folder: str | Path | None = None, seed: int = 0,
-                       scale: bool = True) -> Dataset:
+                       scale: bool = True, size: tuple[int, int] | None = None) -> Dataset:
     """Fashion-MNIST as a :class:`Dataset`: the 60,000 training images in the seed's
-    order, the 10,000 test images in file order, pixels / 255 if ``scale``
-    (:func:`find_fashion_mnist` says where the files are looked for)."""
+    order, the 10,000 test images in file order, pixels / 255 if ``scale``, resized to
+    ``size`` if given (:func:`find_fashion_mnist` says where the files are looked for)."""
     train_x, train_y, test_x, test_y = fashion_mnist_arrays(folder)
     return idx_dataset("fashion-mnist", train_x, train_y, (test_x, test_y), seed=seed,
-                       scale=scale, source="Fashion-MNIST labels")
+                       scale=scale, source="Fashion-MNIST labels", size=size)
 
 
 # -- preprocessing ---------------------------------------------------------------------
@@ -506,21 +533,26 @@ def _round_8bit(values: np.ndarray) -> np.ndarray:
 DATA_NAMES = ("digits", "digits10", "tiny", "idx:PATH", "fashion-mnist[:DIR]")
 
 
-def load_data(spec: str, seed: int = 0, scale: bool | None = None) -> Dataset:
+def load_data(spec: str, seed: int = 0, scale: bool | None = None,
+              size: tuple[int, int] | None = None) -> Dataset:
     """``digits`` | ``digits10`` | ``tiny`` | ``idx:PATH`` | ``fashion-mnist[:DIR]`` ->
-    Dataset (see each loader)."""
+    Dataset (see each loader). ``size``: images resized to (H, W) (:func:`resize_to`;
+    ``info["resized_from"]`` keeps their own size), for a network sized for others."""
+    full = True if scale is None else scale
+    if spec.startswith("idx:") and len(spec) > 4:
+        return load_idx(spec[4:], seed=seed, scale=full, size=size)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:") and len(spec) > 14:
+        return load_fashion_mnist(spec[14:] or None, seed=seed, scale=full, size=size)
     if spec == "digits":
-        return load_digits(seed=seed, scale=bool(scale))
-    if spec == "digits10":
-        return load_digits10(seed=seed, scale=True if scale is None else scale)
-    if spec == "tiny":
+        data = load_digits(seed=seed, scale=bool(scale))
+    elif spec == "digits10":
+        data = load_digits10(seed=seed, scale=full)
+    elif spec == "tiny":
         data = load_tiny()
         if scale:
             data.x_train, data.x_test = data.x_train / 16, data.x_test / 16
-        return data
-    if spec.startswith("idx:") and len(spec) > 4:
-        return load_idx(spec[4:], seed=seed, scale=True if scale is None else scale)
-    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:") and len(spec) > 14:
-        return load_fashion_mnist(spec[14:] or None, seed=seed,
-                                  scale=True if scale is None else scale)
-    raise DataError(f"unknown data {spec!r}; choose from {', '.join(DATA_NAMES)}")
+    else:
+        raise DataError(f"unknown data {spec!r}; choose from {', '.join(DATA_NAMES)}")
+    data.info.update(_resized_info(data.x_train, size))
+    data.x_train, data.x_test = resize_to(data.x_train, size), resize_to(data.x_test, size)
+    return data

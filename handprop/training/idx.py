@@ -30,6 +30,7 @@ from ..core.errors import DataError
 from ..core.limits import check_memory
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+TYPE_CODES = ", ".join(f"0x{code:02X}" for code in IDX_TYPES)
 MAX_IDX_DIMS = 4  # (N,), (N, W), (N, H, W), (N, C, H, W)
 MAX_IDX_DIM = 2**31 - 1  # a dimension's largest value (a uint32 may say up to 2^32 - 1)
 CHUNK = 1 << 20  # bytes read or inflated at a time
@@ -97,19 +98,21 @@ def _header(source: _Source, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
     magic = source.read(4)
     if len(magic) < 4:
         raise DataError(f"IDX file {path} is truncated: {len(magic)} bytes, no header")
+    # What is wrong is said without the bytes: an error never echoes a file's content.
     if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES or magic[3] == 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number {magic.hex()})")
+        raise DataError(f"{path} is not an IDX file: its magic number is not 0x0000 "
+                        f"followed by a type code ({TYPE_CODES}) and 1-{MAX_IDX_DIMS} "
+                        "dimensions")
     ndim = magic[3]
     if ndim > MAX_IDX_DIMS:
-        raise DataError(f"IDX file {path} declares {ndim} dimensions; at most "
-                        f"{MAX_IDX_DIMS} are read")
+        raise DataError(f"IDX file {path} declares more than {MAX_IDX_DIMS} dimensions, "
+                        "the most handprop reads")
     raw = source.read(4 * ndim)
     if len(raw) < 4 * ndim:
         raise DataError(f"IDX file {path} is truncated inside its header")
     dims = struct.unpack(f">{ndim}I", raw)
     if max(dims) > MAX_IDX_DIM:
-        raise DataError(f"IDX file {path} declares a dimension of {max(dims)}, more than "
-                        f"{MAX_IDX_DIM}")
+        raise DataError(f"IDX file {path} declares a dimension of more than {MAX_IDX_DIM}")
     return np.dtype(IDX_TYPES[magic[2]]), dims
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...core.network import Network
 from ...rules.base import LearningRule
-from .cache import load_kernels
+from .cache import load_kernels, note_if_in_memory
 from .capabilities import UnsupportedError, Workload, choose_layout
 
 __all__ = ["UnsupportedError", "compiled_engine", "numba_missing", "unsupported_reason"]
@@ -47,6 +47,7 @@ def compiled_engine(net: Network, rule: LearningRule | None, optimizer: Any, los
     if missing:
         raise UnsupportedError(missing)
     load_kernels()
+    note_if_in_memory()
     from .engine import CompiledEpoch
 
     return CompiledEpoch(net, rule, optimizer, loss, reduction, batch_size, threads, layout)

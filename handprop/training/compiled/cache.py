@@ -140,6 +140,17 @@ def _notice(message: str) -> None:
     warnings.warn(message, CacheNotice, stacklevel=3)
 
 
+def note_if_in_memory() -> None:
+    """Once per process, when a compiled engine is built without a cache folder: say that
+    its kernels are compiled in memory (not said when only the op table is read, e.g. for
+    the memory estimate, or when ``auto`` falls back to NumPy instead)."""
+    folder, where = kernel_folder()
+    if folder is None and "memory" not in _state["warned"]:
+        _state["warned"].add("memory")
+        _notice(f"no usable folder for the compiled kernels' cache ({where}); compiling "
+                f"them in memory for this process (set {CACHE_ENV} to keep them)")
+
+
 def unusable_reason() -> str | None:
     """For ``engine="auto"``: why there is no usable cache folder, or None (compiling every
     kernel in every process costs more than the compiled engine saves on most runs;
@@ -166,17 +177,13 @@ def prepare() -> None:
     """Import every kernel module of this package with its kernels cached in
     :func:`kernel_folder` (or compiled in memory when there is none). Called before a
     compiled engine is built; cheap when repeated."""
-    folder, where = kernel_folder()
-    if folder is None and "memory" not in _state["warned"]:
-        _state["warned"].add("memory")
-        _notice(f"no usable folder for the compiled kernels' cache ({where}); compiling "
-                f"them in memory for this process (set {CACHE_ENV} to keep them)")
+    folder, _ = kernel_folder()
     if folder is not None:
         prune(folder.parent, folder.name)
     _state["folder"] = folder
     _install_locator()
     for info in pkgutil.iter_modules([str(PACKAGE_DIR)]):
-        if info.name != "__main__":  # the command (it prints the support list)
+        if info.name != "__main__":  # the command that prints the support list
             importlib.import_module(f"{PACKAGE}.{info.name}")
     _attach_caches(folder)
 
