@@ -221,6 +221,20 @@ def test_direct_convs_in_blocks_of_samples_match_numpy():
         assert max(errors.values()) <= TOLERANCE["float64"], (rule, errors)
 
 
+def test_a_direct_conv_under_a_wide_strided_pool_matches_numpy():
+    """A max-pool whose stride (5) is wider than its window: the pool's dropped lanes read
+    past the last plane by up to 15 strides (the work area's spare values)."""
+    net = Network([Conv2d(2, 3, padding=1, name="conv0"), Activation("relu", name="act0"),
+                   MaxPool2d(2, stride=5, name="pool0"), Flatten(name="flatten"),
+                   Dense(3, name="out")], (1, 12, 12), loss="softmax_ce", init="lecun",
+                  name="wide-pool")
+    assert _batched_ops(net.init(0))[0]["direct"]
+    for dtype in DTYPES:
+        errors = step_errors(net, "exact", "sgd", "softmax_ce", "mean", batch=17, seed=2,
+                             dtype=dtype)
+        assert max(errors.values()) <= TOLERANCE[dtype], (dtype, errors)
+
+
 def test_lenet_step_matches_numpy():
     for dtype in DTYPES:
         errors = step_errors(lenet(), "exact", "momentum", "softmax_ce", "mean", batch=64,

@@ -24,11 +24,18 @@ LANES = 8  # integer arena rows are padded to blocks of eight replicas
 
 
 def compiled_workspace(net: Any, replicas: int, batch: int, samples: int,
-                       itemsize: int) -> int | None:
+                       itemsize: int, auto: bool = False) -> int | None:
     """Bytes the compiled engine allocates for ``net`` (the most any layout that runs it
-    would: each layout's ``values_needed`` for a plan of its own arenas) plus Numba's
-    cost in the process; None when it cannot run the network (NumPy then does)."""
-    from .compiled.capabilities import UnsupportedError, runnable_layouts
+    would: each layout's ``values_needed`` for a plan of its own arenas; ``auto``: any
+    layout ``auto`` would train in, one made for the work that beats NumPy on it) plus
+    Numba's cost in the process; None when it cannot run the network or ``auto`` would
+    not use it (NumPy then does)."""
+    from .compiled.capabilities import (
+        UnsupportedError,
+        Workload,
+        macs_per_sample,
+        runnable_layouts,
+    )
     from .compiled.plan import build_plan, survey
     from .optim import make_optimizer
 
@@ -36,7 +43,11 @@ def compiled_workspace(net: Any, replicas: int, batch: int, samples: int,
         found = survey(net, None, make_optimizer("adam", 1e-3), "l2", "sum")
     except UnsupportedError:
         return None
-    layouts, _ = runnable_layouts(found, "float32" if itemsize == 4 else "float64")
+    dtype = "float32" if itemsize == 4 else "float64"
+    work = Workload(replicas, batch, dtype, macs_per_sample(net))
+    layouts, _ = runnable_layouts(found, dtype)
+    if auto:
+        layouts = [lay for lay in layouts if lay.fits(work) and lay.beats_numpy(work)]
     if not layouts:
         return None
     needed = []
@@ -57,7 +68,8 @@ def estimate_run_bytes(net: Any, replicas: int = 1, batch: int = 1, samples: int
     numpy_bytes = estimate_training_bytes(net, replicas, batch, samples, itemsize)
     if engine == "numpy" or (engine == "auto" and not compiled_is_faster(net, batch)):
         return numpy_bytes
-    compiled = compiled_workspace(net, replicas, batch, samples, itemsize)
+    compiled = compiled_workspace(net, replicas, batch, samples, itemsize,
+                                  auto=engine == "auto")
     if compiled is None:
         return numpy_bytes
     params = int(net.num_params) + int(getattr(net, "num_state", 0))

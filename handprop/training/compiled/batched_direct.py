@@ -22,7 +22,8 @@ sample after sample), db the deltas' sum, and if needed the input gradient: each
 written to the NHWC input gradient.
 
 The dot products sum in whatever order LLVM vectorizes them to (``fastmath`` with
-reassociation only): fixed by the compiled code and the lengths, never by threads.
+reassociation and fused multiply-adds only): fixed by the compiled code and the lengths,
+never by threads.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ POOL_LANES = 16
 
 
 @njit(**KERNEL)
-def direct_work(cin, cout, hin, win, ph, pw, block):
+def direct_work(cin, cout, hin, win, ph, pw, block, pool_stride):
     """The values of a direct conv's planes for a block of samples (padded input and its
-    gradient, z and f(z)), plus a pooled row's spare reads: where its pool's scratch
-    starts (the work area holds ``3 * POOL_LANES`` more)."""
+    gradient, z and f(z)), plus the spare values read past the last plane by the pool's
+    dropped lanes (fewer than POOL_LANES windows, ``pool_stride`` apart, past the last
+    window of a row): where its pool's scratch starts (the work area holds
+    ``3 * POOL_LANES`` more)."""
     wide = win + 2 * pw
     plane = (hin + 2 * ph) * wide
-    return block * 2 * (cin + cout) * plane + wide + 4 * POOL_LANES
+    return block * 2 * (cin + cout) * plane + wide + POOL_LANES * max(pool_stride, 1)
 
 
 @njit(fastmath={"reassoc", "contract"}, **KERNEL)
@@ -331,7 +334,7 @@ def direct_forward(op, act, pool, codes, slopes, p, a, wins, n):
     _, wide, sample, stride = _geometry(op)
     offsets, window = _tap_offsets(op), _window_offsets(pool, wide)
     scratch = op.work_offset + direct_work(op.in_c, op.out_c, op.in_h, op.in_w, op.pad_h,
-                                           op.pad_w, op.block)
+                                           op.pad_w, op.block, pool.stride_w)
     for n0 in range(0, n, op.block):
         samples = min(op.block, n - n0)
         run = _run(op, samples)

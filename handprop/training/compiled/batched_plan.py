@@ -171,6 +171,7 @@ def _conv(ops: np.ndarray, index: int, half: int, itemsize: int, sizes: _Sizes) 
         op["block"] = min(half, max(1, DIRECT_BYTES // (per_sample * itemsize)))
         geometry = [int(op[name]) for name in ("in_c", "out_c", "in_h", "in_w", "pad_h",
                                                "pad_w", "block")]
+        geometry.append(int(ops[index + 2]["stride_w"]))  # the max-pool's
         op["work_offset"] = sizes.take("arena", direct_work(*geometry) + 3 * POOL_LANES)
         return
     op["weight_prep"] = sizes.take("prep", int(op["weight_size"]))
