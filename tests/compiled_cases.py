@@ -223,3 +223,41 @@ def _rel(actual: np.ndarray, expected: np.ndarray) -> float:
     scale = float(np.abs(expected).max()) if np.size(expected) else 0.0
     diff = float(np.abs(np.asarray(actual) - expected).max()) if np.size(expected) else 0.0
     return diff / scale if scale > 0 else diff
+
+
+def checkpointed_fit(path, net: Network, bound, x: np.ndarray, y: np.ndarray, config,
+                     engine: str, stop_after: int | None = None, resume=None):
+    """fit with a checkpoint written to ``path`` after every epoch; optionally stop after
+    ``stop_after`` epochs, or first resume from the checkpoint ``resume`` (the network,
+    the rule's and the optimizer's state, the loop's). Returns the history."""
+    from handprop.training.checkpoint import load_checkpoint, save_checkpoint
+    from handprop.training.loop import TrainState, fit
+
+    state = None
+    if resume is not None:
+        saved = load_checkpoint(resume)
+        net.set_params(net.unflatten(saved.params))
+        bound.load_state({**saved.meta["rule_state"], **saved.rule})
+        state = TrainState.restore(saved.meta["state"],
+                                   {**saved.meta["optimizer_state"], **saved.optimizer}, config)
+    done = []
+
+    def on_epoch(epoch, history):
+        s = history.state
+        save_checkpoint(path, net, {"state": s.to_meta(), "config": config.to_dict()},
+                        optimizer_state=s.optimizer.state(), rule_state=bound.state())
+        done.append(epoch)
+
+    return fit(net, x, y, config, rule=bound, engine=engine, state=state, on_epoch=on_epoch,
+               stop=lambda: stop_after is not None and len(done) >= stop_after)
+
+
+def assert_same_checkpoint(whole, resumed) -> None:
+    """Two loaded checkpoints hold the same bits: parameters, optimizer and rule arrays,
+    the cost and the rule's other state."""
+    assert np.array_equal(whole.params, resumed.params)
+    for saved in ("optimizer", "rule"):
+        for key, value in getattr(whole, saved).items():
+            assert np.array_equal(value, getattr(resumed, saved)[key]), (saved, key)
+    assert whole.meta["state"]["cost"] == resumed.meta["state"]["cost"]
+    assert whole.meta["rule_state"] == resumed.meta["rule_state"]

@@ -474,9 +474,9 @@ CASES: list[tuple[str, T, list[str]]] = [
     ("scheduler-ucx", lambda t: ["reproduce", "--quick", "--backend", "dask", "--scheduler",
                                  "ucx://127.0.0.1:8786", "--out", str(t / "r")],
      ["ucx://", "tcp://"]),
-    ("compiled-engine-cannot-run-a-rule", lambda t: [
-        "compare", "--quick", "--engine", "compiled", "--rules", "exact,dfa-biotorch",
-        "--out", str(t / "c")], ["dfa-biotorch", "no compiled form"]),
+    ("compiled-engine-cannot-run-a-rule", lambda t: [  # (every registered rule runs)
+        "train", "--engine", "compiled", "--rule", "conv1=fa,*=exact", "--epochs", "1"],
+     ["(RuleSet)", "no compiled form"]),
     # (9.12) cosmetics
     ("unrecognized-option", lambda t: ["--frobnicate"], ["unrecognized", "--frobnicate"]),
     ("labels-beyond-the-outputs", lambda t: ["train", "--data", "digits10", "--net", str(_write(

@@ -22,7 +22,13 @@ import copy
 
 import numpy as np
 import pytest
-from compiled_cases import append_head, optimizer_with_state, random_data
+from compiled_cases import (
+    append_head,
+    assert_same_checkpoint,
+    checkpointed_fit,
+    optimizer_with_state,
+    random_data,
+)
 
 from handprop import Activation, Conv2d, Dense, Flatten, MaxPool2d, Network, PerChannelActivation
 from handprop.core.ops.avgpool import AvgPool2d
@@ -30,9 +36,9 @@ from handprop.core.ops.batchnorm import BatchNorm2d
 from handprop.core.ops.losses import get_loss
 from handprop.core.presets import lenet, seed_as_run, seed_net
 from handprop.rules import make_rule
-from handprop.training.checkpoint import load_checkpoint, save_checkpoint
+from handprop.training.checkpoint import load_checkpoint
 from handprop.training.epoch import NumpyEpoch
-from handprop.training.loop import TrainConfig, TrainState, fit, targets_for
+from handprop.training.loop import TrainConfig, fit, targets_for
 from handprop.training.optim import make_optimizer
 
 pytest.importorskip("numba")
@@ -322,27 +328,10 @@ def _checkpointed(folder, epochs, rule, optimizer, stop_after=None, resume=None)
     config = TrainConfig(epochs=epochs, lr=0.02, optimizer=optimizer, shuffle=True, seed=6,
                          batch_size=16, schedule="cosine", dtype="float32")
     net = small_cnn_net().init(6, dtype="float32")
-    bound = make_rule(rule, net, 6)
-    state = None
-    if resume is not None:
-        saved = load_checkpoint(resume)
-        net.set_params(net.unflatten(saved.params))
-        bound.load_state({**saved.meta["rule_state"], **saved.rule})
-        state = TrainState.restore(saved.meta["state"],
-                                   {**saved.meta["optimizer_state"], **saved.optimizer}, config)
     path = folder / "run.npz"
-    done = []
-
-    def on_epoch(epoch, history):
-        s = history.state
-        save_checkpoint(path, net, {"state": s.to_meta(), "config": config.to_dict()},
-                        optimizer_state=s.optimizer.state(), rule_state=bound.state())
-        done.append(epoch)
-
     x, y = _images(40)
-    history = fit(net, x, y, config, rule=bound, engine="compiled", state=state,
-                  on_epoch=on_epoch,
-                  stop=lambda: stop_after is not None and len(done) >= stop_after)
+    history = checkpointed_fit(path, net, make_rule(rule, net, 6), x, y, config, "compiled",
+                               stop_after, resume)
     assert history.extra["layout"] == "batched"
     return path
 
@@ -355,12 +344,7 @@ def test_resume_is_bit_identical(tmp_path, rule, optimizer):
     resumed = load_checkpoint(_checkpointed(tmp_path / "resumed", 4, rule, optimizer,
                                             resume=part))
     assert resumed.meta["state"]["epoch"] == 4
-    assert np.array_equal(whole.params, resumed.params)
-    for saved in ("optimizer", "rule"):
-        for key, value in getattr(whole, saved).items():
-            assert np.array_equal(value, getattr(resumed, saved)[key]), key
-    assert whole.meta["state"]["cost"] == resumed.meta["state"]["cost"]
-    assert whole.meta["rule_state"] == resumed.meta["rule_state"]
+    assert_same_checkpoint(whole, resumed)
 
 
 # -- choosing the layout, refusing ---------------------------------------------------

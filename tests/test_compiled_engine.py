@@ -28,6 +28,8 @@ from compiled_cases import (
     OPTIMIZERS,
     RULE_NAMES,
     SQUARE_RULES,
+    assert_same_checkpoint,
+    checkpointed_fit,
     one_step,
     random_data,
     random_net,
@@ -37,10 +39,10 @@ from handprop.core.errors import ConfigError
 from handprop.core.presets import seed_net
 from handprop.rules import RuleSet, make_rule
 from handprop.rules.feedback import FeedbackAlignment
-from handprop.training.checkpoint import load_checkpoint, save_checkpoint
+from handprop.training.checkpoint import load_checkpoint
 from handprop.training.data import load_digits
 from handprop.training.epoch import EngineNotice
-from handprop.training.loop import TrainConfig, TrainState, fit
+from handprop.training.loop import TrainConfig, fit
 
 pytest.importorskip("numba")
 
@@ -279,28 +281,9 @@ def _api_run(folder, digits, engine, epochs, stop_after=None, resume=None, lr=0.
     config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, shuffle=True, seed=6,
                          batch_size=5)
     net = seed_net().init(6)
-    bound = make_rule(rule, net, 6)
-    state = None
-    if resume is not None:
-        saved = load_checkpoint(resume)
-        net.set_params(net.unflatten(saved.params))
-        bound.load_state({**saved.meta["rule_state"], **saved.rule})
-        state = TrainState.restore(saved.meta["state"],
-                                   {**saved.meta["optimizer_state"], **saved.optimizer}, config)
     path = folder / f"{engine}-{epochs}-{stop_after}.npz"
-    done = []
-
-    def on_epoch(epoch, history):
-        s = history.state
-        save_checkpoint(path, net, {"state": s.to_meta(), "config": config.to_dict()},
-                        optimizer_state=s.optimizer.state(), rule_state=bound.state())
-        done.append(epoch)
-
-    def stop():
-        return stop_after is not None and len(done) >= stop_after
-
-    fit(net, digits.x_train[:50], digits.y_train[:50], config, rule=bound, engine=engine,
-        on_epoch=on_epoch, stop=stop, state=state)
+    checkpointed_fit(path, net, make_rule(rule, net, 6), digits.x_train[:50],
+                     digits.y_train[:50], config, engine, stop_after, resume)
     return path
 
 
@@ -314,13 +297,7 @@ def test_compiled_resume_is_bit_identical(tmp_path, digits, rule, optimizer):
     resumed = load_checkpoint(_api_run(tmp_path / "resumed", digits, "compiled", 4,
                                        resume=part, rule=rule, optimizer=optimizer))
     assert resumed.meta["state"]["epoch"] == 4
-    assert np.array_equal(whole.params, resumed.params)
-    for key in whole.optimizer:
-        assert np.array_equal(whole.optimizer[key], resumed.optimizer[key]), key
-    for key in whole.rule:
-        assert np.array_equal(whole.rule[key], resumed.rule[key]), key
-    assert whole.meta["state"]["cost"] == resumed.meta["state"]["cost"]
-    assert whole.meta["rule_state"] == resumed.meta["rule_state"]
+    assert_same_checkpoint(whole, resumed)
 
 
 @pytest.mark.parametrize(("first", "second"), [("numpy", "compiled"), ("compiled", "numpy")])
