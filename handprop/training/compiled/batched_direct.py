@@ -51,26 +51,77 @@ def direct_work(cin, cout, hin, win, ph, pw, block, pool_stride):
     return block * 2 * (cin + cout) * plane + wide + POOL_LANES * max(pool_stride, 1)
 
 
+# Eight taps at a time (hand-specialised: each pass over a run serves eight taps). The
+# eight values travel as tuples; these helpers are inlined, so the loops below keep eight
+# scalars in registers and vectorize over k.
+
+
+@njit(**KERNEL)
+def _next8(first):
+    """first, first + 1, ..., first + 7."""
+    return (first, first + 1, first + 2, first + 3, first + 4, first + 5, first + 6,
+            first + 7)
+
+
+@njit(**KERNEL)
+def _runs8(base, offsets, t):
+    """Where the runs of taps t..t+7 start: base + offsets[t + m]."""
+    return (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
+            base + offsets[t + 3], base + offsets[t + 4], base + offsets[t + 5],
+            base + offsets[t + 6], base + offsets[t + 7])
+
+
+@njit(**KERNEL)
+def _read8(v, starts, k):
+    """The eight runs' k-th values."""
+    return (v[U(starts[0] + k)], v[U(starts[1] + k)], v[U(starts[2] + k)],
+            v[U(starts[3] + k)], v[U(starts[4] + k)], v[U(starts[5] + k)],
+            v[U(starts[6] + k)], v[U(starts[7] + k)])
+
+
 @njit(fastmath={"reassoc", "contract"}, **KERNEL)
+def _add8(sums, d, xs):
+    """sums[m] + d * xs[m] for the eight taps (sums that may be reassociated)."""
+    return (sums[0] + d * xs[0], sums[1] + d * xs[1], sums[2] + d * xs[2],
+            sums[3] + d * xs[3], sums[4] + d * xs[4], sums[5] + d * xs[5],
+            sums[6] + d * xs[6], sums[7] + d * xs[7])
+
+
+@njit(fastmath={"contract"}, **KERNEL)
+def _combine8(ws, xs):
+    """sum_m ws[m] xs[m], added in tap order."""
+    total = ws[0] * xs[0] + ws[1] * xs[1]
+    total += ws[2] * xs[2]
+    total += ws[3] * xs[3]
+    total += ws[4] * xs[4]
+    total += ws[5] * xs[5]
+    total += ws[6] * xs[6]
+    total += ws[7] * xs[7]
+    return total
+
+
+@njit(**KERNEL)
 def _dot8(u, u0, v, base, offsets, t, count, zero):
     """sum_k u[u0 + k] v[base + offsets[t + m] + k] for the eight taps m < 8 at once (u
     read once), vectorized (``zero``: 0 in the arrays' dtype)."""
-    v0, v1, v2, v3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
-                      base + offsets[t + 3])
-    v4, v5, v6, v7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
-                      base + offsets[t + 7])
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    starts = _runs8(base, offsets, t)
+    sums = (zero, zero, zero, zero, zero, zero, zero, zero)
     for k in range(count):
-        d = u[U(u0 + k)]
-        s0 += d * v[U(v0 + k)]
-        s1 += d * v[U(v1 + k)]
-        s2 += d * v[U(v2 + k)]
-        s3 += d * v[U(v3 + k)]
-        s4 += d * v[U(v4 + k)]
-        s5 += d * v[U(v5 + k)]
-        s6 += d * v[U(v6 + k)]
-        s7 += d * v[U(v7 + k)]
-    return s0, s1, s2, s3, s4, s5, s6, s7
+        sums = _add8(sums, u[U(u0 + k)], _read8(v, starts, k))
+    return sums
+
+
+@njit(**KERNEL)
+def _dot8x2(u, u0, u1, v, base, offsets, t, count, zero):
+    """:func:`_dot8` against two delta planes (``u0``, ``u1``) at once: each input run
+    read once for both; the first plane's eight sums, then the second's."""
+    starts = _runs8(base, offsets, t)
+    first = second = (zero, zero, zero, zero, zero, zero, zero, zero)
+    for k in range(count):
+        xs = _read8(v, starts, k)
+        first = _add8(first, u[U(u0 + k)], xs)
+        second = _add8(second, u[U(u1 + k)], xs)
+    return first + second
 
 
 @njit(fastmath={"reassoc", "contract"}, **KERNEL)
@@ -81,91 +132,25 @@ def _dot1(u, u0, v, v0, count, zero):
     return total
 
 
-@njit(fastmath={"contract"}, **KERNEL)
+@njit(**KERNEL)
 def _axpy8(out, o0, w, w0, src, base, offsets, t, count):
     """out[o0 + k] += sum_m w[w0 + t + m] src[base + offsets[t + m] + k] over the eight
     taps m < 8 (added in tap order): one pass over the output for eight taps."""
-    a0, a1, a2, a3 = w[U(w0 + t)], w[U(w0 + t + 1)], w[U(w0 + t + 2)], w[U(w0 + t + 3)]
-    a4, a5, a6, a7 = w[U(w0 + t + 4)], w[U(w0 + t + 5)], w[U(w0 + t + 6)], w[U(w0 + t + 7)]
-    s0, s1, s2, s3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
-                      base + offsets[t + 3])
-    s4, s5, s6, s7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
-                      base + offsets[t + 7])
+    starts, ws = _runs8(base, offsets, t), _read8(w, _next8(w0 + t), 0)
     for k in range(count):
-        total = a0 * src[U(s0 + k)] + a1 * src[U(s1 + k)]
-        total += a2 * src[U(s2 + k)]
-        total += a3 * src[U(s3 + k)]
-        total += a4 * src[U(s4 + k)]
-        total += a5 * src[U(s5 + k)]
-        total += a6 * src[U(s6 + k)]
-        total += a7 * src[U(s7 + k)]
-        out[U(o0 + k)] += total
+        out[U(o0 + k)] += _combine8(ws, _read8(src, starts, k))
 
 
-@njit(fastmath={"contract"}, **KERNEL)
+@njit(**KERNEL)
 def _axpy8x2(out, o0, o1, w, w0, w1, src, base, offsets, t, count):
     """:func:`_axpy8` for two output planes at once (``w0``/``w1`` their weights): each
     input run is read once for both."""
-    a0, a1, a2, a3 = w[U(w0 + t)], w[U(w0 + t + 1)], w[U(w0 + t + 2)], w[U(w0 + t + 3)]
-    a4, a5, a6, a7 = w[U(w0 + t + 4)], w[U(w0 + t + 5)], w[U(w0 + t + 6)], w[U(w0 + t + 7)]
-    b0, b1, b2, b3 = w[U(w1 + t)], w[U(w1 + t + 1)], w[U(w1 + t + 2)], w[U(w1 + t + 3)]
-    b4, b5, b6, b7 = w[U(w1 + t + 4)], w[U(w1 + t + 5)], w[U(w1 + t + 6)], w[U(w1 + t + 7)]
-    s0, s1, s2, s3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
-                      base + offsets[t + 3])
-    s4, s5, s6, s7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
-                      base + offsets[t + 7])
+    starts = _runs8(base, offsets, t)
+    first, second = _read8(w, _next8(w0 + t), 0), _read8(w, _next8(w1 + t), 0)
     for k in range(count):
-        x0, x1, x2, x3 = src[U(s0 + k)], src[U(s1 + k)], src[U(s2 + k)], src[U(s3 + k)]
-        x4, x5, x6, x7 = src[U(s4 + k)], src[U(s5 + k)], src[U(s6 + k)], src[U(s7 + k)]
-        first = a0 * x0 + a1 * x1
-        first += a2 * x2
-        first += a3 * x3
-        first += a4 * x4
-        first += a5 * x5
-        first += a6 * x6
-        first += a7 * x7
-        second = b0 * x0 + b1 * x1
-        second += b2 * x2
-        second += b3 * x3
-        second += b4 * x4
-        second += b5 * x5
-        second += b6 * x6
-        second += b7 * x7
-        out[U(o0 + k)] += first
-        out[U(o1 + k)] += second
-
-
-@njit(fastmath={"reassoc", "contract"}, **KERNEL)
-def _dot8x2(u, u0, u1, v, base, offsets, t, count, zero):
-    """:func:`_dot8` against two delta planes (``u0``, ``u1``) at once: each input run
-    read once for both; the first plane's eight sums, then the second's."""
-    v0, v1, v2, v3 = (base + offsets[t], base + offsets[t + 1], base + offsets[t + 2],
-                      base + offsets[t + 3])
-    v4, v5, v6, v7 = (base + offsets[t + 4], base + offsets[t + 5], base + offsets[t + 6],
-                      base + offsets[t + 7])
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = zero
-    for k in range(count):
-        d, e = u[U(u0 + k)], u[U(u1 + k)]
-        x0, x1, x2, x3 = v[U(v0 + k)], v[U(v1 + k)], v[U(v2 + k)], v[U(v3 + k)]
-        x4, x5, x6, x7 = v[U(v4 + k)], v[U(v5 + k)], v[U(v6 + k)], v[U(v7 + k)]
-        s0 += d * x0
-        s1 += d * x1
-        s2 += d * x2
-        s3 += d * x3
-        s4 += d * x4
-        s5 += d * x5
-        s6 += d * x6
-        s7 += d * x7
-        r0 += e * x0
-        r1 += e * x1
-        r2 += e * x2
-        r3 += e * x3
-        r4 += e * x4
-        r5 += e * x5
-        r6 += e * x6
-        r7 += e * x7
-    return s0, s1, s2, s3, s4, s5, s6, s7, r0, r1, r2, r3, r4, r5, r6, r7
+        xs = _read8(src, starts, k)
+        out[U(o0 + k)] += _combine8(first, xs)
+        out[U(o1 + k)] += _combine8(second, xs)
 
 
 @njit(**KERNEL)

@@ -155,9 +155,7 @@ def col2im(op, ga, n0, n, g):
 def add_bias(a, y0, rows, width, p, b0):
     """a[y0 + r*width + o] += bias[o] for every row r."""
     for r in range(rows):
-        base = y0 + r * width
-        for o in range(width):
-            a[U(base + o)] += p[U(b0 + o)]
+        _add_run(a, y0 + r * width, p, b0, width)
 
 
 @njit(**KERNEL)
@@ -165,9 +163,7 @@ def bias_grad(ga, y0, rows, width, gp, b0):
     """gp[b0 + o] = sum over rows of ga[y0 + r*width + o], row after row."""
     fill(gp, b0, width)
     for r in range(rows):
-        base = y0 + r * width
-        for o in range(width):
-            gp[U(b0 + o)] += ga[U(base + o)]
+        _add_run(gp, b0, ga, y0 + r * width, width)
 
 
 @njit(**KERNEL)
@@ -454,24 +450,31 @@ def act_backward(op, codes, slopes, a, ga, n):
 
 
 @njit(**KERNEL)
-def flat_forward(op, a, n):
-    """(n, H, W, C) -> (n, C*H*W) in the reference's (C, H, W) order."""
+def _reorder(op, v, n, to_reference):
+    """Each sample's (H, W, C) values at ``op.in_offset`` <-> its (C, H, W) values at
+    ``op.out_offset`` (``to_reference``: the first into the second, else back)."""
     c, plane = op.in_c, op.in_h * op.in_w
     for nn in range(n):
         x0, y0 = op.in_offset + nn * plane * c, op.out_offset + nn * plane * c
         for at in range(plane):
             for ch in range(c):
-                a[U(y0 + ch * plane + at)] = a[U(x0 + at * c + ch)]
+                nhwc, chw = x0 + at * c + ch, y0 + ch * plane + at
+                if to_reference:
+                    v[U(chw)] = v[U(nhwc)]
+                else:
+                    v[U(nhwc)] = v[U(chw)]
+
+
+@njit(**KERNEL)
+def flat_forward(op, a, n):
+    """(n, H, W, C) -> (n, C*H*W) in the reference's (C, H, W) order."""
+    _reorder(op, a, n, True)
 
 
 @njit(**KERNEL)
 def flat_backward(op, ga, n):
-    c, plane = op.in_c, op.in_h * op.in_w
-    for nn in range(n):
-        x0, y0 = op.in_offset + nn * plane * c, op.out_offset + nn * plane * c
-        for at in range(plane):
-            for ch in range(c):
-                ga[U(x0 + at * c + ch)] = ga[U(y0 + ch * plane + at)]
+    """The gradient back: (n, C*H*W) -> (n, H, W, C)."""
+    _reorder(op, ga, n, False)
 
 
 # -- dense ------------------------------------------------------------------------------
