@@ -2,11 +2,12 @@
 test session.
 
 On a fresh clone the compiled engine's Numba cache is empty, and filling it costs about
-90 s of one core. The session starts ``warm_numba.py`` in a background process at once,
-runs the modules that use the compiled engine most (``LATE``) last, and makes this
-process wait for the warm-up before it builds its first compiled engine, so that the
-compile overlaps the other tests instead of adding to them. Results do not depend on
-it: a kernel loaded from the cache is the kernel compiled in place.
+120 s of one core. The session starts ``warm_numba.py`` in a background process at once,
+and runs the modules that use the compiled engine most (``LATE``) last, so that the
+compile overlaps the other tests; a test that needs a kernel before the warm-up has
+cached it compiles it itself (measured on a cold clone: that was faster than making the
+tests wait for the warm-up, 322 s against 328-344 s). Results do not depend on it: a
+kernel loaded from the cache is the kernel compiled in place.
 """
 
 from __future__ import annotations
@@ -83,23 +84,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         thread = threading.Thread(target=_measure_compile_times)
         _compile_times["thread"] = thread
         thread.start()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _compile_after_the_warm_up():
-    """This process's first compiled engine waits until the warm-up has filled the cache."""
-    import handprop.training.compiled as compiled
-
-    build = compiled.compiled_engine
-
-    def after_warm_up(*args, **kwargs):
-        if _warm_up is not None:
-            _warm_up.wait()
-        return build(*args, **kwargs)
-
-    compiled.compiled_engine = after_warm_up
-    yield
-    compiled.compiled_engine = build
 
 
 @pytest.fixture(scope="session")
