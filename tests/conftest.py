@@ -25,9 +25,11 @@ import pytest
 from helpers import run_cli
 
 # Modules that train on the compiled engine from their first tests: run after the others.
-LATE = ("test_bad_input", "test_bench", "test_checkpoint", "test_compiled_coverage",
-        "test_compiled_engine", "test_compiled_lanes", "test_faults", "test_hardening",
-        "test_train", "test_sklearn")
+# (compare's CNN and BioTorch's LeNet train in the batched layout under ``auto``.)
+LATE = ("test_bad_input", "test_bench", "test_biotorch", "test_checkpoint", "test_compare",
+        "test_compiled_batched", "test_compiled_coverage", "test_compiled_engine",
+        "test_compiled_lanes", "test_compiled_special", "test_faults", "test_hardening",
+        "test_train", "test_sklearn", "test_tracking")
 _warm_up: subprocess.Popen | None = None
 _compile_times: dict = {}  # bench's cold/warm compile, measured beside the tests
 
