@@ -5,9 +5,10 @@ On a fresh clone the compiled engine's Numba cache is empty, and filling it cost
 120 s of one core. The session starts ``warm_numba.py`` in a background process at once,
 and runs the modules that use the compiled engine most (``LATE``) last, so that the
 compile overlaps the other tests; a test that needs a kernel before the warm-up has
-cached it compiles it itself (measured on a cold clone: that was faster than making the
-tests wait for the warm-up, 322 s against 328-344 s). Results do not depend on it: a
-kernel loaded from the cache is the kernel compiled in place.
+cached it compiles it itself. (Making the tests wait for the warm-up did not help: on
+cold clones here the suite took 322-412 s with or without waiting, a run-to-run spread
+larger than any difference.) Results do not depend on it: a kernel loaded from the cache
+is the kernel compiled in place.
 """
 
 from __future__ import annotations
