@@ -185,8 +185,9 @@ def make_engine(engine: str, net: Network, rule: LearningRule | None, optimizer:
 
         try:
             if engine == "compiled" or compiled_is_faster(net, batch_size):
-                if engine == "auto" and unusable_reason():  # no kernel cache: NumPy
-                    raise UnsupportedError(unusable_reason())  # (see compiled/cache.py)
+                no_cache = unusable_reason() if engine == "auto" else None
+                if no_cache:  # no kernel cache: NumPy (see compiled/cache.py)
+                    raise UnsupportedError(no_cache)
                 runner = compiled_engine(net, rule, optimizer, loss, reduction, batch_size,
                                          threads)
                 work = Workload.of(net, batch_size)

@@ -141,11 +141,12 @@ def _notice(message: str) -> None:
 
 
 def note_if_in_memory() -> None:
-    """Once per process, when a compiled engine is built without a cache folder: say that
-    its kernels are compiled in memory (not said when only the op table is read, e.g. for
-    the memory estimate, or when ``auto`` falls back to NumPy instead)."""
-    folder, where = kernel_folder()
-    if folder is None and "memory" not in _state["warned"]:
+    """Once per process, when a compiled engine is built without a cache folder (as
+    :func:`prepare` found it): say that its kernels are compiled in memory (not said when
+    only the op table is read, e.g. for the memory estimate, or when ``auto`` falls back
+    to NumPy instead)."""
+    where = _state["where"]  # None until prepare() ran
+    if where is not None and _state["folder"] is None and "memory" not in _state["warned"]:
         _state["warned"].add("memory")
         _notice(f"no usable folder for the compiled kernels' cache ({where}); compiling "
                 f"them in memory for this process (set {CACHE_ENV} to keep them)")
@@ -162,7 +163,7 @@ def unusable_reason() -> str | None:
     return None
 
 
-_state: dict[str, Any] = {"folder": None, "warned": set()}
+_state: dict[str, Any] = {"folder": None, "where": None, "warned": set()}
 
 
 def load_kernels() -> None:
@@ -177,10 +178,10 @@ def prepare() -> None:
     """Import every kernel module of this package with its kernels cached in
     :func:`kernel_folder` (or compiled in memory when there is none). Called before a
     compiled engine is built; cheap when repeated."""
-    folder, _ = kernel_folder()
+    folder, where = kernel_folder()
     if folder is not None:
         prune(folder.parent, folder.name)
-    _state["folder"] = folder
+    _state.update(folder=folder, where=where)
     _install_locator()
     for info in pkgutil.iter_modules([str(PACKAGE_DIR)]):
         if info.name != "__main__":  # the command that prints the support list
