@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import __version__
 from ..core.errors import HandpropError
+from ..core.interrupts import handled, interrupt
 from .common import (
     EXIT_DIVERGED,
     EXIT_FAILED,
@@ -72,12 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM is handled like Ctrl-C, and neither is lost (see core/interrupts.py)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     streams = _guard_streams()
     try:
         status = _run(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         unwritten = _release_streams(streams)
     return unwritten if unwritten is not None and status == 0 else status
 
@@ -94,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"handprop: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
+        handled()
         sys.stderr.write("handprop: interrupted\n")
         return EXIT_INTERRUPTED
     except MemoryError:
@@ -141,11 +145,6 @@ def _release_streams(guarded: dict[str, Any]) -> int | None:
                 status = EXIT_USAGE
         setattr(sys, name, stream)
     return status
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM is handled like Ctrl-C: finished work is kept and reported."""
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

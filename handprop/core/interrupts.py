@@ -8,6 +8,12 @@ while a report of finished work is being written waits until it is written.
 A second interrupt during the block is not deferred (the user insists). Only signals
 whose handler raises KeyboardInterrupt are deferred (SIGINT in Python, SIGTERM under the
 ``handprop`` command); elsewhere, and outside the main thread, this does nothing.
+
+An interrupt can also be lost: a KeyboardInterrupt raised while the main thread runs a
+ctypes callback (Numba's compiler caches its code through one) is printed and dropped.
+:func:`interrupt` (the ``handprop`` command's handler) therefore also keeps the signal
+pending, and :func:`raise_if_interrupted`, called where work may stop (after each
+finished job), raises it again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,26 @@ import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+_pending: list[int] = []  # a signal :func:`interrupt` saw and no one has handled yet
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """A signal handler: KeyboardInterrupt now, and kept until handled (see above)."""
+    _pending.append(signum)
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a signal that was lost on its way."""
+    if _pending:
+        handled()
+        raise KeyboardInterrupt
+
+
+def handled() -> None:
+    """The interrupt has been acted on: nothing is pending any more."""
+    _pending.clear()
 
 
 @contextlib.contextmanager

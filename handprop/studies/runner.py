@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, HandpropError
+from ..core.interrupts import handled, raise_if_interrupted
 from ..core.io import atomic_write_text, remove_temporaries, temporary_tag
 from ..core.limits import MAX_JOBS, check_int
 from .progress import ProgressBar
@@ -516,6 +517,7 @@ def run_jobs(
                 if notice not in shown:
                     shown.add(notice)
                     bar.message(f"handprop: note: {notice}")
+            raise_if_interrupted()  # a signal lost during the job (core/interrupts.py)
     finally:
         stop.set()
         poller.join()
@@ -563,6 +565,7 @@ def run_study(jobs: list[Job], out: Path, backend: str | Backend, n_jobs: int | 
         run_jobs(jobs, out, backend, n_jobs, scheduler, show_progress, label=label,
                  progress=progress)
     except KeyboardInterrupt:
+        handled()
         interrupted = True
     except HandpropError as exc:
         error = exc
