@@ -317,6 +317,31 @@ def test_deferred_interrupts_let_a_second_one_through(python_sigint):
                 pass
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_dropped_in_a_ctypes_callback_is_raised_later():
+    """Python prints and drops an exception raised in a ctypes callback (Numba's
+    compiler runs one): the handprop handler keeps the signal, and the study runner's
+    check after each job raises it."""
+    import ctypes
+
+    from handprop.core.interrupts import interrupt, raise_if_interrupted
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        def signalled() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs in here
+                pass
+
+        callback = ctypes.CFUNCTYPE(None)(signalled)
+        callback()  # its KeyboardInterrupt is printed and dropped
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+        raise_if_interrupted()  # handled: once only
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_umask_reader_matches(tmp_path):
     from handprop.core.io import _umask
 
